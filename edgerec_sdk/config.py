@@ -1,0 +1,151 @@
+"""Frozen, keyword-only configuration dataclasses holding plain values only.
+
+Live collaborators (transports, clocks, stores) go to constructors, never here. Nothing here reads the
+environment by itself: call :meth:`RecommenderConfig.from_env` or :meth:`RecommenderConfig.from_mapping`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["IndexConfig", "ProfileConfig", "RecommenderConfig"]
+
+IndexBackend = Literal["auto", "numpy", "onnx"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IndexConfig:
+    """How item vectors are scored."""
+
+    backend: IndexBackend = "auto"
+    """``numpy`` (exact, blocked), ``onnx`` (onnxruntime MatMul+TopK graph) or ``auto``."""
+    block_rows: int = 65536
+    """Rows scored per block by the numpy kernel; bounds the temporary memory of one scan."""
+    intra_op_threads: int = 1
+    """onnxruntime threads per session; one suits a web worker, more is an explicit choice."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "numpy", "onnx"):
+            raise ConfigError(f"index backend must be 'auto', 'numpy' or 'onnx', not {self.backend!r}")
+        _positive("block_rows", self.block_rows)
+        _positive("intra_op_threads", self.intra_op_threads)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProfileConfig:
+    """The per-user recent history kept in process."""
+
+    max_events_per_user: int = 200
+    """Newest events kept per user (the model reads at most ``max_seq_len`` of them)."""
+    max_users: int = 100_000
+    """Users kept in memory (least recently used evicted first)."""
+
+    def __post_init__(self) -> None:
+        _positive("max_events_per_user", self.max_events_per_user)
+        _positive("max_users", self.max_users)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecommenderConfig:
+    """Settings of a :class:`~edgerec_sdk.Recommender`."""
+
+    strict: bool = False
+    """Raise the underlying error instead of degrading (tests, CI, staging)."""
+    max_k: int = 1000
+    """Largest ``k`` served; larger requests are clamped."""
+    max_exclude: int = 10_000
+    """Most ids accepted in ``exclude=``; more is a ``ValueError``."""
+    exclude_seen: bool = True
+    """Leave out items already in the user's history."""
+    cache_size: int = 10_000
+    """Results kept in the in-process cache (0 turns it off)."""
+    cache_ttl_s: float = 60.0
+    """Seconds a cached result lives."""
+    candidate_margin: int = 20
+    """Extra candidates fetched beyond ``k`` before business rules run."""
+    max_event_bytes: int = 8192
+    """Largest accepted feedback event, JSON-encoded."""
+    fallback_items: tuple[str, ...] = ()
+    """Items served when no bundle is loaded at all."""
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
+
+    def __post_init__(self) -> None:
+        _positive("max_k", self.max_k)
+        _positive("max_exclude", self.max_exclude)
+        _positive("max_event_bytes", self.max_event_bytes)
+        if self.cache_size < 0:
+            raise ConfigError("cache_size must be >= 0")
+        if not self.cache_ttl_s > 0:
+            raise ConfigError("cache_ttl_s must be > 0")
+        if self.candidate_margin < 0:
+            raise ConfigError("candidate_margin must be >= 0")
+        if not isinstance(self.fallback_items, tuple):
+            raise ConfigError("fallback_items must be a tuple of item ids")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RecommenderConfig:
+        """Build from a plain mapping (Django ``settings.EDGEREC``, Flask ``app.config``).
+
+        Nested ``index`` and ``profile`` mappings become their dataclasses; unknown keys are an error.
+
+        Example:
+            >>> RecommenderConfig.from_mapping({"strict": True, "index": {"backend": "numpy"}}).strict
+            True
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown RecommenderConfig keys: {', '.join(unknown)}")
+        kwargs: dict[str, Any] = dict(data)
+        try:
+            if isinstance(kwargs.get("index"), Mapping):
+                kwargs["index"] = IndexConfig(**kwargs["index"])
+            if isinstance(kwargs.get("profile"), Mapping):
+                kwargs["profile"] = ProfileConfig(**kwargs["profile"])
+            if "fallback_items" in kwargs:
+                kwargs["fallback_items"] = tuple(kwargs["fallback_items"])
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_env(cls, prefix: str = "EDGEREC_", environ: Mapping[str, str] | None = None) -> RecommenderConfig:
+        """Build from environment variables such as ``EDGEREC_STRICT=1`` or ``EDGEREC_MAX_K=50``."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(prefix + f.name.upper())
+            if raw is None or f.name in ("index", "profile"):
+                continue
+            kwargs[f.name] = _parse_env(f.name, raw, f.type)
+        return cls(**kwargs)
+
+
+def _parse_env(name: str, raw: str, type_name: Any) -> Any:
+    t = str(type_name)
+    try:
+        if t == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t.startswith("tuple"):
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
+    except ValueError as exc:
+        raise ConfigError(f"environment setting for {name!r} is not a valid {t}") from exc
+    return raw
+
+
+def _positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")

@@ -1,0 +1,133 @@
+"""Result and event types returned by and given to the public API. No I/O here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+__all__ = [
+    "EVENT_TYPES",
+    "DegradedReason",
+    "EventLike",
+    "EventType",
+    "FeedbackEvent",
+    "ItemId",
+    "Recommendation",
+    "Recommendations",
+    "Source",
+    "UserId",
+]
+
+UserId = Union[str, int]
+ItemId = str
+
+Source = Literal["personalized", "popular", "similar", "fallback"]
+"""Where an item came from: the interest model, the popularity ranking, item-to-item similarity, or the
+configured fallback list."""
+
+DegradedReason = Literal[
+    "not_ready",
+    "model_error",
+    "nonfinite_scores",
+    "profile_unavailable",
+    "closed",
+    "internal_error",
+]
+
+EventType = Literal["view", "click", "cart", "purchase", "skip", "rating"]
+EVENT_TYPES: frozenset[str] = frozenset({"view", "click", "cart", "purchase", "skip", "rating"})
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One ranked item."""
+
+    item_id: str
+    score: float
+    source: Source
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Recommendation({self.item_id!r}, score={self.score:.4f}, source={self.source!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """A ranked answer for one request.
+
+    Iterating yields :class:`Recommendation` objects, best first.
+
+    Attributes:
+        items: the ranked items.
+        model_version: the bundle version that produced the answer (``None`` when no bundle was loaded).
+        degraded: whether infrastructure trouble forced a lower rung of the fallback ladder.
+        degraded_reason: why, when degraded.
+        rec_id: an id to pass back with feedback, for attribution.
+    """
+
+    items: tuple[Recommendation, ...]
+    model_version: str | None
+    rec_id: str
+    degraded: bool = False
+    degraded_reason: DegradedReason | None = None
+
+    def __iter__(self) -> Iterator[Recommendation]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Recommendation:
+        return self.items[i]
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The item ids, best first."""
+        return [r.item_id for r in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        """The scores, best first."""
+        return [r.score for r in self.items]
+
+    @property
+    def reason(self) -> DegradedReason | None:
+        """Alias of ``degraded_reason``."""
+        return self.degraded_reason
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(i) for i in self.item_ids[:5])
+        more = ", ..." if len(self.items) > 5 else ""
+        flag = f", degraded={self.degraded_reason!r}" if self.degraded else ""
+        return f"Recommendations([{head}{more}], model_version={self.model_version!r}{flag})"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeedbackEvent:
+    """One interaction reported by the storefront.
+
+    Attributes:
+        user: the storefront's user id (kept local; only a pseudonym leaves the process).
+        item: the external item id.
+        type: one of ``view``, ``click``, ``cart``, ``purchase``, ``skip``, ``rating``.
+        ts: Unix time in seconds (now when omitted).
+        value: an optional finite number (a rating, a price, a dwell time).
+        rec_id: the ``rec_id`` of the answer that showed the item, for attribution.
+        event_id: a unique id; minted when omitted, used by the hub to drop duplicates.
+    """
+
+    user: str
+    item: str
+    type: str
+    ts: float
+    value: float | None = None
+    rec_id: str | None = None
+    event_id: str = ""
+
+    def is_finite(self) -> bool:
+        return self.value is None or math.isfinite(self.value)
+
+
+EventLike = Union[FeedbackEvent, Mapping[str, Any]]
