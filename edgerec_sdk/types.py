@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __all__ = [
     "EVENT_TYPES",
@@ -17,10 +17,11 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "Source",
+    "Status",
     "UserId",
 ]
 
-UserId = Union[str, int]
+UserId = str | int
 ItemId = str
 
 Source = Literal["personalized", "popular", "similar", "fallback"]
@@ -130,4 +131,27 @@ class FeedbackEvent:
         return self.value is None or math.isfinite(self.value)
 
 
-EventLike = Union[FeedbackEvent, Mapping[str, Any]]
+EventLike = FeedbackEvent | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of a recommender's state, for dashboards and health checks.
+
+    Attributes:
+        model_version: the version serving now (``None`` before the first bundle).
+        n_items: items in the serving catalog.
+        ready: whether a bundle is serving.
+        closed: whether ``close()`` was called.
+        bundle_origin: where the serving bundle came from (``"path"``, ``"demo"``, ``"disk"``, ``"hub"``).
+        counters: requests, degraded answers by reason, feedback accepted and refused, cache hits.
+        sync: the hub sync state (empty without a hub).
+    """
+
+    model_version: str | None
+    n_items: int
+    ready: bool
+    closed: bool
+    bundle_origin: str | None
+    counters: Mapping[str, int]
+    sync: Mapping[str, Any]

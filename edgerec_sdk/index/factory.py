@@ -1,0 +1,78 @@
+"""Pick a top-K backend for an item matrix.
+
+The ``auto`` rule, measured on the 2-core dev box (AVX-512 VNNI, one thread, single query, best of 7, shared
+machine so treat as +-20 %), with ``benchmarks/bench_kernels.py``:
+
+=============  ====================  =====================  =========================
+matrix         numpy best/median     onnx int8 best/median  onnx float32 Gemm (raw)
+=============  ====================  =====================  =========================
+12k x 64 int8  0.24 / 0.30 ms        0.20 / 0.23 ms         0.20 ms
+100k x 64      3.1 / 4.1 ms          1.9 / 2.0 ms           n/a
+1M x 64 int8   25 / 29 ms            13.0 / 13.4 ms         25 ms
+=============  ====================  =====================  =========================
+
+(batch 16 at 1M: numpy 103 ms, onnx 77 ms.) At 12k both are within noise of each other, so the rule keeps
+numpy there (no private copy of the matrix, memmap shared, exact scores without a rescoring step).
+
+* int8 with ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx (its int8 GEMM reads 1 byte per value; numpy must widen to
+  float32 first). Below that, numpy: a small matrix is dequantized once and a float32 gemv plus a partial
+  sort beats one onnxruntime ``run()`` with its Add and TopK over the whole row.
+* float16/float32: numpy (float32 BLAS reaches the memory floor, and the memmap stays shared; onnx would
+  hold a private float32 copy).
+* CUDA present (:data:`HAS_CUDA`) and ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx on the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._caps import HAS_CUDA
+from ._common import VectorIndex, check_values
+from .numpy_exact import NumpyExactIndex
+from .onnx_topk import OnnxTopKIndex
+
+__all__ = ["AUTO_ONNX_MIN_ROWS", "make_index"]
+
+AUTO_ONNX_MIN_ROWS = 200_000
+"""Catalog size from which ``auto`` prefers the onnxruntime int8 graph."""
+
+
+def make_index(
+    values: NDArray[Any],
+    scales: NDArray[np.float32] | None = None,
+    *,
+    backend: Literal["auto", "numpy", "onnx"] = "auto",
+    block_rows: int = 65536,
+    intra_op_threads: int = 1,
+) -> VectorIndex:
+    """Build the top-K index for ``values`` with the requested (or measured-fastest) backend.
+
+    Args:
+        values: ``(n, d)`` int8 (with ``scales``), float16 or float32 item matrix; a memmap is fine.
+        scales: per-row float32 scales for int8 values, else None.
+        backend: ``numpy``, ``onnx`` or ``auto`` (rule in this module's docstring).
+        block_rows: rows per block of the numpy scan.
+        intra_op_threads: onnxruntime intra-op threads.
+
+    Raises:
+        ValueError: bad matrix, scales or backend name.
+        ModelLoadError: onnxruntime refused the graph (``onnx`` backend).
+
+    Example:
+        >>> import numpy as np
+        >>> idx = make_index(np.eye(3, dtype=np.float32), backend="numpy")
+        >>> idx.search(np.eye(3, dtype=np.float32), 1).rows.ravel().tolist()
+        [0, 1, 2]
+    """
+    if backend not in ("auto", "numpy", "onnx"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'onnx', not {backend!r}")
+    check_values(values, scales)
+    if backend == "auto":
+        big = values.shape[0] >= AUTO_ONNX_MIN_ROWS
+        backend = "onnx" if big and (HAS_CUDA or values.dtype == np.int8) else "numpy"
+    if backend == "onnx":
+        return OnnxTopKIndex(values, scales, intra_op_threads=intra_op_threads)
+    return NumpyExactIndex(values, scales, block_rows=block_rows)

@@ -1,0 +1,150 @@
+"""The one onnxruntime session of a bundle: the user-interest encoder.
+
+This is the only module that translates onnxruntime errors (into :class:`ModelLoadError`). The session is
+created lazily and per process id: an ``InferenceSession`` inherited across ``os.fork`` can hang in its
+thread pool (microsoft/onnxruntime#9800), so a forked child builds its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from .errors import ModelLoadError
+
+__all__ = ["InterestModel", "session_options"]
+
+logger = logging.getLogger(__name__)
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    """Session options for a web worker: explicit thread counts, no spinning between calls.
+
+    A spinning pool keeps a core busy after each call and slows the index scan that follows it.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+class InterestModel:
+    """Turns padded item-row histories into interest vectors.
+
+    Args:
+        model_bytes: the verified ONNX bytes (never a path: see bundle/verify.py).
+        history_input: the model's history input name.
+        interest_output: the model's output name.
+        max_seq_len: the history length the model expects.
+        dim: the interest vector size.
+        query_input: the optional query-token input name.
+        query_max_len: its length.
+        intra_op_threads: onnxruntime intra-op threads.
+        providers: execution providers, CPU by default.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        history_input: str,
+        interest_output: str,
+        max_seq_len: int,
+        dim: int,
+        query_input: str | None = None,
+        query_max_len: int = 0,
+        intra_op_threads: int = 1,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        self._bytes = model_bytes
+        self.history_input = history_input
+        self.interest_output = interest_output
+        self.max_seq_len = max_seq_len
+        self.dim = dim
+        self.query_input = query_input
+        self.query_max_len = query_max_len
+        self._threads = intra_op_threads
+        self._providers = tuple(providers)
+        self._lock = threading.Lock()
+        self._session: ort.InferenceSession | None = None
+        self._pid = -1
+
+    def load(self) -> None:
+        """Create the session now and check its inputs and outputs against the manifest."""
+        self._get_session()
+
+    def _get_session(self) -> ort.InferenceSession:
+        session = self._session
+        if session is not None and self._pid == os.getpid():
+            return session
+        with self._lock:
+            if self._session is None or self._pid != os.getpid():
+                self._session = self._create()
+                self._pid = os.getpid()
+            return self._session
+
+    def _create(self) -> ort.InferenceSession:
+        try:
+            session = ort.InferenceSession(
+                self._bytes, sess_options=session_options(self._threads), providers=list(self._providers)
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
+            raise ModelLoadError(f"interest.onnx: onnxruntime refused the model: {exc}") from exc
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        if self.history_input not in inputs:
+            raise ModelLoadError(f"interest.onnx: no input named {self.history_input!r} (has {sorted(inputs)})")
+        if self.interest_output not in outputs:
+            raise ModelLoadError(f"interest.onnx: no output named {self.interest_output!r} (has {sorted(outputs)})")
+        if self.query_input is not None and self.query_input not in inputs:
+            raise ModelLoadError(f"interest.onnx: no input named {self.query_input!r}")
+        if inputs[self.history_input].type != "tensor(int64)":
+            raise ModelLoadError(f"interest.onnx: input {self.history_input!r} must be int64")
+        return session
+
+    def embed(
+        self, history: NDArray[np.int64], query: NDArray[np.int64] | None = None
+    ) -> NDArray[np.float32]:
+        """Interest vectors for a batch of left-padded histories (``(b, max_seq_len)`` int64 tokens)."""
+        feeds: dict[str, Any] = {self.history_input: np.ascontiguousarray(history, dtype=np.int64)}
+        if self.query_input is not None:
+            if query is None:
+                query = np.zeros((history.shape[0], self.query_max_len), dtype=np.int64)
+            feeds[self.query_input] = np.ascontiguousarray(query, dtype=np.int64)
+        session = self._get_session()
+        try:
+            out = session.run([self.interest_output], feeds)[0]
+        except Exception as exc:
+            raise ModelLoadError(f"interest.onnx: inference failed: {exc}") from exc
+        result = np.asarray(out, dtype=np.float32)
+        if result.ndim != 2 or result.shape != (history.shape[0], self.dim):
+            raise ModelLoadError(
+                f"interest.onnx: output shape {result.shape} does not match (batch, dim={self.dim})"
+            )
+        return result
+
+    def pad(self, rows_per_user: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
+        """Left-pad item rows (oldest first) into model tokens ``row + 1``, newest in the last column."""
+        out = np.zeros((len(rows_per_user), self.max_seq_len), dtype=np.int64)
+        for i, rows in enumerate(rows_per_user):
+            tail = rows[-self.max_seq_len :]
+            if len(tail):
+                out[i, self.max_seq_len - len(tail) :] = tail + 1
+        return out
+
+    def postfork(self) -> None:
+        """Forget the session so the next call builds one in this process."""
+        self._lock = threading.Lock()
+        self._session = None
+        self._pid = -1

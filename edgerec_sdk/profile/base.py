@@ -1,0 +1,33 @@
+"""The profile store protocol."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+
+class ProfileEvent(NamedTuple):
+    """One remembered interaction."""
+
+    item: str
+    type: str
+    ts: float
+
+
+class ProfileStore(Protocol):
+    """Where per-user recent history lives (in process, a host's SQLite file, Redis)."""
+
+    def get(self, user: str) -> list[ProfileEvent]:
+        """The user's events, oldest first (empty for an unknown user)."""
+        ...
+
+    def append(self, user: str, event: ProfileEvent) -> None:
+        """Add one event at the newest end, trimming to the store's per-user cap."""
+        ...
+
+    def forget(self, user: str) -> None:
+        """Erase everything held about the user."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; idempotent."""
+        ...

@@ -1,0 +1,132 @@
+"""One bundle made ready to serve: model, index, filters and the batched ranking math.
+
+A :class:`ServingState` is immutable once built; a model swap builds a new one off the request path and
+replaces one reference in the recommender, so a request that read the old reference finishes on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .bundle import Bundle
+from .config import RecommenderConfig
+from .errors import ModelLoadError
+from .index import VectorIndex, make_index
+from .model import InterestModel
+from .rank import FilterCompiler
+
+__all__ = ["Ranked", "ServingState"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """Rows and scores for one user, best first."""
+
+    rows: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    personalized: bool
+    nonfinite: bool = False
+
+
+class ServingState:
+    """Everything one bundle version needs on the request path."""
+
+    def __init__(self, bundle: Bundle, config: RecommenderConfig) -> None:
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.model_version = manifest.model_version
+        self.model = InterestModel(
+            bundle.model_bytes,
+            history_input=manifest.input_names["history"],
+            interest_output=manifest.output_names["interest"],
+            max_seq_len=manifest.max_seq_len,
+            dim=manifest.dim,
+            query_input=manifest.input_names.get("query"),
+            query_max_len=manifest.query_max_len,
+            intra_op_threads=config.index.intra_op_threads,
+        )
+        self.index: VectorIndex = make_index(
+            bundle.vectors.values,
+            bundle.vectors.scales,
+            backend=config.index.backend,
+            block_rows=config.index.block_rows,
+            intra_op_threads=config.index.intra_op_threads,
+        )
+        self.filters = FilterCompiler(bundle.catalog)
+        popular = np.asarray(bundle.popular, dtype=np.int64)
+        self.popular = popular
+        self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
+
+    def warm_up(self) -> None:
+        """Create the session and run one smoke query so the first request pays nothing extra."""
+        self.model.load()
+        tokens = self.model.pad([np.arange(min(3, len(self.popular)), dtype=np.int64)])
+        interest = self.model.embed(tokens)
+        if not np.all(np.isfinite(interest)):
+            raise ModelLoadError("interest.onnx: smoke test produced non-finite interest vectors",
+                                 model_version=self.model_version)
+        self.index.search(interest, 1)
+
+    def rows_of(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
+        """Rows of the known ids, in order; unknown ids are ignored."""
+        return self.bundle.catalog.rows(item_ids)
+
+    def popular_for(
+        self, k: int, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None
+    ) -> Ranked:
+        """The popularity ranking with exclusions and filters applied."""
+        keep = np.ones(len(self.popular), dtype=np.bool_)
+        if len(exclude):
+            keep &= ~np.isin(self.popular, exclude)
+        if allow is not None:
+            keep &= allow[self.popular]
+        idx = np.flatnonzero(keep)[:k]
+        return Ranked(rows=self.popular[idx], scores=self.popular_scores[idx], personalized=False)
+
+    def rank(
+        self,
+        histories: Sequence[NDArray[np.int64]],
+        k: int,
+        *,
+        excludes: Sequence[NDArray[np.int64]],
+        allow: NDArray[np.bool_] | None,
+    ) -> list[Ranked]:
+        """Rank for a batch: one model call and one kernel call for all users with history."""
+        out: list[Ranked | None] = [None] * len(histories)
+        warm = [i for i, h in enumerate(histories) if len(h)]
+        if warm:
+            tokens = self.model.pad([histories[i] for i in warm])
+            interest = self.model.embed(tokens)
+            finite = np.all(np.isfinite(interest), axis=1)
+            interest = np.where(finite[:, None], interest, 0.0).astype(np.float32)
+            result = self.index.search(interest, k, exclude=[excludes[i] for i in warm], allow=allow)
+            for j, i in enumerate(warm):
+                count = int(result.counts[j])
+                if not finite[j] or count == 0:
+                    ranked = self.popular_for(k, excludes[i], allow)
+                    out[i] = Ranked(ranked.rows, ranked.scores, personalized=False, nonfinite=not finite[j])
+                else:
+                    out[i] = Ranked(result.rows[j, :count], result.scores[j, :count], personalized=True)
+        for i in range(len(histories)):
+            if out[i] is None:
+                out[i] = self.popular_for(k, excludes[i], allow)
+        return [r for r in out if r is not None]
+
+    def similar(
+        self, row: int, k: int, *, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None
+    ) -> Ranked:
+        """Items whose vectors are closest to ``row``'s (the item itself left out)."""
+        query = self.bundle.vectors.rows_f32(np.array([row], dtype=np.int64))
+        norm = float(np.linalg.norm(query))
+        if norm > 0:
+            query = query / norm
+        result = self.index.search(query.astype(np.float32), k, exclude=[np.append(exclude, row)], allow=allow)
+        count = int(result.counts[0])
+        return Ranked(result.rows[0, :count], result.scores[0, :count], personalized=True)

@@ -1,0 +1,40 @@
+"""Repository rules that are cheap to check mechanically."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_sleep_in_tests() -> None:
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        text = path.read_text()
+        if re.search(r"\btime\.sleep\(|\bfrom time import sleep\b", text) and path.name != "test_layout.py":
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_module_size_limit() -> None:
+    too_big = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "edgerec_sdk").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert too_big == {}
+
+
+def test_no_assert_for_argument_checks_in_runtime() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "edgerec_sdk").rglob("*.py")
+        if re.search(r"^\s+assert\s", p.read_text(), re.MULTILINE) and "testing" not in p.name
+    ]
+    assert offenders == []
+
+
+def test_no_print_in_runtime() -> None:
+    runtime = [p for p in (ROOT / "edgerec_sdk").rglob("*.py")
+               if "build" not in p.parts and "hub" not in p.parts and p.name != "cli.py"]
+    offenders = [str(p.relative_to(ROOT)) for p in runtime if re.search(r"^\s*print\(", p.read_text(), re.M)]
+    assert offenders == []
