@@ -218,7 +218,7 @@ class Recommender:
         if state is None:
             return [self._degraded(None, k, "not_ready", NotReadyError("no bundle loaded")) for _ in ids]
         try:
-            return self._answer(state, ids, k, histories, excluded, canon, explain)
+            return self._answer(state, ids, k, histories, excluded, canon, explain, query)
         except (TypeError, ValueError):
             raise
         except EdgerecError as exc:
@@ -261,9 +261,10 @@ class Recommender:
 
     def _answer(
         self, state: ServingState, ids: list[str], k: int, histories: Sequence[Sequence[str]] | None,
-        excluded: tuple[str, ...], canon: tuple[tuple[str, Any], ...], explain: bool,
+        excluded: tuple[str, ...], canon: tuple[tuple[str, Any], ...], explain: bool, query: str | None,
     ) -> list[Recommendations]:
         allow = state.filters.mask(canon)
+        query_tokens = state.query_tokens(query)
         ex_rows = state.rows_of(excluded)
         hist_rows, seen_rows, keys = [], [], []
         for i, user in enumerate(ids):
@@ -279,13 +280,13 @@ class Recommender:
             hist_rows.append(rows)
             seen_rows.append(np.union1d(seen, ex_rows) if len(ex_rows) else seen)
             keys.append((state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes(), digest_size=16)
-                         .digest(), k, excluded, canon, explain))
+                         .digest(), k, excluded, canon, explain, query if query_tokens is not None else None))
         answers: list[tuple[Recommendation, ...] | None] = [self._cache_get(key) for key in keys]
         todo = [i for i, a in enumerate(answers) if a is None]
         if todo:
             fetch = min(k + self.config.candidate_margin, len(state.bundle.catalog))
             ranked = state.rank([hist_rows[i] for i in todo], fetch,
-                                excludes=[seen_rows[i] for i in todo], allow=allow)
+                                excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens)
             for i, r in zip(todo, ranked, strict=True):
                 if r.nonfinite:
                     raise _NonFinite()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _log
 from .bundle import Bundle
 from .config import RecommenderConfig
 from .errors import ModelLoadError
@@ -60,6 +61,11 @@ class ServingState:
             intra_op_threads=config.index.intra_op_threads,
         )
         self.filters = FilterCompiler(bundle.catalog)
+        self._tokenizer = None
+        if self.model.query_input is not None and bundle.tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(bundle.tokenizer_json)
         popular = np.asarray(bundle.popular, dtype=np.int64)
         self.popular = popular
         self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
@@ -73,6 +79,18 @@ class ServingState:
             raise ModelLoadError("interest.onnx: smoke test produced non-finite interest vectors",
                                  model_version=self.model_version)
         self.index.search(interest, 1)
+
+    def query_tokens(self, query: str | None) -> NDArray[np.int64] | None:
+        """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text."""
+        if query is None:
+            return None
+        if self._tokenizer is None:
+            _log.warn_once(logger, "query-ignored", "this bundle's model takes no query text; query ignored")
+            return None
+        ids = self._tokenizer.encode(query).ids[: self.model.query_max_len]
+        out = np.zeros((1, self.model.query_max_len), dtype=np.int64)
+        out[0, : len(ids)] = ids
+        return out
 
     def rows_of(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
         """Rows of the known ids, in order; unknown ids are ignored."""
@@ -97,13 +115,18 @@ class ServingState:
         *,
         excludes: Sequence[NDArray[np.int64]],
         allow: NDArray[np.bool_] | None,
+        query: NDArray[np.int64] | None = None,
     ) -> list[Ranked]:
-        """Rank for a batch: one model call and one kernel call for all users with history."""
+        """Rank for a batch: one model call and one kernel call for all users with history.
+
+        A query (one row of token ids) applies to every user of the batch.
+        """
         out: list[Ranked | None] = [None] * len(histories)
         warm = [i for i, h in enumerate(histories) if len(h)]
         if warm:
             tokens = self.model.pad([histories[i] for i in warm])
-            interest = self.model.embed(tokens)
+            q = None if query is None else np.repeat(query, len(warm), axis=0)
+            interest = self.model.embed(tokens, q)
             finite = np.all(np.isfinite(interest), axis=1)
             interest = np.where(finite[:, None], interest, 0.0).astype(np.float32)
             result = self.index.search(interest, k, exclude=[excludes[i] for i in warm], allow=allow)

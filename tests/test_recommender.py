@@ -268,3 +268,13 @@ def test_demo_bundle_serves() -> None:
         first = next(iter(rec.items))
         result = rec.recommend("demo-user", k=5, history=[first])
         assert len(result) == 5 and not result.degraded
+
+
+def test_query_on_a_model_without_text_is_ignored_with_a_warning(rec: Recommender, caplog) -> None:
+    history = ids(rec)[:3]
+    with caplog.at_level("WARNING", logger="edgerec_sdk"):
+        with_query = rec.recommend("u", k=5, history=history, query="red nail polish")
+    assert with_query.item_ids == rec.recommend("u", k=5, history=history).item_ids
+    assert "takes no query text" in caplog.text
+    with pytest.raises(TypeError):
+        rec.recommend("u", query=3)  # type: ignore[arg-type]
