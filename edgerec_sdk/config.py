@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .profile.factory import parse_profile_spec
 
 __all__ = ["IndexConfig", "ProfileConfig", "RecommenderConfig"]
 
-IndexBackend = Literal["auto", "numpy", "onnx"]
+IndexBackend = Literal["auto", "numpy", "onnx", "ivf"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -24,17 +25,27 @@ class IndexConfig:
     """How item vectors are scored."""
 
     backend: IndexBackend = "auto"
-    """``numpy`` (exact, blocked), ``onnx`` (onnxruntime MatMul+TopK graph) or ``auto``."""
+    """``numpy`` (exact, blocked), ``onnx`` (onnxruntime MatMul+TopK graph), ``ivf`` (the bundle's approximate
+    index) or ``auto`` (IVF from ``ann_min_items`` when the bundle has one, else the fastest exact kernel)."""
     block_rows: int = 65536
     """Rows scored per block by the numpy kernel; bounds the temporary memory of one scan."""
     intra_op_threads: int = 1
     """onnxruntime threads per session; one suits a web worker, more is an explicit choice."""
+    ann_min_items: int = 100_000
+    """Catalog size from which ``auto`` serves the bundle's approximate (IVF) index, when it has one."""
+    nprobe: int = 0
+    """IVF lists probed per query; 0 keeps the value tuned when the bundle was written."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "numpy", "onnx"):
-            raise ConfigError(f"index backend must be 'auto', 'numpy' or 'onnx', not {self.backend!r}")
+        if self.backend not in ("auto", "numpy", "onnx", "ivf"):
+            raise ConfigError(
+                f"index backend must be 'auto', 'numpy', 'onnx' or 'ivf', not {self.backend!r}"
+            )
         _positive("block_rows", self.block_rows)
         _positive("intra_op_threads", self.intra_op_threads)
+        _positive("ann_min_items", self.ann_min_items)
+        if isinstance(self.nprobe, bool) or not isinstance(self.nprobe, int) or self.nprobe < 0:
+            raise ConfigError(f"nprobe must be an integer >= 0, not {self.nprobe!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,8 +82,13 @@ class RecommenderConfig:
     """Extra candidates fetched beyond ``k`` before business rules run."""
     max_event_bytes: int = 8192
     """Largest accepted feedback event, JSON-encoded."""
+    exit_flush_timeout_s: float = 2.0
+    """Longest wait for pending feedback at interpreter exit (the rows stay in the outbox after it)."""
     fallback_items: tuple[str, ...] = ()
     """Items served when no bundle is loaded at all."""
+    profile_store: str = "memory"
+    """Where user history lives: ``"memory"`` (this process), ``"sqlite:///PATH"`` (the workers of a host),
+    ``"redis://HOST:PORT/DB"`` (many hosts); see :func:`edgerec_sdk.profile.make_profile_store`."""
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
     profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
 
@@ -88,6 +104,7 @@ class RecommenderConfig:
             raise ConfigError("candidate_margin must be >= 0")
         if not isinstance(self.fallback_items, tuple):
             raise ConfigError("fallback_items must be a tuple of item ids")
+        parse_profile_spec(self.profile_store)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RecommenderConfig:

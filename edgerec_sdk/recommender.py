@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -17,15 +20,28 @@ import numpy as np
 from cachetools import TTLCache
 
 from . import _log
+from ._checks import check_exclude, check_k
 from ._counters import Counters
+from ._threads import register_postfork
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
 from .errors import ClosedError, EdgerecError, NotReadyError
 from .events import check_user_id, normalize_event
-from .profile import MemoryProfileStore, ProfileEvent, ProfileStore
+from .items import ItemCatalog
+from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import check_filters, explain_items
 from .serving import Ranked, ServingState
-from .types import DegradedReason, EventLike, Recommendation, Recommendations, Source, Status, UserId
+from .sync import EdgeSync, NullSync, SyncConfig
+from .types import (
+    DegradedReason,
+    EventLike,
+    FeedbackEvent,
+    Recommendation,
+    Recommendations,
+    Source,
+    Status,
+    UserId,
+)
 
 __all__ = ["Recommender"]
 
@@ -33,65 +49,6 @@ logger = logging.getLogger(__name__)
 
 _NON_INTEREST_TYPES = frozenset({"skip"})
 _CacheKey = tuple[Any, ...]
-
-
-class _NullSync:
-    """Stands in for the hub sync when there is no hub: feedback stays local."""
-
-    def record(self, event: Any) -> None:
-        return None
-
-    def forget(self, user: str) -> None:
-        return None
-
-    def flush(self, timeout_s: float) -> bool:
-        return True
-
-    def close(self, timeout_s: float) -> None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def postfork(self) -> None:
-        return None
-
-
-class ItemCatalog:
-    """Read-only view of the serving catalog; follows model swaps."""
-
-    def __init__(self, owner: Recommender) -> None:
-        self._owner = owner
-
-    def _catalog(self) -> Any:
-        state = self._owner._state
-        return None if state is None else state.bundle.catalog
-
-    def __len__(self) -> int:
-        cat = self._catalog()
-        return 0 if cat is None else len(cat)
-
-    def __contains__(self, item_id: object) -> bool:
-        cat = self._catalog()
-        return cat is not None and isinstance(item_id, str) and item_id in cat
-
-    def __iter__(self) -> Iterator[str]:
-        cat = self._catalog()
-        return iter(()) if cat is None else iter(cat)
-
-    def __getitem__(self, item_id: str) -> dict[str, Any]:
-        cat = self._catalog()
-        row = None if cat is None else cat.row(item_id)
-        if row is None:
-            raise KeyError(item_id)
-        return dict(cat.metadata(row))
-
-    def get(self, item_id: str, default: Any = None) -> Any:
-        """The item's metadata, or ``default`` when the catalog does not know it."""
-        try:
-            return self[item_id]
-        except KeyError:
-            return default
 
 
 class Recommender:
@@ -123,11 +80,12 @@ class Recommender:
     ) -> None:
         self.config = config or RecommenderConfig()
         cfg = self.config
-        self._profiles: ProfileStore = profile_store or MemoryProfileStore(
-            max_events_per_user=cfg.profile.max_events_per_user, max_users=cfg.profile.max_users
+        self._profiles: ProfileStore = profile_store or make_profile_store(
+            cfg.profile_store, max_events_per_user=cfg.profile.max_events_per_user, max_users=cfg.profile.max_users
         )
         self._clock = clock
-        self._sync = sync or _NullSync()
+        self._sync: Any = sync or NullSync()
+        self._candidate: tuple[ServingState, float] | None = None
         self._counters = Counters()
         self._cache: TTLCache[_CacheKey, tuple[Recommendation, ...]] | None = (
             TTLCache(maxsize=cfg.cache_size, ttl=cfg.cache_ttl_s) if cfg.cache_size else None
@@ -140,6 +98,8 @@ class Recommender:
         self.items = ItemCatalog(self)
         if bundle is not None:
             self.swap(bundle, origin=origin or "path")
+        register_postfork(self.postfork)
+        _register_atexit(self)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -161,6 +121,60 @@ class Recommender:
     def demo(cls, *, config: RecommenderConfig | None = None) -> Recommender:
         """Serve the small Beauty demo bundle shipped inside the package."""
         return cls(load_bundle(demo_bundle_path()), config, origin="demo")
+
+    @classmethod
+    def connect(
+        cls, hub_url: str, *, token: str, user_id_key: str, state_dir: str | Path,
+        channel: str = "stable", signing_key: str | None = None, allow_unsigned_bundles: bool = False,
+        poll_interval_s: float = 30.0, config: RecommenderConfig | None = None,
+        sync_config: SyncConfig | None = None, transport: Any = None, profile_store: ProfileStore | None = None,
+        start: bool = True,
+    ) -> Recommender:
+        """Serve the bundles a hub publishes, and ship feedback to it durably.
+
+        Returns at once: the last good bundle in ``state_dir`` serves immediately, even with the hub down;
+        before any bundle exists answers are degraded with reason ``not_ready``. Threads start lazily.
+
+        Args:
+            hub_url: the hub's base URL (``https://``; ``http://`` only for loopback).
+            token: the edge token (never logged).
+            user_id_key: the HMAC key that pseudonymises user ids before they leave the process.
+            state_dir: where the outbox and the last good bundle live (created ``0700``).
+            channel: the hub channel to follow.
+            signing_key: the HMAC key bundles are signed with (``edgerec publish --signing-key``).
+            allow_unsigned_bundles: accept unsigned bundles (development only).
+            poll_interval_s: seconds between manifest polls.
+            config: recommender settings.
+            sync_config: full sync settings; overrides the sync arguments above when given.
+            transport: an ``httpx`` transport (tests hand in ``MockTransport`` or ``WSGITransport``).
+            profile_store: where per-user history lives.
+            start: start the updater thread now (the uploader starts on the first feedback).
+        """
+        sync_cfg = sync_config or SyncConfig(
+            hub_url=hub_url, token=token, user_id_key=user_id_key, state_dir=str(state_dir), channel=channel,
+            signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles, poll_interval_s=poll_interval_s,
+        )
+        rec = cls(None, config, profile_store=profile_store)
+        sync = EdgeSync(sync_cfg, transport=transport, on_bundle=rec._swap_from_hub,
+                        on_candidate=rec._set_candidate)
+        rec._sync = sync
+        last_good = sync.load_last_good()
+        if last_good is not None:
+            rec.swap(last_good, origin="disk")
+        if start:
+            sync.start()
+        return rec
+
+    def _swap_from_hub(self, bundle: Bundle) -> None:
+        self.swap(bundle, origin="hub")
+
+    def _set_candidate(self, bundle: Bundle | None, percent: float) -> None:
+        if bundle is None or percent <= 0:
+            self._candidate = None
+            return
+        state = ServingState(bundle, self.config)
+        state.warm_up()
+        self._candidate = (state, float(percent))
 
     def swap(self, bundle: Bundle, *, origin: str = "path") -> None:
         """Build and smoke-test a serving state for ``bundle``, then replace the current one atomically."""
@@ -204,27 +218,46 @@ class Recommender:
     ) -> list[Recommendations]:
         """Rank items for a batch of users with one model call and one kernel call."""
         ids = [check_user_id(u) for u in users]
-        k = self._check_k(k)
+        k = check_k(k, max_k=self.config.max_k)
         if histories is not None and len(histories) != len(ids):
             raise ValueError("histories must have one entry per user")
-        excluded = self._check_exclude(exclude)
+        excluded = check_exclude(exclude, max_exclude=self.config.max_exclude)
         canon = check_filters(filters)
         if query is not None and not isinstance(query, str):
             raise TypeError("query must be a string")
         self._counters.incr("requests", len(ids))
-        state = self._state
         if self._closed:
             return [self._degraded(None, k, "closed", ClosedError("recommender is closed")) for _ in ids]
-        if state is None:
+        if self._state is None:
             return [self._degraded(None, k, "not_ready", NotReadyError("no bundle loaded")) for _ in ids]
-        try:
-            return self._answer(state, ids, k, histories, excluded, canon, explain, query)
-        except (TypeError, ValueError):
-            raise
-        except EdgerecError as exc:
-            return [self._degraded(state, k, "model_error", exc) for _ in ids]
-        except Exception as exc:
-            return [self._degraded(state, k, "internal_error", exc) for _ in ids]
+        # Users of a rollout candidate form their own batch, so every answer comes from exactly one version.
+        groups: dict[int, tuple[ServingState, list[int]]] = {}
+        for i, user in enumerate(ids):
+            st = self._state_for(user)
+            if st is not None:
+                groups.setdefault(id(st), (st, []))[1].append(i)
+        results: list[Recommendations | None] = [None] * len(ids)
+        for state, idx in groups.values():
+            sub_hist = None if histories is None else [histories[i] for i in idx]
+            try:
+                answers = self._answer(state, [ids[i] for i in idx], k, sub_hist, excluded, canon, explain, query)
+            except (TypeError, ValueError):
+                raise
+            except EdgerecError as exc:
+                answers = [self._degraded(state, k, "model_error", exc) for _ in idx]
+            except Exception as exc:
+                answers = [self._degraded(state, k, "internal_error", exc) for _ in idx]
+            for i, answer in zip(idx, answers, strict=True):
+                results[i] = answer
+        return [r if r is not None else self._degraded(None, k, "not_ready", NotReadyError("no bundle"))
+                for r in results]
+
+    def _state_for(self, user: str) -> ServingState | None:
+        """The serving state of ``user``: the rollout candidate for the users sticky-assigned to it."""
+        candidate = self._candidate
+        if candidate is not None and self._sync.in_rollout(user, candidate[1]):
+            return candidate[0]
+        return self._state
 
     def similar_items(
         self, item_id: str, k: int = 10, *, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
@@ -235,8 +268,8 @@ class Recommender:
         """
         if not isinstance(item_id, str):
             raise TypeError(f"item_id must be a string, not {type(item_id).__name__}")
-        k = self._check_k(k)
-        excluded = self._check_exclude(exclude)
+        k = check_k(k, max_k=self.config.max_k)
+        excluded = check_exclude(exclude, max_exclude=self.config.max_exclude)
         canon = check_filters(filters)
         self._counters.incr("requests")
         state = self._state
@@ -267,12 +300,16 @@ class Recommender:
         query_tokens = state.query_tokens(query)
         ex_rows = state.rows_of(excluded)
         hist_rows, seen_rows, keys = [], [], []
+        unavailable: set[int] = set()
         for i, user in enumerate(ids):
             if histories is not None:
                 given = [str(h) for h in histories[i]]
                 interest_items, seen_items = given, given
             else:
-                events = self._profiles.get(user)
+                events = self._read_profile(user)
+                if events is None:  # shared store down (FAULTS D20): answer as for a cold user, flagged
+                    unavailable.add(i)
+                    events = []
                 interest_items = [e.item for e in events if e.type not in _NON_INTEREST_TYPES]
                 seen_items = [e.item for e in events]
             rows = state.rows_of(interest_items)
@@ -295,7 +332,23 @@ class Recommender:
                 items = self._items(state, r, "personalized" if r.personalized else "popular", reasons)
                 answers[i] = items
                 self._cache_put(keys[i], items)
-        return [self._result(state, a or ()) for a in answers]
+        results = [self._result(state, a or ()) for a in answers]
+        for i in unavailable:
+            results[i] = dataclasses.replace(results[i], degraded=True, degraded_reason="profile_unavailable")
+        return results
+
+    def _read_profile(self, user: str) -> list[ProfileEvent] | None:
+        """The stored history, or ``None`` when the profile store failed (degrade, never raise; strict raises)."""
+        try:
+            return self._profiles.get(user)
+        except Exception as exc:
+            if self.config.strict:
+                raise
+            self._counters.incr("degraded")
+            self._counters.incr("degraded_profile_unavailable")
+            _log.warn_once(logger, "degraded:profile_unavailable", "recommend degraded (profile_unavailable): %s",
+                           type(exc).__name__)
+            return None
 
     def _items(
         self, state: ServingState, ranked: Ranked, source: Source, reasons: list[str] | None
@@ -330,23 +383,6 @@ class Recommender:
             items = tuple(Recommendation(i, 0.0, "fallback") for i in self.config.fallback_items[:k])
         return Recommendations(items=items, model_version=None if state is None else state.model_version,
                                rec_id=uuid.uuid4().hex, degraded=True, degraded_reason=reason)
-
-    def _check_k(self, k: object) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, not {type(k).__name__}")
-        if k <= 0:
-            raise ValueError(f"k must be positive, not {k}")
-        return min(int(k), self.config.max_k)
-
-    def _check_exclude(self, exclude: Sequence[str]) -> tuple[str, ...]:
-        if isinstance(exclude, str):
-            raise TypeError("exclude must be a collection of item ids, not a single string")
-        items = tuple(exclude)
-        if len(items) > self.config.max_exclude:
-            raise ValueError(f"exclude has {len(items)} ids, over max_exclude={self.config.max_exclude}")
-        if not all(isinstance(i, str) for i in items):
-            raise TypeError("exclude must hold item id strings")
-        return items
 
     def _cache_get(self, key: _CacheKey) -> tuple[Recommendation, ...] | None:
         if self._cache is None:
@@ -384,10 +420,29 @@ class Recommender:
         except EdgerecError:
             self._counters.incr("feedback_refused")
             raise
-        self._profiles.append(normalized.user, ProfileEvent(normalized.item, normalized.type, normalized.ts))
-        self._sync.record(normalized)
+        try:
+            self._profiles.append(normalized.user, ProfileEvent(normalized.item, normalized.type, normalized.ts))
+        except Exception as exc:  # shared store down (FAULTS D20): the event still goes to the outbox
+            self._counters.incr("profile_write_failed")
+            if self.config.strict:
+                self._ship(normalized)
+                raise
+            _log.warn_once(logger, "profile:write", "profile write failed (%s); event kept for the hub only",
+                           type(exc).__name__)
+        self._ship(normalized)
         self._counters.incr("feedback_accepted")
         return True
+
+    def _ship(self, event: FeedbackEvent) -> None:
+        """Hand the event to the hub sync (a no-op without a hub), labelled with the version serving the user."""
+        state = self._state_for(event.user)
+        outcome = self._sync.put({
+            "user": event.user, "item": event.item, "type": event.type, "ts": event.ts, "value": event.value,
+            "rec_id": event.rec_id, "event_id": event.event_id,
+            "model_version": None if state is None else state.model_version,
+        })
+        if outcome is not None and outcome.startswith("dropped"):
+            self._counters.incr(f"feedback_{outcome}")
 
     def forget(self, user: UserId) -> None:
         """Erase everything held locally about ``user`` (and, with a hub, ask it to erase its copy)."""
@@ -449,6 +504,21 @@ class Recommender:
 
 class _NonFinite(EdgerecError):
     """The model produced non-finite interest vectors for a user."""
+
+
+def _register_atexit(rec: Recommender) -> None:
+    """One bounded best-effort flush at interpreter exit, through a weak reference (never keeps ``rec`` alive)."""
+    ref = weakref.ref(rec)
+
+    def flush_at_exit() -> None:
+        live = ref()
+        if live is not None and not live._closed:
+            try:
+                live._sync.flush(live.config.exit_flush_timeout_s)
+            except Exception:  # exit must never fail because of us
+                logger.debug("flush at exit failed", exc_info=True)
+
+    atexit.register(flush_at_exit)
 
 
 def demo_bundle_path() -> Path:

@@ -59,6 +59,9 @@ class ServingState:
             backend=config.index.backend,
             block_rows=config.index.block_rows,
             intra_op_threads=config.index.intra_op_threads,
+            ivf=bundle.ivf,
+            ann_min_items=config.index.ann_min_items,
+            nprobe=config.index.nprobe or None,
         )
         self.filters = FilterCompiler(bundle.catalog)
         self._tokenizer = None

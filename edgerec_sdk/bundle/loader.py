@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ModelError, ModelFormatError, ModelIntegrityError, ModelLoadError
+from ..index import IvfLayout
 from . import manifest as mf
 from .catalog import Catalog
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, FileEntry, Manifest
@@ -52,6 +53,7 @@ class Bundle:
         catalog: ids and columns.
         popular: item rows, most popular first (read-only int64).
         tokenizer_json: the tokenizer definition, when the bundle has one.
+        ivf: the approximate index (memory-mapped), when the manifest has an ``index`` section.
     """
 
     path: Path
@@ -61,6 +63,7 @@ class Bundle:
     catalog: Catalog
     popular: NDArray[np.int64]
     tokenizer_json: str | None = None
+    ivf: IvfLayout | None = None
 
     @property
     def model_version(self) -> str:
@@ -133,6 +136,7 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: bytes | None = Non
             tokenizer_json = kept[mf.TOKENIZER_NAME].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _fail(root, mf.TOKENIZER_NAME, version, "not UTF-8") from exc
+    ivf = _load_ivf(root, manifest) if manifest.index is not None else None
     logger.info("bundle %s loaded from %s", version, root)
     return Bundle(
         path=root,
@@ -142,6 +146,7 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: bytes | None = Non
         catalog=catalog,
         popular=popular,
         tokenizer_json=tokenizer_json,
+        ivf=ivf,
     )
 
 
@@ -297,6 +302,45 @@ def _load_vectors(root: Path, manifest: Manifest, scales_raw: bytes | None) -> I
     else:
         _check_finite(root, name, version, values)
     return ItemVectors(values=values, scales=scales)
+
+
+_IVF_SPECS: Final[dict[str, tuple[np.dtype[Any], int]]] = {  # role -> (dtype, ndim)
+    "centroids": (np.dtype("<f4"), 2),
+    "offsets": (np.dtype("<i8"), 1),
+    "order": (np.dtype("<i4"), 1),
+    "values": (np.dtype("<i1"), 2),
+    "scales": (np.dtype("<f4"), 1),
+}
+
+
+def _load_ivf(root: Path, manifest: Manifest) -> IvfLayout:
+    """Map the ``ivf.*.npy`` files read-only (shared by every worker) and check they form a valid layout."""
+    info = manifest.index
+    if info is None:  # pragma: no cover - the caller checks
+        raise _fail(root, MANIFEST_NAME, manifest.model_version, "no index section")
+    arrays: dict[str, NDArray[Any]] = {}
+    for role, name in mf.IVF_FILES.items():
+        dtype, ndim = _IVF_SPECS[role]
+        _open_npy_header(root, name, manifest, dtype, ndim)
+        try:
+            arrays[role] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise _fail(root, name, manifest.model_version, f"cannot map ({exc})", ModelLoadError) from exc
+    layout = IvfLayout(
+        centroids=arrays["centroids"],
+        offsets=np.array(arrays["offsets"]),
+        order=arrays["order"],
+        values=arrays["values"],
+        scales=arrays["scales"],
+        nprobe=info.nprobe,
+    )
+    try:
+        if layout.nlist != info.nlist or (layout.n_items, layout.dim) != (manifest.n_items, manifest.dim):
+            raise ValueError(f"shapes do not match nlist {info.nlist}, (n_items, dim)")
+        layout.check()
+    except ValueError as exc:
+        raise _fail(root, mf.IVF_FILES["values"], manifest.model_version, f"invalid IVF index: {exc}") from exc
+    return layout
 
 
 def _check_finite(root: Path, name: str, version: str, values: NDArray[Any]) -> None:

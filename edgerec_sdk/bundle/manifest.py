@@ -21,10 +21,12 @@ from ..errors import ModelFormatError
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "IVF_FILES",
     "MANIFEST_NAME",
     "MAX_MANIFEST_BYTES",
     "SIGNATURE_NAME",
     "FileEntry",
+    "IndexInfo",
     "Manifest",
     "VectorDtype",
     "check_file_name",
@@ -43,6 +45,14 @@ CATALOG_NAME: Final = "catalog.json"
 POPULAR_NAME: Final = "popular.npy"
 TOKENIZER_NAME: Final = "tokenizer.json"
 SCALES_NAME: Final = "items.scales.npy"
+IVF_FILES: Final = {
+    "centroids": "ivf.centroids.npy",
+    "offsets": "ivf.offsets.npy",
+    "order": "ivf.order.npy",
+    "values": "ivf.int8.npy",
+    "scales": "ivf.scales.npy",
+}
+"""Role -> file name of the optional IVF index (manifest ``index.kind == "ivf"``)."""
 # A manifest lists a handful of files; anything near this size is an attack, not a bundle.
 MAX_MANIFEST_BYTES: Final = 16 * 1024 * 1024
 
@@ -97,6 +107,30 @@ class FileEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexInfo:
+    """The optional ``index`` section: an approximate index stored in the bundle.
+
+    Attributes:
+        kind: ``"ivf"`` (the only kind this SDK builds); the files are :data:`IVF_FILES`.
+        nlist: number of inverted lists.
+        nprobe: lists to probe per query, tuned when the bundle was written.
+        recall: the recall@10 measured at build time with that ``nprobe`` (informational).
+    """
+
+    kind: str
+    nlist: int
+    nprobe: int
+    recall: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the section."""
+        out: dict[str, Any] = {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe}
+        if self.recall is not None:
+            out["recall"] = self.recall
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated ``manifest.json``.
 
@@ -125,6 +159,8 @@ class Manifest:
     files: Mapping[str, FileEntry]
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    index: IndexInfo | None = None
+    """The optional approximate index; None serves the exact kernel."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # MappingProxyType fields do not pickle; the JSON form is the canonical state anyway.
@@ -174,6 +210,7 @@ class Manifest:
             "files": {name: {"sha256": e.sha256, "size": e.size} for name, e in self.files.items()},
             "metrics": self.metrics,
             "extra": self.extra,
+            **({"index": self.index.to_dict()} if self.index is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -282,6 +319,7 @@ def _build(doc: dict[str, Any], source: str) -> Manifest:
     extra = doc.get("extra", {})
     if not isinstance(metrics, dict) or not isinstance(extra, dict):
         raise fail("'metrics' and 'extra' must be objects")
+    index = _index(doc.get("index"), files, n_items, fail)
     return Manifest(
         format_version=FORMAT_VERSION,
         model_version=version,
@@ -298,7 +336,32 @@ def _build(doc: dict[str, Any], source: str) -> Manifest:
         files=MappingProxyType(files),
         metrics=metrics,
         extra=extra,
+        index=index,
     )
+
+
+def _index(value: object, files: Mapping[str, FileEntry], n_items: int, fail: _Fail) -> IndexInfo | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("'index' must be an object")
+    kind: Any = value.get("kind")
+    if kind != "ivf":
+        raise fail(f"index.kind must be 'ivf', not {str(kind)[:20]!r}")
+    nlist: Any = value.get("nlist")
+    nprobe: Any = value.get("nprobe")
+    if not _is_int(nlist) or not 1 <= nlist <= n_items:
+        raise fail(f"index.nlist must be an integer in [1, n_items], not {str(nlist)[:20]!r}")
+    if not _is_int(nprobe) or not 1 <= nprobe <= nlist:
+        raise fail(f"index.nprobe must be an integer in [1, nlist], not {str(nprobe)[:20]!r}")
+    recall: Any = value.get("recall")
+    if recall is not None and (isinstance(recall, bool) or not isinstance(recall, int | float)):
+        raise fail("index.recall must be a number")
+    for name in IVF_FILES.values():
+        if name not in files:
+            raise fail(f"files must list {name!r} (required by index.kind 'ivf')")
+    return IndexInfo(kind="ivf", nlist=int(nlist), nprobe=int(nprobe),
+                     recall=None if recall is None else float(recall))
 
 
 def _is_int(value: object) -> bool:

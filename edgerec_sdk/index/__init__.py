@@ -1,4 +1,5 @@
-"""Exact top-K kernels behind one contract (:class:`VectorIndex`): numpy and onnxruntime (CPU, CUDA).
+"""Top-K kernels behind one contract (:class:`VectorIndex`): exact numpy and onnxruntime (CPU, CUDA), and an
+approximate IVF index for large catalogs (:class:`IvfIndex`, built by :func:`build_ivf`).
 
 Example:
     >>> import numpy as np
@@ -12,27 +13,37 @@ from __future__ import annotations
 
 from ._caps import HAS_CUDA
 from ._common import SearchResult, VectorIndex, brute_force_topk
-from .factory import AUTO_ONNX_MIN_ROWS, make_index
+from .factory import ANN_MIN_ITEMS, AUTO_ONNX_MIN_ROWS, make_index
+from .ivf import IvfIndex, IvfLayout
+from .ivf_build import build_ivf, default_nlist
 from .numpy_exact import NumpyExactIndex
 from .onnx_topk import OnnxTopKIndex
 
 __all__ = [
+    "ANN_MIN_ITEMS",
     "AUTO_ONNX_MIN_ROWS",
     "HAS_CUDA",
+    "IvfIndex",
+    "IvfLayout",
     "NumpyExactIndex",
     "OnnxTopKIndex",
     "SearchResult",
     "VectorIndex",
     "brute_force_topk",
+    "build_ivf",
+    "default_nlist",
     "make_index",
 ]
 
 for _name in (
+    "IvfIndex",
+    "IvfLayout",
     "NumpyExactIndex",
     "OnnxTopKIndex",
     "SearchResult",
     "VectorIndex",
     "brute_force_topk",
+    "build_ivf",
     "make_index",
 ):
     globals()[_name].__module__ = __name__

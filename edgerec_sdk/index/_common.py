@@ -130,6 +130,64 @@ def check_exclude(
     return out if any(r.size for r in out) else None
 
 
+@dataclass(slots=True)
+class SearchCall:
+    """One validated ``search()`` call and its padded outputs, shared by every backend.
+
+    Attributes:
+        q: the ``(b, dim)`` C-contiguous float32 queries.
+        width: ``min(k, n_items)``, the padded result width.
+        allow: the validated ``(n_items,)`` mask, or None.
+        exclude: per query, sorted unique in-range rows to leave out, or None when there are none.
+        live: indices of the queries with only finite entries (the others get no result at all).
+        rows, scores, counts: the padded outputs, filled in place by the backend.
+    """
+
+    q: NDArray[np.float32]
+    width: int
+    allow: NDArray[np.bool_] | None
+    exclude: list[NDArray[np.int64]] | None
+    live: NDArray[np.intp]
+    rows: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    counts: NDArray[np.int64]
+
+    def result(self) -> SearchResult:
+        """The outputs as a :class:`SearchResult`."""
+        return SearchResult(self.rows, self.scores, self.counts)
+
+    def put(self, i: int, rows: NDArray[np.int64], scores: NDArray[np.float32]) -> None:
+        """Store query ``i``'s answer (at most ``width`` rows, best first)."""
+        c = rows.size
+        self.rows[i, :c] = rows
+        self.scores[i, :c] = scores
+        self.counts[i] = c
+
+
+def prepare_search(
+    queries: NDArray[Any],
+    k: int,
+    *,
+    dim: int,
+    n_items: int,
+    exclude: Sequence[NDArray[np.int64]] | None,
+    allow: NDArray[np.bool_] | None,
+) -> SearchCall:
+    """Validate the arguments of ``VectorIndex.search`` and allocate its outputs.
+
+    Why one helper: every backend must raise the same error for the same bad call, in the same order
+    (``k`` first, then queries, masks, exclusions).
+    """
+    k = check_k(k)
+    q = check_queries(queries, dim)
+    b = q.shape[0]
+    allow_m = check_allow(allow, n_items)
+    excl = check_exclude(exclude, b, n_items)
+    width = min(k, n_items)
+    rows, scores, counts = empty_result(b, width)
+    return SearchCall(q, width, allow_m, excl, np.flatnonzero(finite_rows(q)), rows, scores, counts)
+
+
 def finite_rows(q: NDArray[np.float32]) -> NDArray[np.bool_]:
     """Queries with a NaN or infinite entry score every row non-finite: they get no result at all."""
     return np.asarray(np.isfinite(q).all(axis=1), dtype=np.bool_)

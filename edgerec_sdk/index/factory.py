@@ -20,6 +20,10 @@ numpy there (no private copy of the matrix, memmap shared, exact scores without 
 * float16/float32: numpy (float32 BLAS reaches the memory floor, and the memmap stays shared; onnx would
   hold a private float32 copy).
 * CUDA present (:data:`HAS_CUDA`) and ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx on the GPU.
+* An IVF layout given (the bundle was written with one) and ``n_items >= ann_min_items`` (default
+  :data:`ANN_MIN_ITEMS`): the approximate :class:`~edgerec_sdk.index.IvfIndex`, which scores its candidates
+  exactly. Below that size the exact kernels are fast enough and return the true top-K. ``backend="ivf"``
+  asks for IVF whatever the size (an error without a layout); ``numpy``/``onnx`` always give an exact kernel.
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ from numpy.typing import NDArray
 
 from ._caps import HAS_CUDA
 from ._common import VectorIndex, check_values
+from .ivf import IvfIndex, IvfLayout
 from .numpy_exact import NumpyExactIndex
 from .onnx_topk import OnnxTopKIndex
 
-__all__ = ["AUTO_ONNX_MIN_ROWS", "make_index"]
+__all__ = ["ANN_MIN_ITEMS", "AUTO_ONNX_MIN_ROWS", "make_index"]
+
+ANN_MIN_ITEMS = 100_000
+"""Catalog size from which ``auto`` serves the IVF index when the bundle has one (and writers build one)."""
 
 AUTO_ONNX_MIN_ROWS = 200_000
 """Catalog size from which ``auto`` prefers the onnxruntime int8 graph."""
@@ -44,18 +52,24 @@ def make_index(
     values: NDArray[Any],
     scales: NDArray[np.float32] | None = None,
     *,
-    backend: Literal["auto", "numpy", "onnx"] = "auto",
+    backend: Literal["auto", "numpy", "onnx", "ivf"] = "auto",
     block_rows: int = 65536,
     intra_op_threads: int = 1,
+    ivf: IvfLayout | None = None,
+    ann_min_items: int = ANN_MIN_ITEMS,
+    nprobe: int | None = None,
 ) -> VectorIndex:
     """Build the top-K index for ``values`` with the requested (or measured-fastest) backend.
 
     Args:
         values: ``(n, d)`` int8 (with ``scales``), float16 or float32 item matrix; a memmap is fine.
         scales: per-row float32 scales for int8 values, else None.
-        backend: ``numpy``, ``onnx`` or ``auto`` (rule in this module's docstring).
+        backend: ``numpy``, ``onnx``, ``ivf`` or ``auto`` (rule in this module's docstring).
         block_rows: rows per block of the numpy scan.
         intra_op_threads: onnxruntime intra-op threads.
+        ivf: the bundle's IVF layout, if it has one (rows must match ``values``).
+        ann_min_items: smallest catalog for which ``auto`` picks IVF.
+        nprobe: lists probed by IVF; None keeps the layout's tuned value.
 
     Raises:
         ValueError: bad matrix, scales or backend name.
@@ -67,9 +81,16 @@ def make_index(
         >>> idx.search(np.eye(3, dtype=np.float32), 1).rows.ravel().tolist()
         [0, 1, 2]
     """
-    if backend not in ("auto", "numpy", "onnx"):
-        raise ValueError(f"backend must be 'auto', 'numpy' or 'onnx', not {backend!r}")
+    if backend not in ("auto", "numpy", "onnx", "ivf"):
+        raise ValueError(f"backend must be 'auto', 'numpy', 'onnx' or 'ivf', not {backend!r}")
     check_values(values, scales)
+    if ivf is not None and (ivf.n_items, ivf.dim) != values.shape:
+        raise ValueError(f"ivf layout is {ivf.n_items} x {ivf.dim}, values are {values.shape}")
+    if backend == "ivf" or (backend == "auto" and ivf is not None and values.shape[0] >= ann_min_items):
+        if ivf is None:
+            raise ValueError("backend 'ivf' needs an IVF layout (write the bundle with one)")
+        exact = None if values.dtype == np.int8 else values
+        return IvfIndex(ivf, nprobe=nprobe, exact_values=exact, check=False)
     if backend == "auto":
         big = values.shape[0] >= AUTO_ONNX_MIN_ROWS
         backend = "onnx" if big and (HAS_CUDA or values.dtype == np.int8) else "numpy"

@@ -26,17 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._common import (
-    SearchResult,
-    check_allow,
-    check_exclude,
-    check_k,
-    check_queries,
-    check_values,
-    empty_result,
-    finite_rows,
-    order_by_score_then_row,
-)
+from ._common import SearchResult, check_values, order_by_score_then_row, prepare_search
 
 __all__ = ["PRECOMPUTE_MAX_BYTES", "NumpyExactIndex"]
 
@@ -159,19 +149,13 @@ class NumpyExactIndex:
             exclude: per query, rows that must not appear (out-of-range rows are ignored).
             allow: shared ``(n_items,)`` mask; False rows never appear.
         """
-        k = check_k(k)
-        q = check_queries(queries, self.dim)
-        b, n = q.shape[0], self.n_items
-        allow_m = check_allow(allow, n)
-        excl = check_exclude(exclude, b, n)
-        width = min(k, n)
-        rows_out, scores_out, counts = empty_result(b, width)
-        live = np.flatnonzero(finite_rows(q))
+        call = prepare_search(queries, k, dim=self.dim, n_items=self.n_items, exclude=exclude, allow=allow)
+        live, n, allow_m, excl = call.live, self.n_items, call.allow, call.exclude
         if live.size == 0:
-            return SearchResult(rows_out, scores_out, counts)
-        ql = q[live]
+            return call.result()
+        ql = call.q[live]
         qt = np.ascontiguousarray(ql.T)
-        tops = [_TopK(width) for _ in range(live.size)]
+        tops = [_TopK(call.width) for _ in range(live.size)]
         block = min(self.block_rows, n)
         scores = np.empty((live.size, block), dtype=np.float32)
         chunk = (
@@ -190,12 +174,8 @@ class NumpyExactIndex:
                     s[j, r[lo:hi] - start] = _NEG_INF
                 top.push(s[j], start)
         for j, top in enumerate(tops):
-            r, sc = top.result()
-            i = live[j]
-            rows_out[i, : r.size] = r
-            scores_out[i, : r.size] = sc
-            counts[i] = r.size
-        return SearchResult(rows_out, scores_out, counts)
+            call.put(int(live[j]), *top.result())
+        return call.result()
 
     def _score_block(
         self,

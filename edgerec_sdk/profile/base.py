@@ -1,8 +1,12 @@
-"""The profile store protocol."""
+"""The profile store protocol and its one error type."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
+
+from ..errors import EdgerecError
+
+__all__ = ["ProfileEvent", "ProfileStore", "ProfileUnavailableError"]
 
 
 class ProfileEvent(NamedTuple):
@@ -11,6 +15,14 @@ class ProfileEvent(NamedTuple):
     item: str
     type: str
     ts: float
+
+
+class ProfileUnavailableError(EdgerecError):
+    """A shared profile store (SQLite file, Redis) could not be read or written in time.
+
+    Stores translate their driver's errors (``sqlite3.Error``, ``redis.RedisError``) into this type, so the
+    recommender degrades with reason ``profile_unavailable`` instead of failing the request.
+    """
 
 
 class ProfileStore(Protocol):

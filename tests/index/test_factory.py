@@ -79,7 +79,7 @@ def test_graph_is_valid_onnx() -> None:
         model = onnx.load_from_string(onnx_topk._build_graph(values, scales, int8=int8))
         onnx.checker.check_model(model)
         ops = [n.op_type for n in model.graph.node]
-        assert ops[-2:] == ["Add", "TopK"]
+        assert ops[-3:] == ["TopK", "Where", "TopK"]
 
 
 def test_overflow_scores_are_dropped_not_returned() -> None:

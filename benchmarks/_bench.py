@@ -1,0 +1,154 @@
+"""Shared helpers of the benchmark scripts: JSON lines, timing, machine state, read bandwidth, test data.
+
+Every script prints one JSON object per line on stdout (and nothing else there), so runs can be compared
+with ``jq`` or pandas. Timings are wall-clock ``perf_counter`` per call, single-threaded unless a line says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def emit(**fields: Any) -> None:
+    """Print one JSON line (numpy scalars become plain numbers)."""
+    print(json.dumps(fields, default=_plain), flush=True)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x).__name__)
+
+
+def machine_state() -> dict[str, Any]:
+    """What the numbers depend on: CPU, load, BLAS settings, and whether another job was running."""
+    load1, load5, _ = os.getloadavg()
+    state: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "load1": round(load1, 2),
+        "load5": round(load5, 2),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                                                "OMP_NUM_THREADS")},
+    }
+    try:
+        import onnxruntime
+
+        state["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - a runtime dependency
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        state["blas"] = [
+            {k: p.get(k) for k in ("internal_api", "num_threads", "architecture", "version")}
+            for p in threadpool_info()
+        ]
+    except ImportError:
+        state["blas"] = "threadpoolctl not installed (pip install 'edgerec-sdk[bench]')"
+    return state
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fp:
+            for line in fp:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def one_thread() -> Any:
+    """A context manager limiting BLAS/OpenMP pools to one thread (threadpoolctl, a bench-only extra)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("warning: threadpoolctl missing, BLAS may use several threads", file=sys.stderr)
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def timings(fn: Callable[[], object], *, min_repeat: int = 5, max_repeat: int = 200,
+            budget_s: float = 1.5) -> np.ndarray:
+    """Per-call seconds of ``fn`` after one warm-up call: at least ``min_repeat`` calls, then until the
+    time budget or ``max_repeat`` is reached."""
+    fn()
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < min_repeat or (len(out) < max_repeat and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return np.asarray(out)
+
+
+def summary(ts: np.ndarray, *, per: int = 1) -> dict[str, float]:
+    """Median, p99 and best in milliseconds, and queries per second for ``per`` queries a call."""
+    med = float(np.median(ts))
+    return {
+        "median_ms": round(med * 1e3, 4),
+        "p99_ms": round(float(np.quantile(ts, 0.99)) * 1e3, 4),
+        "best_ms": round(float(ts.min()) * 1e3, 4),
+        "qps": round(per / med, 1),
+        "calls": int(ts.size),
+    }
+
+
+def read_bandwidth_gbps(mbytes: int = 512) -> dict[str, float]:
+    """Single-thread read bandwidth: the best of a float32 gemv and a float32 sum over a buffer far larger
+    than the caches (each reads every byte once)."""
+    n = mbytes * 1024 * 1024 // 4
+    a = np.ones(n, np.float32)
+    m = a.reshape(-1, 64)
+    v = np.ones(64, np.float32)
+    best = {}
+    for name, fn in (("gemv", lambda: m @ v), ("sum", lambda: np.add.reduce(a))):
+        ts = timings(fn, min_repeat=5, max_repeat=9, budget_s=2.0)
+        best[name] = a.nbytes / float(ts.min()) / 1e9
+    del a, m
+    return {"read_bw_gbps": round(max(best.values()), 2), **{f"bw_{k}_gbps": round(x, 2) for k, x in best.items()}}
+
+
+def clustered(n: int, d: int, *, queries: int, seed: int, spread: float = 0.7,
+              block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """Items and queries around ``n / 1000`` shared Gaussian centres (the shape learned item embeddings and
+    interest vectors have), float32, generated in blocks."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((max(16, n // 1000), d)).astype(np.float32)
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, d), np.float32)
+        for lo in range(0, m, block):
+            hi = min(lo + block, m)
+            out[lo:hi] = c[rng.integers(0, c.shape[0], hi - lo)]
+            out[lo:hi] += spread * rng.standard_normal((hi - lo, d), dtype=np.float32)
+        return out
+
+    return draw(n), draw(queries)
+
+
+def gaussian(n: int, d: int, *, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """i.i.d. standard normal items and queries: no structure at all, the worst case for partitions."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((queries, d), dtype=np.float32))
+
+
+def recall(got: np.ndarray, truth: np.ndarray) -> float:
+    """Mean recall@k of ``got`` rows against ``truth`` rows (both ``(q, k)``)."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(got, truth, strict=True)]))

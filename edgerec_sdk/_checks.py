@@ -1,0 +1,30 @@
+"""Argument checks of the request path: programmer errors raise at once, before any guarded block."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["check_exclude", "check_k"]
+
+
+def check_k(k: object, *, max_k: int) -> int:
+    """``k`` as an int clamped to ``max_k``; ``TypeError`` for bools, floats and strings, ``ValueError`` if <= 0."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, not {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, not {k}")
+    return min(int(k), max_k)
+
+
+def check_exclude(exclude: Sequence[str], *, max_exclude: int) -> tuple[str, ...]:
+    """``exclude`` as a tuple of item ids; a bare string or non-string ids are a ``TypeError``."""
+    if isinstance(exclude, str):
+        raise TypeError("exclude must be a collection of item ids, not a single string")
+    items = tuple(exclude)
+    if len(items) > max_exclude:
+        raise ValueError(f"exclude has {len(items)} ids, over max_exclude={max_exclude}")
+    if not all(isinstance(i, str) for i in items):
+        raise TypeError("exclude must hold item id strings")
+    return items

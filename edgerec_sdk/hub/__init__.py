@@ -1,0 +1,14 @@
+"""The reference hub (extra ``[hub]``): a WSGI app implementing protocol v1, with SQLite storage.
+
+Never imported by the runtime. Example::
+
+    from edgerec_sdk.hub import HubApp, serve_in_thread
+    hub = serve_in_thread(HubApp("/var/lib/edgerec-hub", admin_tokens=["A"], edge_tokens=["E"]))
+"""
+
+from __future__ import annotations
+
+from .app import HubApp, app_from_env
+from .server import RunningHub, serve_forever, serve_in_thread
+
+__all__ = ["HubApp", "RunningHub", "app_from_env", "serve_forever", "serve_in_thread"]

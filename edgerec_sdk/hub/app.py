@@ -1,0 +1,367 @@
+"""The reference hub: a plain WSGI application implementing protocol v1 (ARCHITECTURE.md section 6).
+
+No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
+(``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
+in-process through ``httpx.WSGITransport``. State: SQLite under ``--root`` and bundle files under
+``<root>/bundles/<version>/``, so several hub processes can share one root.
+
+Auth (FAULTS F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
+revealed); an edge token on an admin call is 403. Transient trouble answers 429/503 with ``Retry-After``,
+never 400 (FAULTS G1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, check_model_version
+from ..errors import HubProtocolError, ModelFormatError
+from ..sync import protocol
+from .publish import PublishError, ingest_tar
+from .storage import BundleRecord, Storage
+
+__all__ = ["HubApp", "app_from_env"]
+
+logger = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+Response = tuple[int, list[tuple[str, str]], Iterable[bytes]]
+
+_REASONS = {
+    200: "OK", 201: "Created", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    411: "Length Required", 413: "Content Too Large", 416: "Range Not Satisfiable", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+_RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
+_CHUNK = 256 * 1024
+
+
+def _json(status: int, doc: Any, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    body = orjson.dumps(doc)
+    return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers], [body]
+
+
+def _error(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    return _json(status, {"error": message}, headers)
+
+
+class HubApp:
+    """The WSGI callable.
+
+    Args:
+        root: directory of ``hub.sqlite3`` and ``bundles/``.
+        admin_tokens: tokens that may publish and move channels (and do what edges do).
+        edge_tokens: tokens that may read manifests and bundle files and post events.
+        max_body_bytes: cap on a compressed event batch.
+        max_batch_bytes: cap on a decompressed event batch.
+        max_bundle_bytes: cap on a published bundle.
+        max_concurrent_batches: event posts handled at once; more answer 429.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        admin_tokens: Iterable[str],
+        edge_tokens: Iterable[str] = (),
+        max_body_bytes: int = 8 * 1024 * 1024,
+        max_batch_bytes: int = 32 * 1024 * 1024,
+        max_bundle_bytes: int = 4 * 1024**3,
+        max_concurrent_batches: int = 8,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "bundles").mkdir(exist_ok=True, mode=0o755)
+        (self.root / "tmp").mkdir(exist_ok=True, mode=0o700)
+        self.storage = Storage(self.root / "hub.sqlite3")
+        self._admin = [t.encode() for t in admin_tokens if t]
+        self._edge = [t.encode() for t in edge_tokens if t]
+        if not self._admin:
+            raise ValueError("the hub needs an admin token")
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_bytes = max_batch_bytes
+        self.max_bundle_bytes = max_bundle_bytes
+        self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
+        self._files_cache: dict[str, frozenset[str]] = {}
+
+    # --- WSGI ----------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            status, headers, body = self._dispatch(environ)
+        except Exception:  # why: never leak a traceback to a client; log it here
+            logger.exception("hub: unhandled error")
+            status, headers, body = _error(500, "internal error")
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            body = []
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", headers)
+        return body
+
+    def _role(self, environ: dict[str, Any]) -> str | None:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if not auth.startswith("Bearer "):
+            return None
+        token = auth[7:].strip().encode()
+        # compare against every token, so timing says nothing about which list matched
+        is_admin = any([hmac.compare_digest(token, t) for t in self._admin])
+        is_edge = any([hmac.compare_digest(token, t) for t in self._edge])
+        return "admin" if is_admin else "edge" if is_edge else None
+
+    def _dispatch(self, environ: dict[str, Any]) -> Response:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "") or "/"
+        if path == protocol.HEALTH_PATH:
+            return _json(200, {"ok": True})
+        if not path.startswith("/v1/"):
+            return _error(404, "not found")
+        role = self._role(environ)
+        if role is None:
+            return _error(401, "missing or unknown token", [("WWW-Authenticate", "Bearer")])
+        parts = path.split("/")[2:]
+        admin = role == "admin"
+        if parts == ["events"]:
+            return self._post_events(environ) if method == "POST" else _error(405, "use POST")
+        if parts == ["status"]:
+            return _json(200, self.storage.status()) if method in ("GET", "HEAD") else _error(405, "use GET")
+        if parts == ["bundles"]:
+            if method != "POST":
+                return _error(405, "use POST")
+            return self._publish(environ) if admin else _error(403, "admin token required")
+        if len(parts) == 3 and parts[0] == "bundles":
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET")
+            return self._bundle_file(environ, parts[1], parts[2])
+        if len(parts) == 3 and parts[0] == "channels" and parts[2] == "manifest":
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET")
+            return self._manifest(environ, parts[1])
+        if len(parts) == 2 and parts[0] == "channels":
+            if method == "PUT":
+                return self._set_channel(environ, parts[1]) if admin else _error(403, "admin token required")
+            if method in ("GET", "HEAD"):
+                rec = self.storage.get_channel(parts[1])
+                if rec is None:
+                    return _error(404, "no such channel")
+                return _json(200, {"channel": rec.name, "version": rec.version, "candidate": rec.candidate,
+                                   "rollout_percent": rec.rollout_percent})
+            return _error(405, "use GET or PUT")
+        return _error(404, "not found")
+
+    # --- body ----------------------------------------------------------------------------------------
+
+    def _read_body(self, environ: dict[str, Any], cap: int) -> bytes | Response:
+        raw_len = environ.get("CONTENT_LENGTH") or ""
+        if not raw_len.isdigit():
+            return _error(411, "Content-Length required")
+        length = int(raw_len)
+        if length > cap:
+            return _error(413, f"body over {cap} bytes")
+        stream = environ["wsgi.input"]
+        chunks: list[bytes] = []
+        got = 0
+        while got < length:
+            chunk = stream.read(min(_CHUNK, length - got))
+            if not chunk:
+                return _error(400, "body shorter than Content-Length")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    # --- events --------------------------------------------------------------------------------------
+
+    def _post_events(self, environ: dict[str, Any]) -> Response:
+        if not self._batch_slots.acquire(blocking=False):
+            return _error(429, "busy", [("Retry-After", "1")])
+        try:
+            body = self._read_body(environ, self.max_body_bytes)
+            if isinstance(body, tuple):
+                return body
+            try:
+                raw = protocol.decompress_body(body, environ.get("HTTP_CONTENT_ENCODING"), max_bytes=self.max_batch_bytes)
+                edge_id, batch_id, events = protocol.decode_batch(raw)
+            except OverflowError:
+                return _error(413, "decompressed batch over the cap")
+            except HubProtocolError as exc:
+                return _error(400, str(exc))
+            try:
+                result = self.storage.insert_events(edge_id, batch_id, events)
+            except sqlite3.OperationalError:
+                logger.warning("hub: storage busy; answering 503")
+                return _error(503, "storage busy", [("Retry-After", "1")])
+            logger.debug("hub: batch of %d events: %d new, %d duplicates, %d rejected",
+                         len(events), len(result.accepted), len(result.duplicates), len(result.rejected))
+            body_out = protocol.encode_batch_result(result)
+            return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(body_out)))], [body_out]
+        finally:
+            self._batch_slots.release()
+
+    # --- bundles -------------------------------------------------------------------------------------
+
+    def _publish(self, environ: dict[str, Any]) -> Response:
+        raw_len = environ.get("CONTENT_LENGTH") or ""
+        if not raw_len.isdigit():
+            return _error(411, "Content-Length required")
+        if int(raw_len) > self.max_bundle_bytes:
+            return _error(413, "bundle over the hub's size cap")
+        tmp = self.root / "tmp" / uuid.uuid4().hex
+        tar_path = tmp.with_suffix(".tar")
+        try:
+            remaining = int(raw_len)
+            with open(tar_path, "wb") as f:
+                while remaining > 0:
+                    chunk = environ["wsgi.input"].read(min(_CHUNK, remaining))
+                    if not chunk:
+                        return _error(400, "body shorter than Content-Length")
+                    f.write(chunk)
+                    remaining -= len(chunk)
+            try:
+                intake = ingest_tar(tar_path, tmp, max_bytes=self.max_bundle_bytes)
+            except PublishError as exc:
+                return _error(exc.status, str(exc))
+            version = intake.manifest.model_version
+            sha = hashlib.sha256(intake.raw_manifest).hexdigest()
+            existing = self.storage.get_bundle(version)
+            if existing is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if existing.manifest_sha256 != sha or existing.signature != intake.signature:
+                    return _error(409, "that version exists with other content")
+            else:
+                dest = self.root / "bundles" / version
+                if dest.exists():
+                    shutil.rmtree(dest)
+                os.replace(tmp, dest)
+                os.chmod(dest, 0o755)
+                self.storage.add_bundle(BundleRecord(version, intake.raw_manifest, sha, intake.signature,
+                                                     intake.total_bytes))
+                logger.info("hub: published %s", version)
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            channel = (query.get("channel") or [None])[0]
+            out: dict[str, Any] = {"version": version, "manifest_sha256": sha, "created": existing is None}
+            if channel:
+                rollout = float((query.get("rollout") or ["100"])[0])
+                rec = self.storage.set_channel(check_model_version(channel, what="channel"), version, rollout)
+                out["channel"] = {"name": rec.name, "version": rec.version, "candidate": rec.candidate,
+                                  "rollout_percent": rec.rollout_percent}
+            return _json(201 if existing is None else 200, out)
+        except (ModelFormatError, ValueError) as exc:
+            return _error(400, str(exc))
+        finally:
+            tar_path.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _set_channel(self, environ: dict[str, Any], channel: str) -> Response:
+        body = self._read_body(environ, 64 * 1024)
+        if isinstance(body, tuple):
+            return body
+        try:
+            doc = orjson.loads(body)
+            check_model_version(channel, what="channel")
+            version = check_model_version(doc.get("version"), what="version")
+            rollout = float(doc.get("rollout_percent", 100.0))
+        except (orjson.JSONDecodeError, ModelFormatError, AttributeError, TypeError, ValueError):
+            return _error(400, "body must be {\"version\": str, \"rollout_percent\": number}")
+        if not 0.0 <= rollout <= 100.0:
+            return _error(400, "rollout_percent must be within [0, 100]")
+        if self.storage.get_bundle(version) is None:
+            return _error(404, "no such bundle version")
+        rec = self.storage.set_channel(channel, version, rollout)
+        logger.info("hub: channel %s -> %s (candidate %s at %.1f%%)", rec.name, rec.version, rec.candidate,
+                    rec.rollout_percent)
+        return _json(200, {"channel": rec.name, "version": rec.version, "candidate": rec.candidate,
+                           "rollout_percent": rec.rollout_percent})
+
+    def _manifest(self, environ: dict[str, Any], channel: str) -> Response:
+        rec = self.storage.get_channel(channel)
+        if rec is None:
+            return _error(404, "no such channel")
+        bundle = self.storage.get_bundle(rec.version)
+        if bundle is None:
+            return _error(503, "channel points at a missing bundle", [("Retry-After", "30")])
+        tag_src = f"{bundle.manifest_sha256}:{rec.candidate or ''}:{rec.rollout_percent}".encode()
+        etag = '"' + hashlib.sha256(tag_src).hexdigest()[:32] + '"'
+        headers = [("ETag", etag), ("Cache-Control", "no-cache")]
+        if rec.candidate:
+            headers += [(protocol.CANDIDATE_HEADER, rec.candidate), (protocol.ROLLOUT_HEADER, f"{rec.rollout_percent:g}")]
+        if bundle.signature:
+            headers.append((protocol.SIGNATURE_HEADER, bundle.signature))
+        if environ.get("HTTP_IF_NONE_MATCH", "").strip() == etag:
+            return 304, headers, []
+        body = bundle.manifest
+        return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers], [body]
+
+    def _bundle_file(self, environ: dict[str, Any], version: str, name: str) -> Response:
+        try:
+            check_model_version(version, what="version")
+            check_file_name(name)
+        except ModelFormatError:
+            return _error(404, "not found")
+        if name not in self._listed_files(version):
+            return _error(404, "not found")
+        path = self.root / "bundles" / version / name
+        if not path.is_file():
+            return _error(404, "not found")
+        size = path.stat().st_size
+        start, end, status = 0, size - 1, 200
+        match = _RANGE_RE.fullmatch(environ.get("HTTP_RANGE", "").strip())
+        if match:
+            start = int(match.group(1))
+            end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+            if start >= size or end < start:
+                return _error(416, "range not satisfiable", [("Content-Range", f"bytes */{size}")])
+            status = 206
+        headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(end - start + 1)),
+                   ("Accept-Ranges", "bytes")]
+        if status == 206:
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        return status, headers, _file_chunks(path, start, end - start + 1)
+
+
+    def _listed_files(self, version: str) -> frozenset[str]:
+        names = self._files_cache.get(version)
+        if names is None:
+            bundle = self.storage.get_bundle(version)
+            if bundle is None:
+                return frozenset()
+            files = Manifest.from_bytes(bundle.manifest).files
+            names = frozenset(files) | {MANIFEST_NAME} | ({SIGNATURE_NAME} if bundle.signature else set())
+            self._files_cache[version] = names
+        return names
+
+
+def _file_chunks(path: Path, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        while length > 0:
+            chunk = f.read(min(_CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+
+
+def app_from_env(environ: dict[str, str] | None = None) -> HubApp:
+    """Build the app from ``EDGEREC_HUB_ROOT``, ``EDGEREC_ADMIN_TOKEN`` and ``EDGEREC_EDGE_TOKEN`` (gunicorn)."""
+    env = os.environ if environ is None else environ
+    root = env.get("EDGEREC_HUB_ROOT")
+    if not root:
+        raise ValueError("set EDGEREC_HUB_ROOT to the hub's data directory")
+    return HubApp(
+        root,
+        admin_tokens=[t for t in env.get("EDGEREC_ADMIN_TOKEN", "").split(",") if t],
+        edge_tokens=[t for t in env.get("EDGEREC_EDGE_TOKEN", "").split(",") if t],
+    )

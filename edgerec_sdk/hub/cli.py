@@ -1,0 +1,158 @@
+"""``edgerec hub serve|export-events``, ``edgerec publish`` and ``edgerec channel set``.
+
+``register(subparsers)`` is called by ``edgerec_sdk/cli.py``. Tokens and keys may come from the environment
+(``EDGEREC_ADMIN_TOKEN``, ``EDGEREC_EDGE_TOKEN``, ``EDGEREC_SIGNING_KEY``) so they stay out of shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..bundle.manifest import MANIFEST_NAME
+from ..bundle.verify import sign_bytes
+from ..errors import ConfigError
+from ..sync.client import HubClient
+from ..sync.config import _check_url
+
+
+def register(subparsers: Any) -> None:
+    """Add the hub commands to the ``edgerec`` parser."""
+    hub = subparsers.add_parser("hub", help="run the reference hub or export its events")
+    hub_sub = hub.add_subparsers(dest="hub_command", required=True)
+
+    serve = hub_sub.add_parser("serve", help="serve protocol v1 (wsgiref, threaded); use gunicorn for production")
+    serve.add_argument("--root", required=True, help="data directory (SQLite database and bundle files)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--admin-token", default=None, help="default: $EDGEREC_ADMIN_TOKEN (comma-separated list)")
+    serve.add_argument("--edge-token", default=None, help="default: $EDGEREC_EDGE_TOKEN (comma-separated list)")
+    serve.set_defaults(func=_cmd_serve)
+
+    export = hub_sub.add_parser("export-events", help="write the event log (CSV user,item,type,timestamp)")
+    export.add_argument("--root", required=True)
+    export.add_argument("--since", default="0", help="unix seconds or ISO 8601 date/time (event time)")
+    export.add_argument("--out", default="-", help="file to write, '-' for stdout")
+    export.set_defaults(func=_cmd_export)
+
+    publish = subparsers.add_parser("publish", help="upload a bundle to a hub and optionally point a channel at it")
+    publish.add_argument("bundle", help="bundle directory")
+    _hub_args(publish)
+    publish.add_argument("--channel", default=None, help="channel to point at the bundle (e.g. stable)")
+    publish.add_argument("--rollout", type=float, default=None, help="percent of users (default 100)")
+    publish.add_argument("--signing-key", default=None, help="HMAC key to sign the manifest with "
+                         "(default: $EDGEREC_SIGNING_KEY; without one, the bundle's own signature file is sent)")
+    publish.set_defaults(func=_cmd_publish)
+
+    channel = subparsers.add_parser("channel", help="manage channels on a hub")
+    channel_sub = channel.add_subparsers(dest="channel_command", required=True)
+    cset = channel_sub.add_parser("set", help="point a channel at a published version")
+    cset.add_argument("channel")
+    cset.add_argument("version")
+    cset.add_argument("--rollout", type=float, default=100.0, help="percent of users on VERSION (default 100)")
+    _hub_args(cset)
+    cset.set_defaults(func=_cmd_channel_set)
+
+
+def _hub_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hub", required=True, help="hub base URL")
+    p.add_argument("--token", default=None, help="admin token (default: $EDGEREC_ADMIN_TOKEN)")
+    p.add_argument("--allow-insecure-http", action="store_true", help="allow http:// to a non-loopback host")
+
+
+def _tokens(value: str | None, env: str) -> list[str]:
+    raw = value if value is not None else os.environ.get(env, "")
+    return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .app import HubApp
+    from .server import serve_forever
+
+    admin = _tokens(args.admin_token, "EDGEREC_ADMIN_TOKEN")
+    edge = _tokens(args.edge_token, "EDGEREC_EDGE_TOKEN")
+    if not admin:
+        raise ConfigError("an admin token is required (--admin-token or EDGEREC_ADMIN_TOKEN)")
+    app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge)
+    sys.stderr.write(f"edgerec hub: serving {args.root} on http://{args.host}:{args.port}\n")
+    try:
+        serve_forever(app, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def parse_since(text: str) -> float:
+    """Unix seconds, or an ISO 8601 date/time (UTC when naive)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"--since: not a time: {text[:40]!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .storage import Storage
+
+    db = Path(args.root) / "hub.sqlite3"
+    if not db.is_file():
+        raise ConfigError(f"no hub database under {args.root}")
+    storage = Storage(db)
+    since = parse_since(args.since)
+    if args.out == "-":
+        n = storage.export_events(sys.stdout, since_ts=since)
+    else:
+        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            n = storage.export_events(out, since_ts=since)
+        os.replace(tmp, args.out)
+    sys.stderr.write(f"edgerec hub: exported {n} events\n")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> HubClient:
+    _check_url(args.hub, args.allow_insecure_http)
+    tokens = _tokens(args.token, "EDGEREC_ADMIN_TOKEN")
+    if not tokens:
+        raise ConfigError("an admin token is required (--token or EDGEREC_ADMIN_TOKEN)")
+    return HubClient(args.hub, token=tokens[0], read_timeout_s=600.0)
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import make_tar
+
+    root = Path(args.bundle)
+    if not (root / MANIFEST_NAME).is_file():
+        raise ConfigError(f"{root} is not a bundle directory (no manifest.json)")
+    key = args.signing_key if args.signing_key is not None else os.environ.get("EDGEREC_SIGNING_KEY")
+    signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key.encode()) if key else None
+    client = _client(args)
+    try:
+        result = client.publish_bundle(make_tar(root, signature=signature), channel=args.channel,
+                                       rollout_percent=args.rollout)
+    finally:
+        client.close()
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+def _cmd_channel_set(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        result = client.set_channel(args.channel, args.version, rollout_percent=args.rollout)
+    finally:
+        client.close()
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0

@@ -1,0 +1,127 @@
+"""Taking in a published bundle: a flat tar of the bundle's files, checked before it is registered.
+
+The tar is untrusted: only regular files with safe flat names (``./`` allowed) are read, each under the cap,
+then the manifest is validated and every listed file's size and sha256 checked; unlisted files are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name
+from ..errors import ModelFormatError
+
+
+class PublishError(Exception):
+    """The uploaded bundle is refused; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    manifest: Manifest
+    raw_manifest: bytes
+    signature: str | None
+    directory: Path
+    total_bytes: int
+
+
+def make_tar(bundle_dir: Path, *, signature: str | None = None) -> bytes:
+    """A flat, uncompressed tar of a bundle directory (what ``edgerec publish`` uploads)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(bundle_dir.iterdir()):
+            if not path.is_file() or (signature is not None and path.name == SIGNATURE_NAME):
+                continue
+            tar.add(str(path), arcname=path.name, recursive=False)
+        if signature is not None:
+            data = signature.encode() + b"\n"
+            info = tarfile.TarInfo(SIGNATURE_NAME)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ingest_tar(tar_path: Path, staging: Path, *, max_bytes: int) -> Intake:
+    """Extract and verify ``tar_path`` into the fresh directory ``staging``."""
+    staging.mkdir(parents=True, mode=0o700)
+    try:
+        return _ingest(tar_path, staging, max_bytes)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
+    total = 0
+    seen: set[str] = set()
+    try:
+        tar = tarfile.open(tar_path, mode="r:")  # noqa: SIM115 - closed by the with below
+    except (tarfile.TarError, OSError) as exc:
+        raise PublishError("body is not an uncompressed tar") from exc
+    with tar:
+        try:
+            for member in tar:
+                if member.isdir() and member.name.strip("./") == "":
+                    continue
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if not member.isreg():
+                    raise PublishError(f"tar member {name[:60]!r} is not a regular file")
+                try:
+                    check_file_name(name, source="tar")
+                except ModelFormatError as exc:
+                    raise PublishError(str(exc)) from exc
+                if name.lower() in seen:
+                    raise PublishError(f"duplicated file {name!r}")
+                seen.add(name.lower())
+                total += member.size
+                if total > max_bytes:
+                    raise PublishError("bundle over the hub's size cap", status=413)
+                src = tar.extractfile(member)
+                if src is None:
+                    raise PublishError(f"cannot read {name!r}")
+                with src, open(staging / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+        except tarfile.TarError as exc:
+            raise PublishError("corrupt tar") from exc
+    if MANIFEST_NAME not in seen:
+        raise PublishError("the tar holds no manifest.json")
+    raw = (staging / MANIFEST_NAME).read_bytes()
+    try:
+        manifest = Manifest.from_bytes(raw)
+    except ModelFormatError as exc:
+        raise PublishError(f"invalid manifest: {exc}") from exc
+    extra = seen - {n.lower() for n in manifest.files} - {MANIFEST_NAME, SIGNATURE_NAME}
+    if extra:
+        raise PublishError(f"files not listed in the manifest: {sorted(extra)[:5]}")
+    for name, entry in manifest.files.items():
+        path = staging / name
+        if not path.is_file():
+            raise PublishError(f"missing file {name!r}")
+        if path.stat().st_size != entry.size:
+            raise PublishError(f"{name}: size differs from the manifest")
+        if _sha256(path) != entry.sha256:
+            raise PublishError(f"{name}: sha256 differs from the manifest")
+    signature = None
+    if SIGNATURE_NAME in seen:
+        signature = (staging / SIGNATURE_NAME).read_text("ascii", errors="replace").strip()[:512] or None
+    for p in staging.iterdir():
+        os.chmod(p, 0o644)
+    return Intake(manifest, raw, signature, staging, total)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()

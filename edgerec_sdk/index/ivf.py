@@ -1,0 +1,319 @@
+"""Approximate top-K for large catalogs: an inverted file (IVF) over int8 vectors, scored exactly.
+
+Layout (:class:`IvfLayout`, written into the bundle by :func:`~edgerec_sdk.index.build_ivf`): k-means
+centroids partition the items into ``nlist`` lists; the int8 rows and their scales are stored a second time,
+*in list order*, so every list is one contiguous slice (``offsets[l]:offsets[l + 1]``), and ``order`` maps a
+list position back to the item row.
+
+Search, per query:
+
+1. score the centroids (one small gemv) and take the ``nprobe`` best lists;
+2. copy the probed slices into a thread-local float32 buffer (int8 -> float32 on the fly) and score them
+   with one gemv, times the per-row scales: these are the *exact* contract scores of those rows, so no
+   rescoring is needed for int8 bundles (float16/float32 bundles rescore the best candidates from the
+   stored vectors, see ``exact_values``);
+3. exclusions and the allow mask are applied to the candidates before selection, so a filtered request
+   still gets ``k`` rows: when fewer than ``k`` eligible candidates were found, the next-best lists are
+   probed too (doubling) until ``k`` are found or every list was scanned.
+
+The result is approximate only in *which* rows are considered: returned scores, order and tie-breaking
+follow the :class:`~edgerec_sdk.index.VectorIndex` contract. Recall against the exact kernel is measured by
+``benchmarks/bench_kernels.py`` and tuned at build time (``nprobe`` in the manifest's ``index`` section).
+
+Example:
+    >>> import numpy as np
+    >>> from edgerec_sdk.index import IvfIndex, build_ivf
+    >>> v = np.random.default_rng(0).integers(-127, 128, (2000, 16), dtype=np.int8)
+    >>> layout = build_ivf(v, np.ones(2000, np.float32), nlist=16)
+    >>> IvfIndex(layout, nprobe=16).search(v[:1].astype(np.float32), 1).rows.tolist()
+    [[0]]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
+
+__all__ = ["IvfIndex", "IvfLayout"]
+
+logger = logging.getLogger(__name__)
+
+_NEG_INF = np.float32(-np.inf)
+_RESCORE_MARGIN = 32
+"""Extra int8 candidates rescored from the stored float vectors of float16/float32 bundles."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity equality: arrays have no single truth value
+class IvfLayout:
+    """The arrays of an IVF index, as stored in a bundle (``ivf.*.npy``).
+
+    Attributes:
+        centroids: ``(nlist, dim)`` float32 list centroids.
+        offsets: ``(nlist + 1,)`` int64 list boundaries in list order; ``offsets[0] == 0``,
+            ``offsets[-1] == n_items``, non-decreasing.
+        order: ``(n_items,)`` int32 item row at each list position (a permutation).
+        values: ``(n_items, dim)`` int8 rows in list order (``values[p] == items[order[p]]``).
+        scales: ``(n_items,)`` float32 scales in list order.
+        nprobe: lists probed by default (tuned when the bundle was written).
+    """
+
+    centroids: NDArray[np.float32]
+    offsets: NDArray[np.int64]
+    order: NDArray[np.int32]
+    values: NDArray[np.int8]
+    scales: NDArray[np.float32]
+    nprobe: int
+
+    @property
+    def nlist(self) -> int:
+        """Number of lists."""
+        return int(self.centroids.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        """Number of indexed rows."""
+        return int(self.values.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.values.shape[1])
+
+    def check(self, *, check_permutation: bool = True) -> None:
+        """Raise ``ValueError`` unless the arrays form a valid layout (shapes, dtypes, bounds, finiteness)."""
+        c, off, order, v, sc = self.centroids, self.offsets, self.order, self.values, self.scales
+        if v.ndim != 2 or v.dtype != np.int8 or v.shape[0] < 1 or v.shape[1] < 1:
+            raise ValueError(f"ivf values must be a non-empty (n, dim) int8 matrix, got {v.dtype} {v.shape}")
+        n, d = v.shape
+        if c.ndim != 2 or c.dtype != np.float32 or c.shape[1] != d or not 1 <= c.shape[0] <= n:
+            raise ValueError(f"ivf centroids must be float32 (nlist <= {n}, {d}), got {c.dtype} {c.shape}")
+        if not bool(np.isfinite(c).all()):
+            raise ValueError("ivf centroids must be finite")
+        if off.dtype != np.int64 or off.shape != (c.shape[0] + 1,):
+            raise ValueError(f"ivf offsets must be int64 ({c.shape[0] + 1},), got {off.dtype} {off.shape}")
+        if int(off[0]) != 0 or int(off[-1]) != n or bool((np.diff(off) < 0).any()):
+            raise ValueError(f"ivf offsets must rise from 0 to {n}")
+        if order.dtype != np.int32 or order.shape != (n,):
+            raise ValueError(f"ivf order must be int32 ({n},), got {order.dtype} {order.shape}")
+        if sc.dtype != np.float32 or sc.shape != (n,):
+            raise ValueError(f"ivf scales must be float32 ({n},), got {sc.dtype} {sc.shape}")
+        if not bool(np.isfinite(sc).all()) or bool((sc < 0).any()):
+            raise ValueError("ivf scales must be finite and >= 0")
+        if isinstance(self.nprobe, bool) or not isinstance(self.nprobe, int) or self.nprobe < 1:
+            raise ValueError(f"ivf nprobe must be a positive int, got {self.nprobe!r}")
+        if check_permutation and (
+            int(order.min()) < 0
+            or int(order.max()) >= n
+            or int(np.bincount(order, minlength=n).max()) != 1
+        ):
+            raise ValueError("ivf order must be a permutation of the item rows")
+
+
+class _Scratch(threading.local):
+    """Per-thread reusable buffers: a fresh multi-megabyte array per call costs page faults every time."""
+
+    def __init__(self) -> None:
+        self.buf: NDArray[np.float32] = np.empty((0, 0), np.float32)
+
+    def take(self, rows: int, dim: int) -> NDArray[np.float32]:
+        if self.buf.shape[0] < rows or self.buf.shape[1] != dim:
+            self.buf = np.empty((max(rows, 2 * self.buf.shape[0]), dim), np.float32)
+        return self.buf[:rows]
+
+
+class IvfIndex:
+    """Approximate maximum-inner-product top-K over an :class:`IvfLayout` (see the module docstring).
+
+    Args:
+        layout: the IVF arrays (from a bundle, or :func:`~edgerec_sdk.index.build_ivf`).
+        nprobe: lists probed per query; default ``layout.nprobe``. More lists, higher recall, slower.
+        exact_values: the bundle's stored float16/float32 item vectors, when the layout quantized them:
+            the best ``k + 32`` int8 candidates are then rescored from these, so scores follow the contract.
+        check: validate the layout (a permutation check over ``order`` costs a few ms at 1M rows).
+
+    Raises:
+        ValueError: invalid layout, ``nprobe`` or ``exact_values``.
+    """
+
+    name = "ivf"
+
+    def __init__(
+        self,
+        layout: IvfLayout,
+        *,
+        nprobe: int | None = None,
+        exact_values: NDArray[Any] | None = None,
+        check: bool = True,
+    ) -> None:
+        if check:
+            layout.check()
+        probe = layout.nprobe if nprobe is None else nprobe
+        if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
+            raise ValueError(f"nprobe must be a positive int, got {probe!r}")
+        self.n_items, self.dim, self.nlist = layout.n_items, layout.dim, layout.nlist
+        self.nprobe = min(probe, self.nlist)
+        if exact_values is not None:
+            if exact_values.dtype == np.int8:
+                raise ValueError("exact_values are only for float16/float32 bundles (int8 scores are exact)")
+            check_values(exact_values, None)
+            if exact_values.shape != (self.n_items, self.dim):
+                raise ValueError(f"exact_values must have shape ({self.n_items}, {self.dim})")
+        self._exact = exact_values
+        self._centroids = np.ascontiguousarray(layout.centroids, dtype=np.float32)
+        self._offsets = np.asarray(layout.offsets, dtype=np.int64)
+        self._starts: list[int] = self._offsets[:-1].tolist()
+        self._ends: list[int] = self._offsets[1:].tolist()
+        self._order = layout.order
+        self._values = layout.values
+        self._scales = layout.scales
+        self._where: NDArray[np.int32] | None = None  # row -> list position, built on first exclusion
+        self._lock = threading.Lock()
+        self._scratch = _Scratch()
+        logger.debug("ivf index: %d x %d, %d lists, nprobe %d", self.n_items, self.dim, self.nlist, self.nprobe)
+
+    def search(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        *,
+        exclude: Sequence[NDArray[np.int64]] | None = None,
+        allow: NDArray[np.bool_] | None = None,
+    ) -> SearchResult:
+        """Return approximately the top ``k`` rows per query (see :class:`~edgerec_sdk.index.VectorIndex`).
+
+        Args:
+            queries: ``(b, dim)`` float32 queries.
+            k: rows wanted per query; the result width is ``min(k, n_items)``.
+            exclude: per query, rows that must not appear (out-of-range rows are ignored).
+            allow: shared ``(n_items,)`` mask; False rows never appear.
+        """
+        call = prepare_search(queries, k, dim=self.dim, n_items=self.n_items, exclude=exclude, allow=allow)
+        if call.live.size == 0:
+            return call.result()
+        with np.errstate(all="ignore"):
+            cscores = call.q[call.live] @ self._centroids.T
+        for j, i in enumerate(call.live.tolist()):
+            self._one(call, i, cscores[j])
+        return call.result()
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _one(self, call: SearchCall, i: int, cscore: NDArray[np.float32]) -> None:
+        """Answer query ``i``: probe lists in rounds until ``width`` eligible rows are held."""
+        q = call.q[i]
+        excl = None if call.exclude is None else call.exclude[i]
+        want = call.width + (_RESCORE_MARGIN if self._exact is not None else 0)
+        lists = _rank_lists(cscore, self.nprobe)
+        seen: set[int] = set()
+        best_s: NDArray[np.float32] = np.empty(0, np.float32)
+        best_r: NDArray[np.int64] = np.empty(0, np.int64)
+        while True:
+            seen.update(lists)
+            s, r = self._scan(q, lists, excl, call.allow)
+            best_s, best_r = _keep_best(np.concatenate((best_s, s)), np.concatenate((best_r, r)), want)
+            if best_s.size >= min(want, self.n_items) or len(seen) >= self.nlist:
+                break
+            # Too few eligible rows (filters, exclusions): probe twice as many lists, best first.
+            more = _rank_lists(cscore, min(self.nlist, 2 * len(seen)))
+            lists = [li for li in more if li not in seen]
+        rows, scores = best_r, best_s
+        if self._exact is not None and rows.size:
+            scores, rows = self._rescore(q, rows)
+        order = order_by_score_then_row(scores, rows)[: call.width]
+        call.put(i, rows[order], scores[order])
+
+    def _scan(
+        self,
+        q: NDArray[np.float32],
+        lists: list[int],
+        excl: NDArray[np.int64] | None,
+        allow: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Exact scores and item rows of every eligible row of ``lists``."""
+        starts, ends = self._starts, self._ends
+        spans = [(starts[li], ends[li]) for li in lists if ends[li] > starts[li]]
+        m = sum(b - a for a, b in spans)
+        if m == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        buf = self._scratch.take(m, self.dim)
+        scale = np.empty(m, np.float32)
+        rows = np.empty(m, np.int64)
+        at = 0
+        values, scales, order = self._values, self._scales, self._order
+        for a, b in spans:
+            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
+            scale[at : at + b - a] = scales[a:b]
+            rows[at : at + b - a] = order[a:b]
+            at += b - a
+        with np.errstate(all="ignore"):
+            s = buf @ q
+            s *= scale
+        ok = np.isfinite(s)
+        if allow is not None:
+            ok &= allow[rows]
+        if excl is not None and excl.size:
+            ok[self._excluded(excl, spans)] = False
+        if not ok.all():
+            return s[ok], rows[ok]
+        return s, rows
+
+    def _excluded(self, excl: NDArray[np.int64], spans: list[tuple[int, int]]) -> NDArray[np.int64]:
+        """Buffer indices of the excluded rows that lie in the scanned ``spans``."""
+        where = self._where
+        if where is None:
+            with self._lock:
+                if self._where is None:
+                    inv = np.empty(self.n_items, np.int32)
+                    inv[np.asarray(self._order)] = np.arange(self.n_items, dtype=np.int32)
+                    self._where = inv
+                where = self._where
+        x = where[excl].astype(np.int64)  # list positions of the excluded rows
+        span = np.array(spans, np.int64).reshape(-1, 2)
+        at = np.concatenate(([0], np.cumsum(span[:, 1] - span[:, 0])[:-1]))
+        by = np.argsort(span[:, 0])
+        a, b, at = span[by, 0], span[by, 1], at[by]
+        j = np.searchsorted(a, x, side="right") - 1
+        inside = j >= 0
+        j = np.where(inside, j, 0)
+        inside &= x < b[j]
+        return np.asarray((at[j] + x - a[j])[inside], dtype=np.int64)
+
+    def _rescore(
+        self, q: NDArray[np.float32], rows: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        if self._exact is None:  # internal invariant, not an argument check
+            raise RuntimeError("internal invariant broken: no exact values")
+        sel = np.sort(rows)
+        with np.errstate(all="ignore"):
+            s = np.asarray(self._exact[sel], dtype=np.float32) @ q
+        ok = np.isfinite(s)
+        return s[ok].astype(np.float32, copy=False), sel[ok]
+
+
+def _rank_lists(cscore: NDArray[np.float32], count: int) -> list[int]:
+    """The ``count`` lists with the highest centroid score, best first (ties by lower list id)."""
+    n = cscore.shape[0]
+    c = np.where(np.isfinite(cscore), cscore, _NEG_INF)
+    part = np.argpartition(-c, count - 1)[:count] if count < n else np.arange(n)
+    best = part[np.lexsort((part, -c[part]))]
+    out: list[int] = best.tolist()
+    return out
+
+
+def _keep_best(
+    s: NDArray[np.float32], r: NDArray[np.int64], want: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The ``want`` highest scores, with every row tied with the last one kept (exact tie-breaking later)."""
+    if s.size <= want:
+        return s, r
+    t = np.partition(s, s.size - want)[s.size - want]
+    keep = s >= t
+    return s[keep], r[keep]

@@ -1,0 +1,415 @@
+"""``HubClient``: the SDK's one ``httpx.Client`` and the only place httpx errors are translated.
+
+Everything above this module sees :mod:`edgerec_sdk.errors` types only. Requests never follow redirects
+(FAULTS A17), carry ``Authorization`` only to the hub's own origin, and always have connect and read timeouts
+(FAULTS A03). Bundle files are streamed raw with ``Accept-Encoding: identity`` under a size cap, a deadline and
+a minimum throughput, and resumed with ``Range`` after a reset (FAULTS A04, A05, B01, B03, B04).
+
+Example:
+    >>> client = HubClient("https://hub.example.com", token="...")  # doctest: +SKIP
+    >>> client.get_manifest("stable", etag=None)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from .._log import redact_url
+from .._threads import Clock, SystemClock
+from ..errors import HubAuthError, HubError, HubProtocolError, HubStatusError, HubTransportError
+from . import protocol
+
+__all__ = ["DownloadError", "HubClient", "ManifestResponse"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+_SLOW_GRACE_S = 30.0
+# Clients inherited across fork: never closed in the child (their sockets are the parent's), never collected.
+_abandoned: list[object] = []
+
+
+class DownloadError(HubProtocolError):
+    """A bundle file download broke a rule; ``reason`` is one of ``size_mismatch``, ``too_large``,
+    ``content_encoding``, ``deadline``, ``too_slow``, ``bad_range``."""
+
+    def __init__(self, message: str, *, reason: str, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResponse:
+    """A channel's manifest as served: the exact bytes (the signature covers them) and the headers."""
+
+    raw: bytes
+    etag: str | None
+    signature: str | None
+    candidate_version: str | None
+    """A version in partial rollout on this channel (its files are under ``/v1/bundles/{version}/``)."""
+    rollout_percent: float
+    """Share of users (0-100) the candidate serves; the manifest body is the base version's."""
+
+
+@contextmanager
+def _map_httpx_errors(url: str) -> Iterator[None]:
+    """Translate httpx exceptions into the :class:`~edgerec_sdk.errors.HubError` tree, once."""
+    safe = redact_url(url)
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise HubTransportError(f"timeout ({type(exc).__name__}) talking to {safe}", url=safe) from exc
+    except httpx.TransportError as exc:
+        raise HubTransportError(f"{type(exc).__name__} talking to {safe}", url=safe) from exc
+    except httpx.DecodingError as exc:
+        raise HubProtocolError(f"undecodable answer from {safe}", url=safe) from exc
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        raise HubError(f"{type(exc).__name__} talking to {safe}", url=safe) from exc
+
+
+class HubClient:
+    """Talks protocol v1 to one hub.
+
+    Args:
+        base_url: the hub, e.g. ``https://hub.example.com``.
+        token: bearer token (edge or admin); never logged, never sent to another origin.
+        transport: an ``httpx.BaseTransport`` (``MockTransport``, ``WSGITransport``) for tests.
+        connect_timeout_s: connect timeout of every request.
+        read_timeout_s: inactivity timeout of every read.
+        ca_bundle: CA file for TLS verification; verification is never off.
+        max_retry_after_s: largest ``Retry-After`` reported on errors.
+        clock: wall clock for HTTP-dates and monotonic clock for download deadlines.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 10.0,
+        ca_bundle: str | None = None,
+        max_retry_after_s: float = 300.0,
+        clock: Clock | None = None,
+        user_agent: str = "edgerec-sdk/1",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._origin = httpx.URL(self.base_url)
+        self._token = token
+        self._transport = transport
+        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._verify: str | bool = ca_bundle or True
+        self._max_retry_after_s = max_retry_after_s
+        self._clock = clock or SystemClock()
+        self._user_agent = user_agent
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"HubClient({redact_url(self.base_url)!r})"
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        if self._pid != os.getpid():
+            self.postfork()
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise HubError("hub client is closed")
+            if self._client is None:
+                self._client = httpx.Client(
+                    base_url=self.base_url,
+                    transport=self._transport,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    verify=self._verify,
+                    headers={"User-Agent": self._user_agent},
+                )
+            return self._client
+
+    def postfork(self) -> None:
+        """In a forked child: drop the inherited client without closing it (its sockets are the parent's)."""
+        if self._client is not None:
+            _abandoned.append(self._client)
+        self._client = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Close the HTTP client; idempotent."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> httpx.URL:
+        if path_or_url.startswith(("http://", "https://")):
+            return httpx.URL(path_or_url)
+        return self._origin.join(self._origin.path.rstrip("/") + path_or_url)
+
+    def _headers(self, url: httpx.URL, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        same_origin = (url.scheme, url.host, url.port) == (self._origin.scheme, self._origin.host, self._origin.port)
+        if self._token and same_origin:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _timeout_for(self, timeout_s: float | None) -> httpx.Timeout:
+        if timeout_s is None:
+            return self._timeout
+        t = max(0.001, timeout_s)
+        read = self._timeout.read if self._timeout.read is not None else t
+        connect = self._timeout.connect if self._timeout.connect is not None else t
+        return httpx.Timeout(min(read, t), connect=min(connect, t))
+
+    def _check_status(self, resp: httpx.Response, url: httpx.URL) -> None:
+        status = resp.status_code
+        if 200 <= status < 300:
+            return
+        safe = redact_url(str(url))
+        retry_after = protocol.parse_retry_after(
+            resp.headers.get("Retry-After"), now_s=self._clock.time(), max_s=self._max_retry_after_s
+        )
+        cls = HubAuthError if status in (401, 403) else HubStatusError
+        what = "redirect (not followed)" if 300 <= status < 400 else "error"
+        raise cls(
+            f"hub answered {status} {what} for {safe}",
+            status=status,
+            url=safe,
+            retry_after_s=retry_after,
+            retryable=protocol.is_retryable(status),
+        )
+
+    def _read_capped(self, resp: httpx.Response, max_bytes: int, url: httpx.URL) -> bytes:
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise HubProtocolError(f"answer over {max_bytes} bytes from {redact_url(str(url))}")
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in resp.iter_bytes(_CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                raise HubProtocolError(f"answer over {max_bytes} bytes from {redact_url(str(url))}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        max_bytes: int = 1024 * 1024,
+    ) -> Any:
+        """One API call answering JSON; errors become ``HubError``s."""
+        url = self._url(path)
+        with _map_httpx_errors(str(url)), self._http().stream(
+            method, url, content=body, headers=self._headers(url, headers), timeout=self._timeout_for(timeout_s)
+        ) as resp:
+            self._check_status(resp, url)
+            raw = self._read_capped(resp, max_bytes, url)
+        try:
+            return orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            raise HubProtocolError(f"answer from {redact_url(str(url))} is not JSON") from exc
+
+    def get_bytes(self, path: str, *, max_bytes: int, missing_ok: bool = False) -> bytes | None:
+        """A small file (a candidate's manifest or signature) under a cap; ``None`` on 404 when ``missing_ok``."""
+        url = self._url(path)
+        with _map_httpx_errors(str(url)), self._http().stream(
+            "GET", url, headers=self._headers(url, {"Accept-Encoding": "identity"})
+        ) as resp:
+            if resp.status_code == 404 and missing_ok:
+                return None
+            self._check_status(resp, url)
+            return self._read_capped(resp, max_bytes, url)
+
+    # --- protocol v1 calls -------------------------------------------------------------------------------
+
+    def get_manifest(
+        self, channel: str, *, etag: str | None = None, max_bytes: int = 1024 * 1024
+    ) -> ManifestResponse | None:
+        """The channel's manifest, or ``None`` on ``304 Not Modified``."""
+        url = self._url(protocol.manifest_path(channel))
+        extra = {"Accept": "application/json"}
+        if etag:
+            extra["If-None-Match"] = etag
+        with _map_httpx_errors(str(url)), self._http().stream("GET", url, headers=self._headers(url, extra)) as resp:
+            if resp.status_code == 304:
+                return None
+            self._check_status(resp, url)
+            raw = self._read_capped(resp, max_bytes, url)
+            headers = resp.headers
+        if not raw.lstrip().startswith(b"{"):
+            raise HubProtocolError(f"manifest from {redact_url(str(url))} is not a JSON object")
+        candidate = headers.get(protocol.CANDIDATE_HEADER) or None
+        try:
+            rollout = float(headers.get(protocol.ROLLOUT_HEADER, "0"))
+        except ValueError:
+            rollout = 0.0
+        if candidate is None or not 0.0 <= rollout <= 100.0:
+            candidate, rollout = None, 0.0
+        return ManifestResponse(
+            raw=raw,
+            etag=headers.get("ETag"),
+            signature=headers.get(protocol.SIGNATURE_HEADER),
+            candidate_version=candidate,
+            rollout_percent=rollout,
+        )
+
+    def download_file(
+        self,
+        path_or_url: str,
+        dest: Path,
+        *,
+        expected_size: int,
+        deadline_s: float = 600.0,
+        min_bytes_per_s: float = 1024.0,
+    ) -> str:
+        """Stream one bundle file into ``dest`` and return the sha256 of the whole file.
+
+        A partial ``dest`` left by a reset is resumed with ``Range``; the hash always covers the whole file.
+        Rule breaks delete ``dest`` and raise :class:`DownloadError`; a reset keeps it and raises
+        ``HubTransportError`` so the next attempt resumes.
+        """
+        url = self._url(path_or_url)
+        safe = redact_url(str(url))
+        have = dest.stat().st_size if dest.exists() else 0
+        if have > expected_size:
+            dest.unlink()
+            have = 0
+        if have == expected_size:
+            return _sha256_file(dest)
+        extra = {"Accept-Encoding": "identity"}
+        if have:
+            extra["Range"] = f"bytes={have}-"
+        start = self._clock.monotonic()
+        try:
+            with _map_httpx_errors(str(url)), self._http().stream("GET", url, headers=self._headers(url, extra)) as resp:
+                if resp.status_code == 200:
+                    have = 0
+                elif resp.status_code == 206:
+                    _check_content_range(resp.headers.get("Content-Range"), have, expected_size, safe)
+                elif resp.status_code == 416:
+                    dest.unlink(missing_ok=True)
+                    raise DownloadError(f"range refused by {safe}", reason="bad_range", url=safe)
+                else:
+                    self._check_status(resp, url)
+                enc = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                if enc not in ("", "identity"):
+                    raise DownloadError(f"content encoding {enc[:20]!r} refused", reason="content_encoding", url=safe)
+                length = resp.headers.get("Content-Length")
+                if length is not None and (not length.isdigit() or int(length) != expected_size - have):
+                    raise DownloadError(f"Content-Length differs from the declared size for {safe}",
+                                        reason="size_mismatch", url=safe)
+                self._stream_to(resp.iter_bytes(), dest, have=have, expected_size=expected_size,
+                                start=start, deadline_s=deadline_s, min_bytes_per_s=min_bytes_per_s, safe=safe)
+        except DownloadError:
+            dest.unlink(missing_ok=True)
+            raise
+        except OSError:
+            dest.unlink(missing_ok=True)  # disk full (FAULTS D12): never keep a half-written staging file
+            raise
+        return _sha256_file(dest)
+
+    def _stream_to(
+        self,
+        chunks: Iterable[bytes],
+        dest: Path,
+        *,
+        have: int,
+        expected_size: int,
+        start: float,
+        deadline_s: float,
+        min_bytes_per_s: float,
+        safe: str,
+    ) -> None:
+        got = have
+        fresh = 0
+        with open(dest, "ab" if have else "wb") as f:
+            for chunk in chunks:
+                got += len(chunk)
+                fresh += len(chunk)
+                if got > expected_size:
+                    raise DownloadError(f"body longer than declared from {safe}", reason="too_large", url=safe)
+                f.write(chunk)
+                elapsed = self._clock.monotonic() - start
+                if elapsed > deadline_s:
+                    raise DownloadError(f"download deadline passed for {safe}", reason="deadline", url=safe)
+                if elapsed > _SLOW_GRACE_S and fresh / elapsed < min_bytes_per_s:
+                    raise DownloadError(f"download too slow from {safe}", reason="too_slow", url=safe)
+            f.flush()
+            os.fsync(f.fileno())
+        if got != expected_size:
+            raise DownloadError(f"body shorter than declared from {safe}", reason="size_mismatch", url=safe)
+
+    def post_events(
+        self, body: bytes, headers: Mapping[str, str], sent_ids: Iterable[str], *, timeout_s: float | None = None
+    ) -> protocol.BatchResult:
+        """``POST /v1/events``: one encoded batch; returns what the hub stored, deduplicated and refused."""
+        url = self._url(protocol.EVENTS_PATH)
+        with _map_httpx_errors(str(url)), self._http().stream(
+            "POST", url, content=body, headers=self._headers(url, headers), timeout=self._timeout_for(timeout_s)
+        ) as resp:
+            self._check_status(resp, url)
+            raw = self._read_capped(resp, 16 * 1024 * 1024, url)
+        return protocol.decode_batch_result(raw, sent_ids)
+
+    def publish_bundle(self, tar_body: bytes, *, channel: str | None = None, rollout_percent: float | None = None) -> Any:
+        """``POST /v1/bundles`` (admin token): upload a bundle as an uncompressed tar."""
+        query = ""
+        if channel:
+            query = f"?channel={protocol._segment(channel)}"
+            if rollout_percent is not None:
+                query += f"&rollout={float(rollout_percent)}"
+        return self.request_json(
+            "POST", protocol.BUNDLES_PATH + query, body=tar_body,
+            headers={"Content-Type": "application/x-tar"}, timeout_s=600.0,
+        )
+
+    def set_channel(self, channel: str, version: str, *, rollout_percent: float = 100.0) -> Any:
+        """``PUT /v1/channels/{channel}`` (admin token)."""
+        body = orjson.dumps({"version": version, "rollout_percent": rollout_percent})
+        return self.request_json(
+            "PUT", protocol.channel_path(channel), body=body, headers={"Content-Type": "application/json"}
+        )
+
+    def get_status(self) -> Any:
+        """``GET /v1/status``."""
+        return self.request_json("GET", protocol.STATUS_PATH)
+
+
+def _check_content_range(value: str | None, have: int, expected_size: int, safe: str) -> None:
+    want = f"bytes {have}-{expected_size - 1}/{expected_size}"
+    if value is None or value.strip() != want:
+        raise DownloadError(f"unexpected Content-Range from {safe}", reason="bad_range", url=safe)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()

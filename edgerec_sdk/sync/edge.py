@@ -1,0 +1,311 @@
+"""``EdgeSync``: the hub connection of one process, wired from its parts; ``NullSync`` when there is no hub.
+
+The Recommender holds one of these and calls a handful of methods; it never reaches into the parts.
+
+Example:
+    >>> sync = EdgeSync(SyncConfig(hub_url="https://hub", token="E", user_id_key="k", signing_key="s",
+    ...                            state_dir="/var/lib/edgerec"), on_bundle=rec_swap)  # doctest: +SKIP
+    >>> bundle = sync.load_last_good()      # serve at once from disk, hub or no hub  # doctest: +SKIP
+    >>> sync.start()                        # updater + uploader threads  # doctest: +SKIP
+    >>> sync.put({"user": "u1", "item": "B00", "type": "click", "ts": 1.7e9, "event_id": "..."})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import stat
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from .._threads import Clock, SystemClock, register_postfork
+from ..bundle import Bundle
+from ..errors import ConfigError
+from . import protocol
+from .client import HubClient
+from .config import SyncConfig
+from .outbox import Outbox, PutResult
+from .pseudonym import Pseudonymizer, in_rollout
+from .updater import Updater
+from .uploader import Uploader
+
+__all__ = ["EdgeSync", "NullSync"]
+
+logger = logging.getLogger(__name__)
+
+_TOMBSTONE_KEY = "!tombstone"  # outbox user_key of tombstones, so a later forget() never erases them
+
+
+class EdgeSync:
+    """Model updates in, feedback out, for one process.
+
+    Args:
+        config: hub URL, token, keys, intervals, caps.
+        state_dir: overrides ``config.state_dir``.
+        transport: an ``httpx.BaseTransport`` for tests (``MockTransport``, ``WSGITransport``).
+        clock: time source (a fake one in tests).
+        rng: jitter source (seeded in tests).
+        on_bundle: called with each new verified bundle, from the updater thread (or ``poll_once()``).
+        on_candidate: called with ``(bundle, percent)`` while the channel rolls a candidate out, and
+            ``(None, 0.0)`` when that ends; route a user to it when ``in_rollout(user, percent)``.
+    """
+
+    def __init__(
+        self,
+        config: SyncConfig,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        on_bundle: Callable[[Bundle], object] | None = None,
+        on_candidate: Callable[[Bundle | None, float], object] | None = None,
+    ) -> None:
+        self.config = config
+        if not config.user_id_key:
+            raise ConfigError("user_id_key is required to send feedback to a hub (user ids leave only pseudonymised)")
+        root = Path(state_dir or config.state_dir or "")
+        if not str(root) or str(root) == ".":
+            raise ConfigError("state_dir is required (the outbox and the last good bundle live there)")
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._pseudo = Pseudonymizer(config.user_id_key)
+        self._default_edge_id = not config.edge_id
+        self.edge_id = config.edge_id or _default_edge_id()
+        self.state_dir_safe = _prepare_state_dir(root)
+        work_dir = root if self.state_dir_safe else Path(tempfile.mkdtemp(prefix="edgerec-"))
+        self.client = HubClient(
+            config.hub_url, token=config.token, transport=transport, connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s, ca_bundle=config.ca_bundle,
+            max_retry_after_s=config.max_retry_after_s, clock=self._clock,
+        )
+        ob = config.outbox
+        outbox_path = None if not self.state_dir_safe else (ob.path or str(root / "outbox.sqlite3"))
+        self.outbox = Outbox(ob, path=outbox_path, clock=self._clock)
+        self.uploader = Uploader(
+            self.outbox, self.client, edge_id=self.edge_id, batch_size=ob.batch_size,
+            interval_s=config.upload_interval_s, backoff=self._backoff(), auth_backoff_s=config.auth_backoff_s,
+            clock=self._clock, rng=self._rng,
+        )
+        self.updater = Updater(
+            self.client, state_dir=work_dir, channel=config.channel,
+            signing_key=config.signing_key.encode() if config.signing_key else None, on_bundle=on_bundle,
+            on_candidate=on_candidate,
+            poll_interval_s=config.poll_interval_s, max_manifest_bytes=config.max_manifest_bytes,
+            max_bundle_bytes=config.max_bundle_bytes, download_deadline_s=config.download_deadline_s,
+            min_download_bytes_per_s=config.min_download_bytes_per_s, smoke_timeout_s=config.smoke_timeout_s,
+            smoke_in_subprocess=config.smoke_in_subprocess, keep_bundles=config.keep_bundles,
+            auth_backoff_s=config.auth_backoff_s, backoff=self._backoff(), clock=self._clock, rng=self._rng,
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._close_result = False
+        self._started = False
+        self.rejected_after_close = 0
+        register_postfork(self.postfork)
+
+    def _backoff(self) -> protocol.Backoff:
+        return protocol.Backoff(base_s=self.config.backoff_base_s, max_s=self.config.backoff_max_s, rng=self._rng)
+
+    def __repr__(self) -> str:
+        return f"EdgeSync({self.client.base_url!r}, channel={self.config.channel!r}, edge_id={self.edge_id!r})"
+
+    # --- the Recommender's calls ------------------------------------------------------------------------
+
+    def load_last_good(self) -> Bundle | None:
+        """The last good bundle on disk, re-verified, or ``None`` (serve it at once; FAULTS A02, C05)."""
+        if not self.state_dir_safe:
+            return None
+        return self.updater.load_last_good()
+
+    def pseudonym(self, user: str) -> str:
+        """The user's pseudonym (what the hub sees)."""
+        return self._pseudo(user)
+
+    def put(self, event: Mapping[str, Any]) -> PutResult | None:
+        """Queue one validated feedback event durably; never raises for disk or hub trouble.
+
+        ``event`` holds ``user`` (the raw id, pseudonymised here), ``item``, ``type``, and optionally ``ts``,
+        ``value``, ``rec_id``, ``model_version``, ``event_id`` (minted when missing). Only allow-listed
+        fields are stored. Returns the outbox's verdict, or ``None`` after ``close()``.
+        """
+        if self._closed:
+            self.rejected_after_close += 1
+            return None
+        user = str(event["user"])
+        pseudonym = self._pseudo(user)
+        wire = protocol.wire_event({**event, "user": pseudonym, "edge_id": self.edge_id})
+        event_id = str(wire.setdefault("event_id", uuid.uuid4().hex))
+        wire.setdefault("ts", self._clock.time())
+        result = self.outbox.put(event_id, pseudonym, orjson.dumps(wire))
+        if not self._started:
+            self._start_uploader()
+        return result
+
+    def forget(self, user: str) -> int:
+        """Erase the user's pending events at once and queue a tombstone for the hub; return rows erased."""
+        pseudonym = self._pseudo(user)
+        n = self.outbox.forget(pseudonym)
+        event_id = uuid.uuid4().hex
+        tomb = {"event_id": event_id, "user": pseudonym, "type": protocol.FORGET_TYPE,
+                "ts": self._clock.time(), "edge_id": self.edge_id}
+        self.outbox.put(event_id, _TOMBSTONE_KEY, orjson.dumps(tomb))
+        return n
+
+    def in_rollout(self, user: str, percent: float) -> bool:
+        """Sticky rollout assignment of a user (equal in every worker and after restarts)."""
+        return in_rollout(self._pseudo(user), salt=self.config.channel, percent=percent)
+
+    def start(self) -> None:
+        """Start the updater and uploader threads (idempotent; never called at import)."""
+        if self._closed:
+            return
+        self._started = True
+        self.updater.start()
+        self.uploader.start()
+
+    def _start_uploader(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self.uploader.start()
+
+    def poll_once(self) -> float:
+        """One updater step without the thread (uWSGI without threads, tests)."""
+        return self.updater.poll_once()
+
+    def upload_once(self) -> float:
+        """One uploader step without the thread."""
+        return self.uploader.upload_once()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Deliver everything pending within ``timeout_s``; return whether the outbox is empty."""
+        return self.uploader.flush(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the updater, flush with a deadline, stop the uploader, close files and sockets.
+
+        Idempotent and bounded by about ``timeout_s``; returns whether everything was delivered. Rows left stay
+        in the outbox for the next process.
+        """
+        with self._lock:
+            if self._closed:
+                return self._close_result
+            self._closed = True
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self.updater.stop(timeout_s=min(1.0, timeout_s))
+        self.uploader.task.stop(timeout_s=max(0.0, min(1.0, deadline - time.monotonic())))
+        delivered = self.uploader.flush(max(0.0, deadline - time.monotonic()))
+        self.uploader.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+        self.outbox.close()
+        self.client.close()
+        self._close_result = delivered
+        return delivered
+
+    def postfork(self) -> None:
+        """Called in a forked child (automatically, through ``os.register_at_fork``): rebuild locks, the HTTP
+        client and SQLite connection; restart the threads the parent ran."""
+        self._lock = threading.Lock()
+        if self._default_edge_id:
+            self.edge_id = _default_edge_id()
+            self.uploader.edge_id = self.edge_id
+        self.client.postfork()
+        self.outbox.postfork()
+        self.uploader.postfork()
+        self.updater.postfork()
+        if self._started and not self._closed:
+            self._started = False
+            self.start()
+
+    def status(self) -> dict[str, Any]:
+        """Counters and state for ``Recommender.status()``; the outbox counters balance (FAULTS I5)."""
+        counters = self.outbox.counters()
+        up = self.uploader.status()
+        upd = self.updater.status()
+        return {
+            **upd,
+            **up,
+            "auth_failed": bool(up["auth_failed"] or upd["auth_failed"]),
+            "outbox": {k: v for k, v in counters.items() if k != "durable"},
+            "outbox_durable": bool(counters["durable"]),
+            "state_dir_safe": self.state_dir_safe,
+            "edge_id": self.edge_id,
+            "feedback_after_close": self.rejected_after_close,
+            "closed": self._closed,
+        }
+
+
+class NullSync:
+    """The same methods as :class:`EdgeSync`, doing nothing: the Recommender's collaborator without a hub."""
+
+    edge_id = ""
+
+    def load_last_good(self) -> Bundle | None:
+        return None
+
+    def pseudonym(self, user: str) -> str:
+        return ""
+
+    def put(self, event: Mapping[str, Any]) -> PutResult | None:
+        return None
+
+    def forget(self, user: str) -> int:
+        return 0
+
+    def in_rollout(self, user: str, percent: float) -> bool:
+        return False
+
+    def start(self) -> None:
+        return None
+
+    def poll_once(self) -> float:
+        return 0.0
+
+    def upload_once(self) -> float:
+        return 0.0
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def postfork(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+def _default_edge_id() -> str:
+    return f"{socket.gethostname()[:64]}-{os.getpid()}"
+
+
+def _prepare_state_dir(root: Path) -> bool:
+    """Create ``root`` ``0700``; return whether it is safe to keep bundles and the outbox there (FAULTS D16)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = root.stat()
+    except OSError as exc:
+        logger.warning("state_dir %s unusable (%s): memory-only mode, nothing survives a restart",
+                       root, type(exc).__name__)
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        logger.warning("state_dir %s belongs to another user: memory-only mode, bundles never loaded from it", root)
+        return False
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        logger.warning("state_dir %s is writable by others: memory-only mode, bundles never loaded from it", root)
+        return False
+    if not os.access(root, os.W_OK | os.X_OK):
+        logger.warning("state_dir %s is not writable: memory-only mode, nothing survives a restart", root)
+        return False
+    return True

@@ -1,0 +1,139 @@
+"""Smoke test of a candidate bundle: it loads, the model runs, shapes match, scores are finite.
+
+Runs in a child process started with ``subprocess`` (never fork) under a deadline, so a model that crashes
+or hangs onnxruntime kills only the child (FAULTS B09, B14). The signing key reaches the child through an
+environment variable, never its command line. ``python -m edgerec_sdk.sync.smoke DIR`` prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orjson
+
+from ..errors import ModelError, ModelFormatError, ModelIntegrityError, ModelLoadError
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
+
+__all__ = ["SmokeFailure", "check_bundle", "reason_of", "run_smoke_subprocess", "smoke_test"]
+
+_KEY_ENV = "EDGEREC_SMOKE_SIGNING_KEY"
+_MAX_ROWS = 4096
+
+
+class SmokeFailure(ModelLoadError):
+    """The candidate failed its smoke test; ``reason`` is machine-readable."""
+
+    def __init__(self, message: str, *, reason: str, model_version: str | None = None) -> None:
+        super().__init__(message, model_version=model_version)
+        self.reason = reason
+
+
+def reason_of(exc: BaseException) -> str:
+    """A short machine-readable refusal reason for ``status()``."""
+    if isinstance(exc, SmokeFailure):
+        return exc.reason
+    msg = str(exc).lower()
+    if isinstance(exc, ModelIntegrityError):
+        if "signature" in msg:
+            return "signature_invalid"
+        if "sha256" in msg:
+            return "sha256_mismatch"
+        if "size" in msg:
+            return "size_mismatch"
+        return "integrity"
+    if isinstance(exc, ModelFormatError):
+        if "finite" in msg or "nan" in msg:
+            return "nonfinite"
+        if "external" in msg:
+            return "onnx_external_data"
+        return "format"
+    if isinstance(exc, ModelLoadError):
+        return "load_failed"
+    return type(exc).__name__
+
+
+def smoke_test(path: str | os.PathLike[str], *, signing_key: bytes | None) -> str:
+    """Load the bundle at ``path`` and run its model; return the model version or raise a ``ModelError``."""
+    from ..bundle import load_bundle
+
+    bundle = load_bundle(path, signing_key=signing_key)
+    check_bundle(bundle)
+    return bundle.model_version
+
+
+def check_bundle(bundle: Bundle) -> None:
+    """Run the model of a loaded bundle on a few histories; raise :class:`SmokeFailure` if anything is off."""
+    from ..model import InterestModel
+
+    m = bundle.manifest
+    model = InterestModel(
+        bundle.model_bytes,
+        history_input=m.input_names["history"],
+        interest_output=m.output_names["interest"],
+        max_seq_len=m.max_seq_len,
+        dim=m.dim,
+        query_input=m.input_names.get("query"),
+        query_max_len=m.query_max_len,
+    )
+    rows = [np.arange(min(m.n_items, k), dtype=np.int64) for k in (1, 3, m.max_seq_len + 1)]
+    interest = model.embed(model.pad(rows))  # shape checked against (batch, dim) by embed()
+    if not np.isfinite(interest).all():
+        raise SmokeFailure("interest vectors are not finite", reason="nonfinite", model_version=m.model_version)
+    sample = np.arange(min(m.n_items, _MAX_ROWS), dtype=np.int64)
+    vectors = bundle.vectors.rows_f32(sample)
+    if vectors.shape != (len(sample), m.dim):
+        raise SmokeFailure(f"item vectors have shape {vectors.shape}", reason="contract", model_version=m.model_version)
+    scores = interest @ vectors.T
+    if not np.isfinite(scores).all():
+        raise SmokeFailure("scores are not finite", reason="nonfinite", model_version=m.model_version)
+
+
+def run_smoke_subprocess(path: Path, *, signing_key: bytes | None, timeout_s: float) -> None:
+    """Run :func:`smoke_test` in a child interpreter; raise :class:`SmokeFailure` on any failure."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEREC_")}
+    if signing_key is not None:
+        env[_KEY_ENV] = signing_key.hex()
+    env["OMP_NUM_THREADS"] = "1"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgerec_sdk.sync.smoke", str(path)],
+            env=env,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SmokeFailure(f"smoke test passed its {timeout_s:.0f} s deadline", reason="smoke_timeout") from exc
+    lines = proc.stdout.strip().splitlines()
+    try:
+        verdict = orjson.loads(lines[-1]) if lines else None
+    except orjson.JSONDecodeError:
+        verdict = None
+    if proc.returncode == 0 and isinstance(verdict, dict) and verdict.get("ok"):
+        return
+    if isinstance(verdict, dict) and verdict.get("reason"):
+        raise SmokeFailure(str(verdict.get("error", "smoke test failed"))[:300], reason=str(verdict["reason"])[:40])
+    raise SmokeFailure(f"smoke test process died (exit {proc.returncode})", reason="smoke_crashed")
+
+
+def _main(argv: list[str]) -> int:
+    key_hex = os.environ.get(_KEY_ENV)
+    key = bytes.fromhex(key_hex) if key_hex else None
+    try:
+        version = smoke_test(argv[0], signing_key=key)
+    except ModelError as exc:
+        sys.stdout.write(orjson.dumps({"ok": False, "reason": reason_of(exc), "error": str(exc)[:300]}).decode() + "\n")
+        return 1
+    sys.stdout.write(orjson.dumps({"ok": True, "model_version": version}).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,440 @@
+"""The model updater: poll the channel manifest, stage, verify, smoke-test, swap (ARCHITECTURE.md section 7).
+
+``poll_once()`` is the whole loop body. Order of checks (FAULTS B): signature over the exact manifest bytes,
+manifest schema, total size under ``max_bundle_bytes``, then every file streamed into a per-process staging
+directory under its declared size with its sha256 checked, the smoke test in a child process, the move into
+``state_dir/bundles/``, the in-process load (which re-hashes everything) and only then ``on_bundle(bundle)``
+and the atomic ``current`` pointer (write, fsync, ``os.replace``, fsync dir). A refused candidate is recorded
+with its reason and its manifest hash marked bad until the manifest changes; the current bundle keeps serving.
+
+State directory::
+
+    state_dir/current               name of the last good bundle directory
+    state_dir/bundles/<ver>-<sha>/  verified bundles (the current one and ``keep_bundles - 1`` before it)
+    state_dir/staging/<name>.<pid>/ downloads in progress (a dead pid's are removed at start)
+    state_dir/smoke_ok/<sha>        smoke passes, shared by the workers of the host
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._threads import Clock, RepeatingTask, SystemClock
+from ..bundle import Bundle, Manifest, load_bundle
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ..bundle.verify import check_signature
+from ..errors import HubAuthError, HubError, HubStatusError, ModelError, ModelIntegrityError
+from . import protocol
+from .client import DownloadError, HubClient, ManifestResponse
+from .smoke import SmokeFailure, check_bundle, reason_of, run_smoke_subprocess
+
+__all__ = ["Updater"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_REFUSALS = 20
+
+
+class Updater:
+    """Keeps this edge on the channel's current bundle.
+
+    Args:
+        client: the hub client.
+        state_dir: where bundles, staging and the ``current`` pointer live (created ``0700``).
+        channel: the channel to follow.
+        signing_key: HMAC key the manifest signature must verify under (``None``: unsigned allowed).
+        on_bundle: called with each new verified, smoke-tested :class:`Bundle` (the Recommender's swap).
+        on_candidate: called with ``(bundle, percent)`` when the channel rolls a candidate out to ``percent`` %
+            of users, and with ``(None, 0.0)`` when the rollout ends; ``None`` ignores rollouts.
+        poll_interval_s, max_manifest_bytes, max_bundle_bytes, download_deadline_s, min_download_bytes_per_s,
+        smoke_timeout_s, smoke_in_subprocess, keep_bundles, auth_backoff_s: see :class:`SyncConfig`.
+        backoff: retry delays after transient failures.
+        clock, rng: time and jitter (inject in tests).
+    """
+
+    def __init__(
+        self,
+        client: HubClient,
+        *,
+        state_dir: str | os.PathLike[str],
+        channel: str = "stable",
+        signing_key: bytes | None = None,
+        on_bundle: Callable[[Bundle], object] | None = None,
+        on_candidate: Callable[[Bundle | None, float], object] | None = None,
+        poll_interval_s: float = 30.0,
+        max_manifest_bytes: int = 1024 * 1024,
+        max_bundle_bytes: int = 2 * 1024**3,
+        download_deadline_s: float = 600.0,
+        min_download_bytes_per_s: float = 1024.0,
+        smoke_timeout_s: float = 60.0,
+        smoke_in_subprocess: bool = True,
+        keep_bundles: int = 2,
+        auth_backoff_s: float = 300.0,
+        backoff: protocol.Backoff | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.state_dir = Path(state_dir)
+        self.channel = channel
+        self._key = signing_key
+        self.on_bundle = on_bundle
+        self.on_candidate = on_candidate
+        self.candidate_version: str | None = None
+        self.candidate_sha: str | None = None
+        self.rollout_percent = 0.0
+        self._candidate_bundle: Bundle | None = None
+        self._candidate_dir = ""
+        self.poll_interval_s = poll_interval_s
+        self.max_manifest_bytes = max_manifest_bytes
+        self.max_bundle_bytes = max_bundle_bytes
+        self.download_deadline_s = download_deadline_s
+        self.min_download_bytes_per_s = min_download_bytes_per_s
+        self.smoke_timeout_s = smoke_timeout_s
+        self.smoke_in_subprocess = smoke_in_subprocess
+        self.keep_bundles = keep_bundles
+        self.auth_backoff_s = auth_backoff_s
+        self._rng = rng or random.Random()
+        self.backoff = backoff or protocol.Backoff(rng=self._rng)
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._etag: str | None = None
+        self._bad: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self._episode: str | None = None
+        self.current_sha: str | None = None
+        self.current_version: str | None = None
+        self.bundle_origin: str | None = None
+        self.auth_failed = False
+        self.last_update_error: dict[str, Any] | None = None
+        self.refusals: list[dict[str, Any]] = []
+        self.counts = dict.fromkeys(("polls", "not_modified", "updates", "refused", "verify_failed", "poll_errors"), 0)
+        for sub in ("bundles", "staging", "smoke_ok"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.task = RepeatingTask("edgerec-updater", self.poll_once, interval_s=poll_interval_s)
+
+    # --- start-up -------------------------------------------------------------------------------------
+
+    def load_last_good(self) -> Bundle | None:
+        """Serve at once from disk (FAULTS A02): re-verify the bundle named by ``current``.
+
+        A corrupt one is moved aside and never served (FAULTS C05). Also removes staging leftovers of dead
+        processes (FAULTS D11). Never raises for disk trouble.
+        """
+        self._clean_staging()
+        pointer = self.state_dir / "current"
+        try:
+            name = pointer.read_text("utf-8").strip()
+        except OSError:
+            return None
+        path = self.state_dir / "bundles" / name
+        if not name or "/" in name or not path.is_dir():
+            return None
+        try:
+            bundle = load_bundle(path, signing_key=self._key)
+        except ModelError as exc:
+            aside = path.with_name(f"{name}.corrupt-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            logger.error("last good bundle %s failed verification (%s); moved aside, not served", name, reason_of(exc))
+            return None
+        self.current_sha = hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest()
+        self.current_version = bundle.model_version
+        self._seen.add(bundle.model_version)
+        self.bundle_origin = "disk"
+        logger.info("serving %s from disk", bundle.model_version)
+        return bundle
+
+    def _clean_staging(self) -> None:
+        for entry in (self.state_dir / "staging").iterdir():
+            pid = entry.name.rsplit(".", 1)[-1]
+            if not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid():
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # --- the loop body ----------------------------------------------------------------------------------
+
+    def poll_once(self) -> float:
+        """One conditional GET and, when the manifest changed, one update attempt; return the next delay."""
+        with self._lock:
+            self.counts["polls"] += 1
+            try:
+                resp = self.client.get_manifest(self.channel, etag=self._etag, max_bytes=self.max_manifest_bytes)
+            except HubAuthError as exc:
+                return self._long_backoff("auth", f"hub refused the edge token ({exc.status})", auth=True)
+            except HubStatusError as exc:
+                if exc.retryable:
+                    return self._retry("poll", exc, exc.retry_after_s)
+                what = "channel not found" if exc.status in (404, 410) else f"hub answered {exc.status}"
+                return self._long_backoff(f"http_{exc.status}", f"{what} for channel {self.channel!r}")
+            except HubError as exc:
+                return self._retry("poll", exc, None)
+            self.auth_failed = False
+            if resp is None:
+                self.counts["not_modified"] += 1
+                return self._ok()
+            try:
+                self._apply(resp)
+            except (HubError, OSError) as exc:
+                self._record(None, reason_of(exc) if not isinstance(exc, DownloadError) else exc.reason, exc)
+                return self._retry("download", exc, getattr(exc, "retry_after_s", None))
+            return self._ok()
+
+    def _ok(self) -> float:
+        if self._episode is not None:
+            logger.info("updater recovered")
+        self._episode = None
+        self.backoff.reset()
+        return self.poll_interval_s * (1.0 + 0.1 * self._rng.random())
+
+    def _retry(self, kind: str, exc: BaseException, retry_after_s: float | None) -> float:
+        self.counts["poll_errors"] += 1
+        label = f"{kind}:{type(exc).__name__}"
+        if self._episode != label:
+            logger.warning("updater %s failed (%s); retrying with backoff", kind, type(exc).__name__)
+            self._episode = label
+        return max(self.poll_interval_s, self.backoff.next_delay(retry_after_s))
+
+    def _long_backoff(self, label: str, message: str, *, auth: bool = False) -> float:
+        self.counts["poll_errors"] += 1
+        self.auth_failed = auth
+        if self._episode != label:
+            logger.error("%s; current bundle keeps serving, retrying every ~%.0f s", message, self.auth_backoff_s)
+            self._episode = label
+        return self.backoff.jitter(self.auth_backoff_s)
+
+    # --- one update -------------------------------------------------------------------------------------
+
+    def _apply(self, resp: ManifestResponse) -> None:
+        settled = self._apply_base(resp)
+        if self.on_candidate is not None:
+            settled = self._apply_candidate(resp) and settled
+        if settled:
+            self._etag = resp.etag  # refused or applied: not fetched again until the manifest changes
+
+    def _verify(self, raw: bytes, signature: str | None, sha: str) -> tuple[Bundle, Path]:
+        """Signature, schema, size cap, staged download, smoke test, load: a ready bundle or a ``ModelError``."""
+        if self._key is not None:
+            check_signature(raw, signature.encode() if signature else None, self._key, source="hub manifest")
+        manifest = Manifest.from_bytes(raw, source="hub manifest")
+        total = sum(e.size for e in manifest.files.values())
+        if total > self.max_bundle_bytes:
+            raise SmokeFailure(f"bundle declares {total} bytes, over max_bundle_bytes", reason="too_large",
+                               model_version=manifest.model_version)
+        try:
+            final = self._stage(manifest, raw, signature, sha)
+            bundle = load_bundle(final, signing_key=self._key)
+            if not self.smoke_in_subprocess:
+                check_bundle(bundle)
+        except ModelError as exc:
+            exc.model_version = exc.model_version or manifest.model_version
+            raise
+        return bundle, final
+
+    def _apply_base(self, resp: ManifestResponse) -> bool:
+        sha = hashlib.sha256(resp.raw).hexdigest()
+        if sha == self.current_sha or sha in self._bad:
+            return True
+        try:
+            bundle, final = self._verify(resp.raw, resp.signature, sha)
+        except ModelError as exc:
+            self._refuse(sha, exc)
+            return True
+        old = self.current_version
+        if self.on_bundle is not None:
+            try:
+                self.on_bundle(bundle)
+            except Exception as exc:  # why: a failing swap must leave the current bundle serving
+                self._record(bundle.model_version, "swap_failed", exc)
+                logger.exception("swap to %s failed; keeping %s", bundle.model_version, old)
+                return False
+        self._write_pointer(final.name)
+        self.current_sha, self.current_version, self.bundle_origin = sha, bundle.model_version, "hub"
+        self.counts["updates"] += 1
+        self.last_update_error = None
+        if old is not None and bundle.model_version in self._seen:
+            logger.warning("channel %s moved back from %s to %s", self.channel, old, bundle.model_version)
+        self._seen.add(bundle.model_version)
+        logger.info("bundle swapped %s -> %s", old, bundle.model_version)
+        self._prune(keep={final.name, self._candidate_dir})
+        return True
+
+    def _apply_candidate(self, resp: ManifestResponse) -> bool:
+        """Follow the channel's rollout: load its candidate version next to the base (sticky A/B by user)."""
+        cand, pct = resp.candidate_version, resp.rollout_percent
+        if cand is None or pct <= 0 or cand == self.current_version:
+            if self.candidate_version is not None:
+                self.candidate_version, self.candidate_sha, self.rollout_percent = None, None, 0.0
+                self._candidate_bundle, self._candidate_dir = None, ""
+                self._notify_candidate(None, 0.0)
+            return True
+        raw = self.client.get_bytes(protocol.bundle_file_path(cand, MANIFEST_NAME), max_bytes=self.max_manifest_bytes)
+        sig = self.client.get_bytes(protocol.bundle_file_path(cand, SIGNATURE_NAME), max_bytes=1024, missing_ok=True)
+        if raw is None:
+            return True
+        sha = hashlib.sha256(raw).hexdigest()
+        if sha == self.candidate_sha:
+            if pct != self.rollout_percent:
+                self.rollout_percent = pct
+                self._notify_candidate(self._candidate_bundle, pct)
+            return True
+        if sha in self._bad:
+            return True
+        try:
+            bundle, final = self._verify(raw, sig.decode("ascii", "replace").strip() if sig else None, sha)
+        except ModelError as exc:
+            self._refuse(sha, exc)
+            return True
+        self.candidate_sha, self.candidate_version, self.rollout_percent = sha, bundle.model_version, pct
+        self._candidate_bundle, self._candidate_dir = bundle, final.name
+        logger.info("rollout candidate %s on %.1f%% of users", bundle.model_version, pct)
+        self._notify_candidate(bundle, pct)
+        return True
+
+    def _notify_candidate(self, bundle: Bundle | None, percent: float) -> None:
+        if self.on_candidate is None:
+            return
+        try:
+            self.on_candidate(bundle, percent)
+        except Exception:  # why: a user callback must not break the updater (FAULTS E14)
+            logger.exception("on_candidate callback failed")
+
+    def _stage(self, manifest: Manifest, raw: bytes, signature: str | None, sha: str) -> Path:
+        name = f"{manifest.model_version}-{sha[:12]}"
+        final = self.state_dir / "bundles" / name
+        if (final / MANIFEST_NAME).is_file():
+            return final  # verified earlier (another worker, or a rollback): load_bundle re-hashes it
+        staging = self.state_dir / "staging" / f"{name}.{os.getpid()}"
+        staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            for fname, entry in manifest.files.items():
+                got = self.client.download_file(
+                    protocol.bundle_file_path(manifest.model_version, fname),
+                    staging / fname,
+                    expected_size=entry.size,
+                    deadline_s=self.download_deadline_s,
+                    min_bytes_per_s=self.min_download_bytes_per_s,
+                )
+                if got != entry.sha256:
+                    (staging / fname).unlink(missing_ok=True)
+                    raise ModelIntegrityError(f"{fname}: sha256 mismatch", model_version=manifest.model_version)
+            _write_fsync(staging / MANIFEST_NAME, raw)
+            if signature:
+                _write_fsync(staging / SIGNATURE_NAME, signature.encode() + b"\n")
+            if self.smoke_in_subprocess and not (self.state_dir / "smoke_ok" / sha).exists():
+                run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.smoke_timeout_s)
+                (self.state_dir / "smoke_ok" / sha).touch()
+            try:
+                os.replace(staging, final)
+            except OSError:
+                if not (final / MANIFEST_NAME).is_file():
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)  # another worker of the host got there first
+            _fsync_dir(final.parent)
+        except ModelError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # disk full (FAULTS D12)
+            raise
+        return final
+
+    def _refuse(self, sha: str, exc: ModelError) -> None:
+        version = exc.model_version
+        self._bad[sha] = reason_of(exc)
+        self.counts["refused"] += 1
+        if isinstance(exc, ModelIntegrityError):
+            self.counts["verify_failed"] += 1
+        self._record(version, reason_of(exc), exc)
+        logger.error("candidate bundle %r refused (%s); current %s keeps serving",
+                     version, reason_of(exc), self.current_version)
+
+    def _record(self, version: str | None, reason: str, exc: BaseException) -> None:
+        entry = {"version": version, "reason": reason, "message": str(exc)[:200], "at": self._clock.time()}
+        self.last_update_error = entry
+        self.refusals = [*self.refusals[-(_MAX_REFUSALS - 1):], entry]
+
+    # --- disk -------------------------------------------------------------------------------------------
+
+    def _write_pointer(self, name: str) -> None:
+        tmp = self.state_dir / f"current.tmp.{os.getpid()}"
+        _write_fsync(tmp, name.encode() + b"\n")
+        os.replace(tmp, self.state_dir / "current")
+        _fsync_dir(self.state_dir)
+
+    def _prune(self, *, keep: set[str]) -> None:
+        root = self.state_dir / "bundles"
+        dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        kept = 1
+        for p in dirs:
+            if p.name in keep:
+                continue
+            if ".corrupt-" not in p.name and kept < self.keep_bundles:
+                kept += 1
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+    # --- thread and fork --------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start the ``edgerec-updater`` thread (idempotent)."""
+        return self.task.start()
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        return self.task.stop(timeout_s)
+
+    def postfork(self) -> None:
+        """In a forked child: fresh lock and thread; never adopt the parent's staging directory."""
+        self._lock = threading.Lock()
+        self.task.postfork()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "model_version": self.current_version,
+            "candidate_version": self.candidate_version,
+            "rollout_percent": self.rollout_percent,
+            "bundle_origin": self.bundle_origin,
+            "auth_failed": self.auth_failed,
+            "last_update_error": self.last_update_error,
+            "refusals": list(self.refusals),
+            "updater_running": self.task.started,
+            **{f"updater_{k}": v for k, v in self.counts.items()},
+        }
+
+
+def _write_fsync(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
