@@ -1,0 +1,311 @@
+"""Many workers on one host: ``gunicorn --preload -w 3`` serving examples/flask_store.
+
+What it measures (JSON lines on stdout, one per phase):
+
+1. ``memory``: per-process RSS, PSS and private (USS) memory of the master and each worker, from
+   ``/proc/<pid>/smaps_rollup``, after every worker has served requests (so each built its recommender), for
+   ``-w 1`` and for ``-w 3``; plus how the item-vector file ``items.int8.npy`` is mapped in each worker
+   (``Shared_Clean`` > 0 means the page-cache copy is shared). ``extra_worker_pss_mb`` is
+   ``(total PSS at -w 3 - total PSS at -w 1) / 2``: what one more worker costs the host.
+2. ``load``: ``--duration-s`` seconds of concurrent requests from ``--clients`` threads (loopback only, each
+   request on a new connection, bounded by the duration), a mix of ``/api/for-you/<user>`` (70 %),
+   ``/api/similar/<item>`` (20 %) and ``POST /api/click`` (10 %); status counts, requests/s, p50/p99 latency,
+   and the set of worker pids that answered.
+3. ``cross_worker``: a click sent to one worker, then the same user's recommendations fetched from a *different*
+   worker: with the SQLite profile store they are personalised at once.
+
+Run (about a minute)::
+
+    python benchmarks/bench_workers.py --duration-s 30 --clients 4
+
+Nothing leaves 127.0.0.1; gunicorn is stopped at the end, also on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE_DIR = ROOT / "examples" / "flask_store"
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    port: int
+    master_pid: int
+    worker_pids: list[int] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    drain: threading.Thread | None = None
+
+
+def start_gunicorn(*, workers: int, profile_store: str, worker_class: str = "sync", threads: int = 1,
+                   preload_recommender: bool = False, timeout_s: float = 60.0) -> Server:
+    """Start gunicorn on a free loopback port and wait until every worker has booted."""
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if gunicorn is None:
+        raise RuntimeError("gunicorn is not installed")
+    cmd = [gunicorn, "--preload", "-w", str(workers), "-k", worker_class, "--threads", str(threads),
+           "-b", "127.0.0.1:0", "--chdir", str(STORE_DIR), "--log-level", "info", "--graceful-timeout", "5"]
+    help_text = subprocess.run([gunicorn, "--help"], capture_output=True, text=True, timeout=60).stdout
+    if "--no-control-socket" in help_text:
+        cmd.append("--no-control-socket")
+    extra = ", PRELOAD=True" if preload_recommender else ""
+    cmd.append(f"storefront:create_app(profile_store={profile_store!r}{extra})")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("WEB_CONCURRENCY", None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    server = Server(proc, 0, proc.pid)
+    end = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while len(server.worker_pids) < workers or not server.port:
+            left = end - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                stop(server)
+                raise RuntimeError("gunicorn did not start:\n" + "".join(server.log[-30:]))
+            line = proc.stdout.readline()
+            if not line:
+                stop(server)
+                raise RuntimeError("gunicorn exited:\n" + "".join(server.log[-30:]))
+            server.log.append(line)
+            if m := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                server.port = int(m.group(1))
+            if m := re.search(r"Booting worker with pid: (\d+)", line):
+                server.worker_pids.append(int(m.group(1)))
+    server.drain = threading.Thread(target=_drain, args=(proc, server.log), daemon=True)
+    server.drain.start()
+    return server
+
+
+def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.append(line)
+        del log[:-500]
+
+
+def stop(server: Server) -> None:
+    """SIGTERM the master (graceful), SIGKILL the process group if it does not exit in time."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=10)
+    if server.drain is not None:
+        server.drain.join(timeout=10)  # ends at EOF, once every worker has exited
+    if server.proc.stdout is not None:
+        server.proc.stdout.close()
+
+
+def request(port: int, method: str, path: str, body: dict[str, Any] | None = None,
+            timeout_s: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new loopback connection (so the kernel may hand it to any worker)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        headers = {"Connection": "close"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def warm_all_workers(server: Server, *, max_requests: int = 400) -> dict[int, int]:
+    """Request until every worker has answered both endpoints (each builds its recommender on first use)."""
+    seen: Counter[int] = Counter()
+    item = None
+    for n in range(max_requests):
+        status, headers, body = request(server.port, "GET", f"/api/for-you/warm-{n}")
+        if status != 200:
+            raise RuntimeError(f"warm-up got HTTP {status}")
+        pid = int(headers["x-worker-pid"])
+        item = item or json.loads(body)["items"][0]["id"]
+        request(server.port, "GET", f"/api/similar/{item}")
+        seen[pid] += 1
+        if len(seen) == len(server.worker_pids) and min(seen.values()) >= 3:
+            break
+    return dict(seen)
+
+
+def cross_worker_click(port: int, *, max_tries: int = 200) -> dict[str, Any]:
+    """Click via one worker; read the same user's recommendations from another worker."""
+    user = f"cross-{random.getrandbits(40):x}"
+    _, headers, body = request(port, "GET", f"/api/for-you/{user}")
+    before = json.loads(body)
+    clicked = before["items"][0]["id"]
+    _, headers, _ = request(port, "POST", "/api/click", {"user": user, "item": clicked})
+    click_pid = int(headers["x-worker-pid"])
+    for _ in range(max_tries):
+        _, headers, body = request(port, "GET", f"/api/for-you/{user}")
+        if int(headers["x-worker-pid"]) != click_pid:
+            after = json.loads(body)
+            return {
+                "click_pid": click_pid, "read_pid": int(headers["x-worker-pid"]),
+                "before_sources": sorted({i["source"] for i in before["items"]}),
+                "after_first_source": after["items"][0]["source"],
+                "changed": after["items"] != before["items"] and after["items"][0]["source"] == "personalized",
+                "clicked_item_excluded": clicked not in [i["id"] for i in after["items"]],
+            }
+    raise RuntimeError("no other worker answered")
+
+
+def smaps(pid: int, items_file: str = "items.int8.npy") -> dict[str, Any]:
+    """RSS/PSS/USS of one process and how the item-vector file is mapped in it (MB)."""
+    roll: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                roll[parts[0][:-1]] = int(parts[1])
+    items: Counter[str] = Counter()
+    current = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                current = line.rstrip().split()[-1] if len(line.split()) >= 6 else ""
+            elif current and current.endswith(items_file):
+                parts = line.split()
+                if len(parts) >= 2 and parts[1].isdigit():
+                    items[parts[0][:-1]] += int(parts[1])
+    mb = 1024.0
+    return {
+        "pid": pid, "rss_mb": round(roll.get("Rss", 0) / mb, 1), "pss_mb": round(roll.get("Pss", 0) / mb, 1),
+        "uss_mb": round((roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0)) / mb, 1),
+        "items_npy": {k: round(items[k] / mb, 2) for k in ("Rss", "Pss", "Shared_Clean", "Private_Clean")},
+    }
+
+
+def memory_report(server: Server) -> dict[str, Any]:
+    procs = [smaps(server.master_pid)] + [smaps(p) for p in server.worker_pids]
+    return {"master": procs[0], "workers": procs[1:], "total_pss_mb": round(sum(p["pss_mb"] for p in procs), 1)}
+
+
+def load(port: int, *, duration_s: float, clients: int, items: list[str]) -> dict[str, Any]:
+    """``clients`` threads, each sending one request at a time until ``duration_s`` passes."""
+    statuses: Counter[int] = Counter()
+    pids: Counter[int] = Counter()
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    end = time.monotonic() + duration_s
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        local_lat, local_status, local_pid, local_err = [], Counter(), Counter(), Counter()
+        while time.monotonic() < end:
+            user = f"load-{rng.randrange(500)}"
+            roll = rng.random()
+            t0 = time.perf_counter()
+            try:
+                if roll < 0.7:
+                    status, headers, _ = request(port, "GET", f"/api/for-you/{user}")
+                elif roll < 0.9:
+                    status, headers, _ = request(port, "GET", f"/api/similar/{rng.choice(items)}")
+                else:
+                    status, headers, _ = request(port, "POST", "/api/click", {"user": user, "item": rng.choice(items)})
+            except OSError as exc:
+                local_err[type(exc).__name__] += 1
+                continue
+            local_lat.append(time.perf_counter() - t0)
+            local_status[status] += 1
+            local_pid[int(headers.get("x-worker-pid", "0"))] += 1
+        with lock:
+            latencies.extend(local_lat)
+            statuses.update(local_status)
+            pids.update(local_pid)
+            errors.update(local_err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=duration_s + 60)
+    wall = time.monotonic() - t0
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "duration_s": round(wall, 1), "clients": clients, "requests": n, "rps": round(n / wall, 1),
+        "status": {str(k): v for k, v in sorted(statuses.items())},
+        "http_5xx": sum(v for k, v in statuses.items() if k >= 500), "connection_errors": dict(errors),
+        "p50_ms": round(latencies[n // 2] * 1e3, 1) if n else None,
+        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1e3, 1) if n else None,
+        "requests_per_worker": {str(k): v for k, v in sorted(pids.items())},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
+    parser.add_argument("--preload-recommender", action="store_true",
+                        help='EDGEREC["PRELOAD"]=True: build the recommender in the master, before the fork')
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="edgerec-bench-"))
+    ok = True
+    try:
+        spec = f"sqlite:///{tmp}/one/profiles.sqlite3"
+        one = start_gunicorn(workers=1, profile_store=spec, worker_class=args.worker_class,
+                             preload_recommender=args.preload_recommender)
+        try:
+            warm_all_workers(one)
+            base = memory_report(one)
+        finally:
+            stop(one)
+        spec = f"sqlite:///{tmp}/many/profiles.sqlite3"
+        many = start_gunicorn(workers=args.workers, profile_store=spec, worker_class=args.worker_class,
+                              threads=4 if args.worker_class == "gthread" else 1,
+                              preload_recommender=args.preload_recommender)
+        try:
+            warmed = warm_all_workers(many)
+            mem = memory_report(many)
+            extra = (mem["total_pss_mb"] - base["total_pss_mb"]) / max(args.workers - 1, 1)
+            print(json.dumps({"phase": "memory", "preload_recommender": args.preload_recommender, "workers_1": base, f"workers_{args.workers}": mem,
+                              "warm_requests": warmed, "extra_worker_pss_mb": round(extra, 1)}), flush=True)
+            _, _, body = request(many.port, "GET", "/api/for-you/items-seed?k=50")
+            items = [i["id"] for i in json.loads(body)["items"]]
+            result = load(many.port, duration_s=args.duration_s, clients=args.clients, items=items)
+            print(json.dumps({"phase": "load", "worker_class": args.worker_class, **result}), flush=True)
+            cross = cross_worker_click(many.port)
+            print(json.dumps({"phase": "cross_worker", **cross}), flush=True)
+            after = memory_report(many)
+            print(json.dumps({"phase": "memory_after_load", "workers": after["workers"],
+                              "total_pss_mb": after["total_pss_mb"]}), flush=True)
+            ok = result["http_5xx"] == 0 and not result["connection_errors"] and cross["changed"]
+        finally:
+            stop(many)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

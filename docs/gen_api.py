@@ -1,0 +1,145 @@
+"""Write docs/api.md from the docstrings of the public API.
+
+    python docs/gen_api.py           # rewrite docs/api.md
+    python docs/gen_api.py --check   # exit 1 when docs/api.md is stale (tests/test_docs.py runs this)
+
+Signatures come from ``inspect``; dataclass field documentation from the string literal that follows each
+field in the source (read with ``ast``, since Python keeps no runtime record of it).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "api.md"
+sys.path.insert(0, str(ROOT))
+
+SECTIONS: list[tuple[str, str, list[str]]] = [
+    ("The recommender", "edgerec_sdk", ["Recommender"]),
+    ("Results and events", "edgerec_sdk", ["Recommendations", "Recommendation", "FeedbackEvent", "Status"]),
+    ("Configuration", "edgerec_sdk", ["RecommenderConfig", "IndexConfig", "ProfileConfig"]),
+    ("Profile stores", "edgerec_sdk.profile",
+     ["make_profile_store", "ProfileStore", "ProfileEvent", "MemoryProfileStore", "SqliteProfileStore",
+      "RedisProfileStore", "ProfileUnavailableError"]),
+    ("Flask", "edgerec_sdk.integrations.flask", ["EdgeRec", "current_recommender"]),
+    ("Django", "edgerec_sdk.integrations.django", ["get_recommender", "close_recommender"]),
+    ("Integration settings", "edgerec_sdk.integrations", ["parse_settings", "ProcessLocalRecommender"]),
+]
+PUBLIC_METHODS = {
+    "Recommender": ["from_bundle", "demo", "recommend", "recommend_many", "similar_items", "feedback", "forget",
+                    "status", "flush", "close", "postfork", "swap", "connect"],
+}
+
+
+def _doc(obj: Any) -> str:
+    doc = inspect.getdoc(obj)
+    return f"```text\n{doc}\n```" if doc else "*(no docstring)*"
+
+
+def _sig(obj: Any) -> str:
+    """The signature with annotations as written (they are strings under ``from __future__ import annotations``)."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return ""
+    params = [p.replace(annotation=_Raw(p.annotation)) if isinstance(p.annotation, str) else p
+              for p in sig.parameters.values() if p.name not in ("self", "cls")]
+    ret = sig.return_annotation
+    sig = sig.replace(parameters=params, return_annotation=_Raw(ret) if isinstance(ret, str) else ret)
+    return str(sig)
+
+
+class _Raw:
+    """Prints an annotation string without quotes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Map field name -> the string literal placed right after it in the class body."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _dataclass_table(cls: type) -> list[str]:
+    docs = _field_docs(cls)
+    lines = ["", "| field | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f"{f.default_factory.__name__}()"
+        else:
+            default = "required"
+        if not f.repr:
+            default = "*(secret, not shown)*"
+        lines.append(f"| `{f.name}` | `{default}` | {docs.get(f.name, '').replace('|', '/')} |")
+    return lines
+
+
+def render() -> str:
+    import importlib
+
+    out = ["# API reference", "",
+           "Generated from the docstrings by `python docs/gen_api.py`; do not edit by hand.",
+           "Concepts are explained in [concepts.md](concepts.md), setup in [getting-started.md](getting-started.md).",
+           ""]
+    for title, module_name, names in SECTIONS:
+        module = importlib.import_module(module_name)
+        out += [f"## {title}", ""]
+        for name in names:
+            obj = getattr(module, name, None)
+            if obj is None:
+                continue
+            qual = f"{module_name}.{name}"
+            if inspect.isclass(obj):
+                out += [f"### `{qual}`", "", _doc(obj)]
+                if dataclasses.is_dataclass(obj) and name.endswith("Config"):
+                    out += _dataclass_table(obj)
+                for meth in PUBLIC_METHODS.get(name, []):
+                    attr = inspect.getattr_static(obj, meth, None)
+                    if attr is None:
+                        continue
+                    func = attr.__func__ if isinstance(attr, (classmethod, staticmethod)) else attr
+                    if callable(func):
+                        out += ["", f"#### `{name}.{meth}{_sig(func)}`", "", _doc(func)]
+            else:
+                out += [f"### `{qual}{_sig(obj)}`", "", _doc(obj)]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUT.exists() or OUT.read_text() != text:
+            sys.stderr.write("docs/api.md is stale: run `python docs/gen_api.py`\n")
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
