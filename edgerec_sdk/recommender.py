@@ -475,6 +475,19 @@ class Recommender:
         self._sync.close(timeout_s)
         self._profiles.close()
 
+    def poll_once(self) -> float:
+        """One model-update step without the updater thread (uWSGI without threads, tests); the next delay."""
+        return float(self._sync.poll_once())
+
+    def install_signal_handlers(self, timeout_s: float | None = None) -> bool:
+        """Opt in: on SIGTERM, ``close()`` (flushing feedback for up to ``timeout_s``, default
+        ``config.exit_flush_timeout_s``), then the previous handler or the default action. Main thread only.
+        Servers with their own graceful shutdown (gunicorn, uWSGI, Celery) do not need it: atexit flushes."""
+        from ._signals import install_flush_on_signal
+
+        limit = self.config.exit_flush_timeout_s if timeout_s is None else timeout_s
+        return install_flush_on_signal(self.close, timeout_s=limit)
+
     def postfork(self) -> None:
         """Rebuild locks, sessions and threads in a forked child (called automatically after ``os.fork``)."""
         self._cache_lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""Public test doubles: valid bundles of any size with a real ONNX interest model.
+"""Public test doubles: valid bundles of any size with a real ONNX interest model, and a scriptable
+fault-injecting hub (:class:`FakeHub`, :class:`Fault`; in process as an ``httpx`` transport or on loopback).
 
 Needs the ``onnx`` package (``pip install "edgerec-sdk[dev]"``), imported only when a model is built.
 
@@ -17,10 +18,11 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from ._fakehub import FakeClock, FakeHub, Fault, Recorded
 from ._optional import require
 from .bundle import quantize_rows_int8, write_bundle
 
-__all__ = ["make_bundle", "make_interest_model", "make_tiny_bundle"]
+__all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "make_bundle", "make_interest_model", "make_tiny_bundle"]
 
 __test__ = False  # keep pytest from collecting the make_* helpers
 

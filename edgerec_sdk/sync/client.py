@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -110,7 +111,8 @@ class HubClient:
         self._token = token
         self._transport = transport
         self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
-        self._verify: str | bool = ca_bundle or True
+        # never off; a custom CA goes in as a context (httpx deprecates verify=<path>)
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         self._max_retry_after_s = max_retry_after_s
         self._clock = clock or SystemClock()
         self._user_agent = user_agent
@@ -140,7 +142,8 @@ class HubClient:
                     timeout=self._timeout,
                     follow_redirects=False,
                     verify=self._verify,
-                    headers={"User-Agent": self._user_agent},
+                    # identity everywhere: a compressed answer could inflate past every cap (FAULTS B04, F08)
+                    headers={"User-Agent": self._user_agent, "Accept-Encoding": "identity"},
                 )
             return self._client
 
@@ -201,6 +204,9 @@ class HubClient:
         )
 
     def _read_capped(self, resp: httpx.Response, max_bytes: int, url: httpx.URL) -> bytes:
+        enc = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if enc not in ("", "identity"):  # asked for identity: never inflate what the hub compressed anyway
+            raise HubProtocolError(f"answer from {redact_url(str(url))} has content encoding {enc[:20]!r}")
         declared = resp.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             raise HubProtocolError(f"answer over {max_bytes} bytes from {redact_url(str(url))}")
