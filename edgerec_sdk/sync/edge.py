@@ -112,6 +112,7 @@ class EdgeSync:
         self._close_result = False
         self._started = False
         self.rejected_after_close = 0
+        self._pid = os.getpid()
         register_postfork(self.postfork)
 
     def _backoff(self) -> protocol.Backoff:
@@ -213,7 +214,14 @@ class EdgeSync:
 
     def postfork(self) -> None:
         """Called in a forked child (automatically, through ``os.register_at_fork``): rebuild locks, the HTTP
-        client and SQLite connection; restart the threads the parent ran."""
+        client and SQLite connection; restart the threads the parent ran.
+
+        Runs once per process: the automatic hook and a caller's own ``postfork()`` (the Recommender's, for one)
+        may both call it, and a second run would start a second pair of threads.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         if self._default_edge_id:
             self.edge_id = _default_edge_id()

@@ -27,6 +27,7 @@ from typing import Literal
 from .._log import warn_once
 from .._threads import Clock, SystemClock, register_fork_guard, register_postfork
 from .config import OutboxConfig
+from .leases import holder_is_dead
 
 __all__ = ["LeasedEvent", "Outbox", "PutResult"]
 
@@ -127,6 +128,7 @@ class Outbox:
         self._mem: dict[str, tuple[str, bytes]] = {}
         self._mem_leased: set[str] = set()
         self._local: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._reclaimed_at = float("-inf")
 
     # --- connection ------------------------------------------------------------------------------------
 
@@ -311,6 +313,11 @@ class Outbox:
                             "SELECT seq, event_id, body FROM outbox WHERE lease_until <= ? ORDER BY seq LIMIT ?",
                             (now, n),
                         ).fetchall()
+                        if not rows and self._reclaim_dead(conn, now):
+                            rows = conn.execute(
+                                "SELECT seq, event_id, body FROM outbox WHERE lease_until <= ? ORDER BY seq LIMIT ?",
+                                (now, n),
+                            ).fetchall()
                         conn.executemany(
                             "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE seq = ?",
                             [(now + self.config.lease_s, owner, r[0]) for r in rows],
@@ -327,6 +334,27 @@ class Outbox:
                     self._mem_leased.add(event_id)
                     out.append(LeasedEvent(event_id, body))
             return out
+
+    def _reclaim_dead(self, conn: sqlite3.Connection, now: float) -> int:
+        """Inside a transaction: free the leases of dead processes of this host (FAULTS D10); return rows freed.
+
+        Checked only when nothing else is leasable, at most once a second.
+        """
+        mono = time.monotonic()
+        if mono - self._reclaimed_at < 1.0:
+            return 0
+        self._reclaimed_at = mono
+        owners = [r[0] for r in conn.execute(
+            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_until > ? AND lease_owner IS NOT NULL", (now,))]
+        freed = 0
+        for owner in owners:
+            if holder_is_dead(str(owner)):
+                freed += conn.execute(
+                    "UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE lease_owner = ?", (owner,)
+                ).rowcount
+        if freed:
+            logger.info("took back %d outbox events leased by a process that died", freed)
+        return freed
 
     def release(self, event_ids: Iterable[str]) -> None:
         """Give leased events back (the upload will not be retried by this holder)."""
@@ -484,12 +512,14 @@ class Outbox:
     def postfork(self) -> None:
         """In a forked child: new lock, the parent's connection abandoned (never closed), memory state dropped.
 
-        Spilled events belong to the parent, which still holds and sends them.
+        Spilled events belong to the parent, which still holds and sends them. Runs once per process (a second
+        call would replace a lock another thread of the child may already hold).
         """
+        if self._pid == os.getpid():
+            return
         self._lock = threading.Lock()
         self._fork_held = False
-        if self._pid != os.getpid():
-            self._postfork_locked()
+        self._postfork_locked()
 
     def _postfork_locked(self) -> None:
         if self._conn is not None:

@@ -185,7 +185,8 @@ class Updater:
             try:
                 self._apply(resp)
             except (HubError, OSError) as exc:
-                self._record(None, reason_of(exc) if not isinstance(exc, DownloadError) else exc.reason, exc)
+                reason = exc.reason if isinstance(exc, DownloadError) else reason_of(exc)
+                self._record(getattr(exc, "model_version", None), reason, exc)
                 return self._retry("download", exc, getattr(exc, "retry_after_s", None))
             return self._ok()
 
@@ -237,6 +238,9 @@ class Updater:
                 check_bundle(bundle)
         except ModelError as exc:
             exc.model_version = exc.model_version or manifest.model_version
+            raise
+        except DownloadError as exc:  # retried later; status() still names the version that failed
+            exc.model_version = manifest.model_version  # type: ignore[attr-defined]
             raise
         return bundle, final
 

@@ -20,6 +20,7 @@ from .._threads import Clock, RepeatingTask, SystemClock
 from ..errors import HubAuthError, HubError, HubStatusError
 from . import protocol
 from .client import HubClient
+from .leases import new_owner
 from .outbox import LeasedEvent, Outbox
 
 __all__ = ["Uploader"]
@@ -78,7 +79,7 @@ class Uploader:
         self.backoff = backoff or protocol.Backoff(rng=self._rng)
         self.auth_backoff_s = auth_backoff_s
         self._clock = clock or SystemClock()
-        self._owner = f"{edge_id}:{uuid.uuid4().hex[:8]}"
+        self._owner = new_owner(edge_id)
         self._queue: deque[_Batch] = deque()
         self._next_at = 0.0
         self._lock = threading.Lock()
@@ -255,7 +256,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._flush_wait = threading.Event()
         self._queue = deque()
-        self._owner = f"{self.edge_id}:{uuid.uuid4().hex[:8]}"
+        self._owner = new_owner(self.edge_id)
         self.task.postfork()
 
     def status(self) -> dict[str, Any]:

@@ -170,3 +170,25 @@ def test_dead_letter_table_is_capped_but_counted(tmp_path: Path, clock: FakeCloc
     c = b.counters()
     assert c["dead_lettered"] == 5 and c["dead_letter_rows"] == 2 and balanced(c)
     b.close()
+
+
+def test_d10_leases_of_a_dead_process_are_taken_back(box: Outbox) -> None:
+    """A SIGKILLed uploader's lease must not hold its batch back for ``lease_s`` (issue 4, acceptance 2)."""
+    import subprocess
+    import sys
+
+    from edgerec_sdk.sync.leases import holder_is_dead, new_owner
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    for i in range(6):
+        box.put(f"e{i}", "p1", body(i))
+    mine = new_owner("edge")
+    dead_owner = mine.replace(f":{os.getpid()}:", f":{dead}:")
+    live_owner = mine.replace(f":{os.getpid()}:", f":{os.getppid()}:")
+    assert holder_is_dead(dead_owner) and not holder_is_dead(live_owner) and not holder_is_dead(mine)
+    assert not holder_is_dead("edge@another-host:1:abcd") and not holder_is_dead("w1")
+    assert len(box.lease(dead_owner, 3)) == 3
+    assert len(box.lease(live_owner, 3)) == 3
+    assert [e.event_id for e in box.lease(mine, 10)] == ["e0", "e1", "e2"]  # the dead one's, at once
+    assert box.lease(mine, 10) == []  # the live holder keeps its lease until it expires
