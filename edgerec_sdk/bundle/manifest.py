@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
@@ -31,6 +32,7 @@ __all__ = [
     "VectorDtype",
     "check_file_name",
     "check_model_version",
+    "created_at_time",
     "required_files",
     "vector_file_names",
 ]
@@ -96,6 +98,26 @@ def check_model_version(version: object, *, what: str = "model_version", source:
     if not isinstance(version, str) or not _NAME_RE.fullmatch(version) or len(version) > _MAX_VERSION_CHARS:
         raise ModelFormatError(f"{source}: invalid {what} {str(version)[:80]!r}", path=source)
     return version
+
+
+def created_at_time(created_at: str) -> datetime | None:
+    """``created_at`` as an aware UTC datetime, or None when it is not an ISO 8601 date and time.
+
+    Accepts what :func:`datetime.fromisoformat` reads plus a trailing ``Z``; a time without an offset is UTC
+    (the format says UTC). Edges order the manifests of a channel by this value (rollback protection).
+    """
+    text = created_at.strip()
+    if len(text) < 19 or "T" not in text.upper():  # a date alone is not a publication time
+        return None
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The reference hub (extra ``[hub]``): a WSGI app implementing protocol v1, with SQLite storage.
+"""The reference hub (extra ``[hub]``): a WSGI app implementing protocol v1, storing in SQLite or PostgreSQL.
 
 Never imported by the runtime. Example::
 

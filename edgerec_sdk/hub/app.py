@@ -2,8 +2,9 @@
 
 No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
 (``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
-in-process through ``httpx.WSGITransport``. State: SQLite under ``--root`` and bundle files under
-``<root>/bundles/<version>/``, so several hub processes can share one root.
+in-process through ``httpx.WSGITransport``. State: the database (SQLite under ``--root``, or PostgreSQL given
+a ``postgresql://`` URL) and bundle files under ``<root>/bundles/<version>/``, so several hub processes can
+share one root.
 
 Auth (FAULTS F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
 revealed); an edge token on an admin call is 403. Transient trouble answers 429/503 with ``Retry-After``,
@@ -18,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,7 +32,7 @@ from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_fil
 from ..errors import HubProtocolError, ModelFormatError
 from ..sync import protocol
 from .publish import PublishError, ingest_tar
-from .storage import BundleRecord, Storage
+from .storage import BundleRecord, SQLStorage, StorageBusyError, open_storage
 
 __all__ = ["HubApp", "app_from_env"]
 
@@ -64,13 +64,15 @@ class HubApp:
     """The WSGI callable.
 
     Args:
-        root: directory of ``hub.sqlite3`` and ``bundles/``.
+        root: directory of ``bundles/`` (and of ``hub.sqlite3`` unless ``db`` or ``storage`` is given).
         admin_tokens: tokens that may publish and move channels (and do what edges do).
         edge_tokens: tokens that may read manifests and bundle files and post events.
         max_body_bytes: cap on a compressed event batch.
         max_batch_bytes: cap on a decompressed event batch.
         max_bundle_bytes: cap on a published bundle.
         max_concurrent_batches: event posts handled at once; more answer 429.
+        db: ``postgresql://…`` to keep events, bundles and channels in PostgreSQL; default SQLite under root.
+        storage: a storage object to use as it is (tests); overrides ``db``.
     """
 
     def __init__(
@@ -83,12 +85,14 @@ class HubApp:
         max_batch_bytes: int = 32 * 1024 * 1024,
         max_bundle_bytes: int = 4 * 1024**3,
         max_concurrent_batches: int = 8,
+        db: str | None = None,
+        storage: SQLStorage | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.root / "bundles").mkdir(exist_ok=True, mode=0o755)
         (self.root / "tmp").mkdir(exist_ok=True, mode=0o700)
-        self.storage = Storage(self.root / "hub.sqlite3")
+        self.storage = storage if storage is not None else open_storage(db, root=self.root)
         self._admin = [t.encode() for t in admin_tokens if t]
         self._edge = [t.encode() for t in edge_tokens if t]
         if not self._admin:
@@ -99,11 +103,18 @@ class HubApp:
         self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
         self._files_cache: dict[str, frozenset[str]] = {}
 
+    def close(self) -> None:
+        """Close the storage (its PostgreSQL connections); the app must not serve afterwards."""
+        self.storage.close()
+
     # --- WSGI ----------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             status, headers, body = self._dispatch(environ)
+        except StorageBusyError as exc:
+            logger.warning("hub: storage unavailable (%s); answering 503", exc)
+            status, headers, body = _error(503, "storage busy", [("Retry-After", "1")])
         except Exception:  # why: never leak a traceback to a client; log it here
             logger.exception("hub: unhandled error")
             status, headers, body = _error(500, "internal error")
@@ -200,8 +211,8 @@ class HubApp:
                 return _error(400, str(exc))
             try:
                 result = self.storage.insert_events(edge_id, batch_id, events)
-            except sqlite3.OperationalError:
-                logger.warning("hub: storage busy; answering 503")
+            except StorageBusyError as exc:
+                logger.warning("hub: storage busy (%s); answering 503", exc)
                 return _error(503, "storage busy", [("Retry-After", "1")])
             logger.debug("hub: batch of %d events: %d new, %d duplicates, %d rejected",
                          len(events), len(result.accepted), len(result.duplicates), len(result.rejected))
@@ -355,7 +366,8 @@ def _file_chunks(path: Path, start: int, length: int) -> Iterator[bytes]:
 
 
 def app_from_env(environ: dict[str, str] | None = None) -> HubApp:
-    """Build the app from ``EDGEREC_HUB_ROOT``, ``EDGEREC_ADMIN_TOKEN`` and ``EDGEREC_EDGE_TOKEN`` (gunicorn)."""
+    """Build the app from ``EDGEREC_HUB_ROOT``, ``EDGEREC_ADMIN_TOKEN``, ``EDGEREC_EDGE_TOKEN`` and, for
+    PostgreSQL, ``EDGEREC_HUB_DB`` (gunicorn)."""
     env = os.environ if environ is None else environ
     root = env.get("EDGEREC_HUB_ROOT")
     if not root:
@@ -364,4 +376,5 @@ def app_from_env(environ: dict[str, str] | None = None) -> HubApp:
         root,
         admin_tokens=[t for t in env.get("EDGEREC_ADMIN_TOKEN", "").split(",") if t],
         edge_tokens=[t for t in env.get("EDGEREC_EDGE_TOKEN", "").split(",") if t],
+        db=env.get("EDGEREC_HUB_DB") or None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ def register(subparsers: Any) -> None:
     hub_sub = hub.add_subparsers(dest="hub_command", required=True)
 
     serve = hub_sub.add_parser("serve", help="serve protocol v1 (wsgiref, threaded); use gunicorn for production")
-    serve.add_argument("--root", required=True, help="data directory (SQLite database and bundle files)")
+    serve.add_argument("--root", required=True, help="data directory (bundle files, and the SQLite database)")
+    serve.add_argument("--db", default=None, help="postgresql://USER@HOST/DB to store events, bundles and "
+                       "channels in PostgreSQL (default: $EDGEREC_HUB_DB, else SQLite under --root)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--admin-token", default=None, help="default: $EDGEREC_ADMIN_TOKEN (comma-separated list)")
@@ -36,7 +39,9 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_cmd_serve)
 
     export = hub_sub.add_parser("export-events", help="write the event log (CSV user,item,type,timestamp)")
-    export.add_argument("--root", required=True)
+    export.add_argument("--root", default=None, help="hub data directory (its SQLite database)")
+    export.add_argument("--db", default=None, help="postgresql://USER@HOST/DB instead of --root "
+                        "(default: $EDGEREC_HUB_DB)")
     export.add_argument("--since", default="0", help="unix seconds or ISO 8601 date/time (event time)")
     export.add_argument("--out", default="-", help="file to write, '-' for stdout")
     export.set_defaults(func=_cmd_export)
@@ -48,6 +53,13 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--rollout", type=float, default=None, help="percent of users (default 100)")
     publish.add_argument("--signing-key", default=None, help="HMAC key to sign the manifest with "
                          "(default: $EDGEREC_SIGNING_KEY; without one, the bundle's own signature file is sent)")
+    publish.add_argument("--restamp", action="store_true", help="deliberate rollback: publish a copy of BUNDLE "
+                         "with a fresh created_at and version (VERSION-restamp-TIME), re-signed; edges refuse an "
+                         "older manifest otherwise (needs the signing key)")
+    publish.add_argument("--restamp-version", default=None, help="version of the restamped copy "
+                         "(default: ORIGINAL-restamp-YYYYMMDDTHHMMSSZ)")
+    publish.add_argument("--restamp-out", default=None, help="keep the restamped copy in this new directory "
+                         "(default: a temporary directory, removed after the upload)")
     publish.set_defaults(func=_cmd_publish)
 
     channel = subparsers.add_parser("channel", help="manage channels on a hub")
@@ -79,8 +91,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     edge = _tokens(args.edge_token, "EDGEREC_EDGE_TOKEN")
     if not admin:
         raise ConfigError("an admin token is required (--admin-token or EDGEREC_ADMIN_TOKEN)")
-    app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge)
-    sys.stderr.write(f"edgerec hub: serving {args.root} on http://{args.host}:{args.port}\n")
+    db = args.db or os.environ.get("EDGEREC_HUB_DB") or None
+    app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge, db=db)
+    sys.stderr.write(f"edgerec hub: serving {args.root} ({app.storage.kind}) on http://{args.host}:{args.port}\n")
     try:
         serve_forever(app, host=args.host, port=args.port)
     except KeyboardInterrupt:
@@ -104,20 +117,24 @@ def parse_since(text: str) -> float:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .storage import Storage
+    from .storage import open_storage
 
-    db = Path(args.root) / "hub.sqlite3"
-    if not db.is_file():
-        raise ConfigError(f"no hub database under {args.root}")
-    storage = Storage(db)
+    db = args.db or os.environ.get("EDGEREC_HUB_DB") or None
+    if db is None and args.root is None:
+        raise ConfigError("give --root (SQLite) or --db (PostgreSQL)")
+    try:
+        storage = open_storage(db, root=args.root, create=False)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no hub database under {args.root}") from exc
     since = parse_since(args.since)
-    if args.out == "-":
-        n = storage.export_events(sys.stdout, since_ts=since)
-    else:
-        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
-            n = storage.export_events(out, since_ts=since)
-        os.replace(tmp, args.out)
+    with storage:
+        if args.out == "-":
+            n = storage.export_events(sys.stdout, since_ts=since)
+        else:
+            tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
+            with open(tmp, "w", encoding="utf-8", newline="") as out:
+                n = storage.export_events(out, since_ts=since)
+            os.replace(tmp, args.out)
     sys.stderr.write(f"edgerec hub: exported {n} events\n")
     return 0
 
@@ -137,13 +154,23 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     if not (root / MANIFEST_NAME).is_file():
         raise ConfigError(f"{root} is not a bundle directory (no manifest.json)")
     key = args.signing_key if args.signing_key is not None else os.environ.get("EDGEREC_SIGNING_KEY")
-    signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key.encode()) if key else None
-    client = _client(args)
-    try:
-        result = client.publish_bundle(make_tar(root, signature=signature), channel=args.channel,
-                                       rollout_percent=args.rollout)
-    finally:
-        client.close()
+    if (args.restamp_version or args.restamp_out) and not args.restamp:
+        raise ConfigError("--restamp-version and --restamp-out go with --restamp")
+    with tempfile.TemporaryDirectory(prefix="edgerec-restamp-") as tmp:
+        if args.restamp:
+            if not key:
+                raise ConfigError("--restamp re-signs the manifest: give --signing-key or $EDGEREC_SIGNING_KEY")
+            from ..bundle.restamp import restamp_bundle
+
+            out = Path(args.restamp_out) if args.restamp_out else Path(tmp) / "bundle"
+            root = restamp_bundle(root, out, signing_key=key.encode(), model_version=args.restamp_version)
+        signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key.encode()) if key else None
+        client = _client(args)
+        try:
+            result = client.publish_bundle(make_tar(root, signature=signature), channel=args.channel,
+                                           rollout_percent=args.rollout)
+        finally:
+            client.close()
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, created_at_time
 from ..errors import ModelFormatError
 
 
@@ -100,6 +100,8 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
         manifest = Manifest.from_bytes(raw)
     except ModelFormatError as exc:
         raise PublishError(f"invalid manifest: {exc}") from exc
+    if created_at_time(manifest.created_at) is None:  # edges order a channel's manifests by it (rollback check)
+        raise PublishError(f"invalid manifest: created_at {manifest.created_at[:64]!r} is not an ISO 8601 time")
     extra = seen - {n.lower() for n in manifest.files} - {MANIFEST_NAME, SIGNATURE_NAME}
     if extra:
         raise PublishError(f"files not listed in the manifest: {sorted(extra)[:5]}")

@@ -39,6 +39,9 @@ def reason_of(exc: BaseException) -> str:
     """A short machine-readable refusal reason for ``status()``."""
     if isinstance(exc, SmokeFailure):
         return exc.reason
+    reason = getattr(exc, "reason", None)  # e.g. the updater's RollbackRefused: "rollback_refused"
+    if isinstance(reason, str):
+        return reason
     msg = str(exc).lower()
     if isinstance(exc, ModelIntegrityError):
         if "signature" in msg:

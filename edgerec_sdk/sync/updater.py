@@ -1,8 +1,10 @@
 """The model updater: poll the channel manifest, stage, verify, smoke-test, swap (ARCHITECTURE.md section 7).
 
 ``poll_once()`` is the whole loop body. Order of checks (FAULTS B): signature over the exact manifest bytes,
-manifest schema, total size under ``max_bundle_bytes``, then every file streamed into a per-process staging
-directory under its declared size with its sha256 checked, the smoke test in a child process, the move into
+manifest schema, the rollback check (``created_at`` not older than the newest this edge accepted for its
+channel, FAULTS C04), total size under ``max_bundle_bytes``, then every file taken from a verified local bundle
+holding the same sha256 or else streamed into a per-process staging directory under its declared size with its
+sha256 checked, the smoke test in a child process, the move into
 ``state_dir/bundles/``, the in-process load (which re-hashes everything) and only then ``on_bundle(bundle)``
 and the atomic ``current`` pointer (write, fsync, ``os.replace``, fsync dir). A refused candidate is recorded
 with its reason and its manifest hash marked bad until the manifest changes; the current bundle keeps serving.
@@ -13,6 +15,14 @@ State directory::
     state_dir/bundles/<ver>-<sha>/  verified bundles (the current one and ``keep_bundles - 1`` before it)
     state_dir/staging/<name>.<pid>/ downloads in progress (a dead pid's are removed at start)
     state_dir/smoke_ok/<sha>        smoke passes, shared by the workers of the host
+    state_dir/high_water/<channel>.json  the newest manifest accepted for the channel (created_at, version)
+
+Rollback protection (TUF's rule for metadata versions): the signed ``created_at`` of every base bundle this
+edge accepts is kept, per channel, in ``high_water/`` (written atomically, shared by the workers of the host,
+surviving restarts). A manifest older than that -- a replay of an older signed answer, or a channel moved back
+with ``edgerec channel set`` -- is refused with reason ``rollback_refused`` before anything is downloaded. An
+operator rolls back on purpose by publishing the old model again with a fresh stamp (``edgerec publish
+--restamp``). Equal stamps are accepted (``update_metrics`` keeps ``created_at``; two builds in one second).
 """
 
 from __future__ import annotations
@@ -22,27 +32,42 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .._threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
-from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
 from ..bundle.verify import check_signature
-from ..errors import HubAuthError, HubError, HubStatusError, ModelError, ModelIntegrityError
+from ..errors import HubAuthError, HubError, HubStatusError, ModelError, ModelFormatError, ModelIntegrityError
 from . import protocol
 from .client import DownloadError, HubClient, ManifestResponse
 from .smoke import SmokeFailure, check_bundle, reason_of, run_smoke_subprocess
 
-__all__ = ["Updater"]
+__all__ = ["RollbackRefused", "Updater"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_REFUSALS = 20
+_SAFE_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class RollbackRefused(ModelIntegrityError):
+    """A validly signed manifest older than the newest this edge accepted for its channel (FAULTS C04)."""
+
+    reason = "rollback_refused"
+
+    def __init__(self, message: str, *, model_version: str, newest_version: str) -> None:
+        super().__init__(message, model_version=model_version)
+        self.newest_version = newest_version
 
 
 class Updater:
@@ -111,6 +136,9 @@ class Updater:
         self._etag: str | None = None
         self._bad: dict[str, str] = {}
         self._seen: set[str] = set()
+        self._rollback_logged: set[str] = set()
+        self._high_water: tuple[datetime, str] | None = None  # (created_at, model_version), also on disk
+        self._high_water_warned = False
         self._episode: str | None = None
         self.current_sha: str | None = None
         self.current_version: str | None = None
@@ -152,6 +180,7 @@ class Updater:
         self.current_version = bundle.model_version
         self._seen.add(bundle.model_version)
         self.bundle_origin = "disk"
+        self._raise_high_water(bundle.manifest.created_at, bundle.model_version)  # state dirs of older SDKs
         logger.info("serving %s from disk", bundle.model_version)
         return bundle
 
@@ -227,6 +256,7 @@ class Updater:
         if self._key is not None:
             check_signature(raw, signature.encode() if signature else None, self._key, source="hub manifest")
         manifest = Manifest.from_bytes(raw, source="hub manifest")
+        self._check_order(manifest)
         total = sum(e.size for e in manifest.files.values())
         if total > self.max_bundle_bytes:
             raise SmokeFailure(f"bundle declares {total} bytes, over max_bundle_bytes", reason="too_large",
@@ -262,10 +292,16 @@ class Updater:
                 logger.exception("swap to %s failed; keeping %s", bundle.model_version, old)
                 return False
         self._write_pointer(final.name)
+        self._raise_high_water(bundle.manifest.created_at, bundle.model_version)
         self.current_sha, self.current_version, self.bundle_origin = sha, bundle.model_version, "hub"
         self.counts["updates"] += 1
         self.last_update_error = None
-        if old is not None and bundle.model_version in self._seen:
+        restamped = bundle.manifest.extra.get("restamped_from")
+        if isinstance(restamped, dict) and old is not None:
+            logger.warning("channel %r rolled back on purpose: %r -> %r, a restamp of %r (created_at %r)",
+                           self.channel, old, bundle.model_version, restamped.get("model_version"),
+                           restamped.get("created_at"))
+        elif old is not None and bundle.model_version in self._seen:
             logger.warning("channel %s moved back from %s to %s", self.channel, old, bundle.model_version)
         self._seen.add(bundle.model_version)
         logger.info("bundle swapped %s -> %s", old, bundle.model_version)
@@ -319,8 +355,11 @@ class Updater:
             return final  # verified earlier (another worker, or a rollback): load_bundle re-hashes it
         staging = self.state_dir / "staging" / f"{name}.{os.getpid()}"
         staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        local = self._local_files()
         try:
             for fname, entry in manifest.files.items():
+                if _reuse(local.get((entry.sha256, entry.size)), staging / fname, entry.sha256):
+                    continue  # same bytes already verified on this host (a restamp, a rollback)
                 got = self.client.download_file(
                     protocol.bundle_file_path(manifest.model_version, fname),
                     staging / fname,
@@ -352,6 +391,21 @@ class Updater:
             raise
         return final
 
+    def _local_files(self) -> dict[tuple[str, int], Path]:
+        """(sha256, size) -> a file of a verified bundle on disk, from those bundles' manifests."""
+        out: dict[tuple[str, int], Path] = {}
+        with contextlib.suppress(OSError):
+            for d in (self.state_dir / "bundles").iterdir():
+                if ".corrupt-" in d.name or not d.is_dir():
+                    continue
+                try:
+                    m = Manifest.from_bytes((d / MANIFEST_NAME).read_bytes(), source=d.name)
+                except (OSError, ModelError):
+                    continue
+                for fname, e in m.files.items():
+                    out.setdefault((e.sha256, e.size), d / fname)
+        return out
+
     def _refuse(self, sha: str, exc: ModelError) -> None:
         version = exc.model_version
         self._bad[sha] = reason_of(exc)
@@ -359,8 +413,80 @@ class Updater:
         if isinstance(exc, ModelIntegrityError):
             self.counts["verify_failed"] += 1
         self._record(version, reason_of(exc), exc)
+        if isinstance(exc, RollbackRefused):
+            if version not in self._rollback_logged:  # once per version, however often it is replayed
+                self._rollback_logged.add(str(version))
+                logger.error("%s; refused as a rollback or replay, current %r keeps serving (to roll back on "
+                             "purpose, publish it again with `edgerec publish --restamp`)", exc,
+                             self.current_version)
+            return
         logger.error("candidate bundle %r refused (%s); current %s keeps serving",
                      version, reason_of(exc), self.current_version)
+
+    # --- rollback protection (FAULTS C04) ---------------------------------------------------------------
+
+    def _high_water_path(self) -> Path:
+        ch = self.channel
+        name = ch if _SAFE_CHANNEL.fullmatch(ch) else "sha256-" + hashlib.sha256(ch.encode()).hexdigest()
+        return self.state_dir / "high_water" / f"{name}.json"
+
+    def _load_high_water(self) -> tuple[datetime, str] | None:
+        """The newest (created_at, version) accepted: the larger of memory and disk (other workers write it)."""
+        mark = self._high_water
+        try:
+            doc = orjson.loads(self._high_water_path().read_bytes())
+            when = created_at_time(str(doc["created_at"]))
+            version = str(doc["model_version"])
+        except FileNotFoundError:
+            return mark
+        except (OSError, ValueError, KeyError, TypeError):
+            if not self._high_water_warned:
+                logger.warning("rollback high-water mark %s unreadable; using the one in memory",
+                               self._high_water_path().name)
+                self._high_water_warned = True
+            return mark
+        if when is not None and (mark is None or when > mark[0]):
+            mark = (when, version)
+            self._high_water = mark
+        return mark
+
+    def _check_order(self, manifest: Manifest) -> None:
+        """Refuse ``manifest`` when it is older than the newest this edge accepted for its channel."""
+        when = created_at_time(manifest.created_at)
+        if when is None:
+            raise ModelFormatError(f"hub manifest: created_at {manifest.created_at[:64]!r} is not an ISO 8601 "
+                                   "time; the edge cannot order it against what it serves",
+                                   model_version=manifest.model_version)
+        mark = self._load_high_water()
+        if mark is not None and when < mark[0]:
+            raise RollbackRefused(
+                f"channel {self.channel!r}: manifest of {manifest.model_version!r} (created_at "
+                f"{manifest.created_at!r}) is older than {mark[1]!r} (created_at "
+                f"{mark[0].strftime('%Y-%m-%dT%H:%M:%SZ')!r}), the newest this edge accepted",
+                model_version=manifest.model_version, newest_version=mark[1])
+
+    def _raise_high_water(self, created_at: str, version: str) -> None:
+        """Record ``created_at`` as the channel's newest accepted, if it is newer; atomic, best effort on disk."""
+        when = created_at_time(created_at)
+        if when is None:
+            return
+        mark = self._load_high_water()
+        if mark is not None and when <= mark[0]:
+            return
+        self._high_water = (when, version)
+        path = self._high_water_path()
+        doc = {"channel": self.channel, "created_at": created_at, "model_version": version}
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
+            _write_fsync(tmp, orjson.dumps(doc) + b"\n")
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:  # read-only or full state dir: the mark holds in memory for this process
+            if not self._high_water_warned:
+                logger.warning("cannot persist the rollback high-water mark (%s); kept in memory only",
+                               type(exc).__name__)
+                self._high_water_warned = True
 
     def _record(self, version: str | None, reason: str, exc: BaseException) -> None:
         entry = {"version": version, "reason": reason, "message": str(exc)[:200], "at": self._clock.time()}
@@ -413,6 +539,29 @@ class Updater:
             "updater_running": self.task.started,
             **{f"updater_{k}": v for k, v in self.counts.items()},
         }
+
+
+def _reuse(src: Path | None, dst: Path, sha256: str) -> bool:
+    """Hard-link (or copy) ``src`` to ``dst`` and check its sha256; False (nothing left) when that fails."""
+    if src is None:
+        return False
+    try:
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        h = hashlib.sha256()
+        with open(dst, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        dst.unlink(missing_ok=True)
+        return False
+    if h.hexdigest() != sha256:
+        dst.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _write_fsync(path: Path, data: bytes) -> None:

@@ -7,6 +7,7 @@ teardown if the edge token, the pseudonymisation key, the signing key or a raw u
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from edgerec_sdk import Recommender, RecommenderConfig
+from edgerec_sdk.bundle import Manifest, sign_manifest
 from edgerec_sdk.sync import EdgeSync, SyncConfig
 from edgerec_sdk.testing import FakeClock, FakeHub, make_tiny_bundle
 
@@ -69,9 +71,21 @@ def debug_log(_debug_logs_hold_no_secrets: _Capture) -> _Capture:
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """v1, v2, v3, stamped a day apart (``created_at`` orders a channel: FAULTS C04), signed with SIGNING."""
     root = tmp_path_factory.mktemp("bundles")
-    return {v: make_tiny_bundle(root / v, model_version=v, seed=i, signing_key=SIGNING)
+    return {v: stamp(make_tiny_bundle(root / v, model_version=v, seed=i, signing_key=SIGNING),
+                     f"2020-01-0{i + 1}T00:00:00Z")
             for i, v in enumerate(("v1", "v2", "v3"))}
+
+
+def stamp(bundle_dir: Path, created_at: str, key: bytes | None = SIGNING) -> Path:
+    """Set the manifest's ``created_at`` (files untouched) and re-sign it."""
+    raw = (bundle_dir / "manifest.json").read_bytes()
+    m = dataclasses.replace(Manifest.from_bytes(raw), created_at=created_at)
+    (bundle_dir / "manifest.json").write_bytes(m.to_bytes())
+    if key is not None:
+        sign_manifest(bundle_dir, key)
+    return bundle_dir
 
 
 @pytest.fixture
@@ -90,8 +104,8 @@ def sync_config(state: Path, url: str = "http://127.0.0.1:9", **kw: Any) -> Sync
     kw.setdefault("smoke_in_subprocess", False)
     kw.setdefault("poll_interval_s", 30.0)
     kw.setdefault("upload_interval_s", 3600.0)
-    return SyncConfig(hub_url=url, token=TOKEN, user_id_key=USER_KEY, signing_key=SIGNING.decode(),
-                      state_dir=str(state), **kw)
+    kw.setdefault("signing_key", SIGNING.decode())
+    return SyncConfig(hub_url=url, token=TOKEN, user_id_key=USER_KEY, state_dir=str(state), **kw)
 
 
 def edge(hub: FakeHub | None, state: Path, clock: FakeClock | None = None, **kw: Any) -> EdgeSync:

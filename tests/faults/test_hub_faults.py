@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -13,9 +14,10 @@ import pytest
 from edgerec_sdk import RecommenderConfig
 from edgerec_sdk.bundle import write_bundle
 from edgerec_sdk.bundle.manifest import Manifest
+from edgerec_sdk.bundle.restamp import restamp_bundle
 from edgerec_sdk.testing import FakeClock, FakeHub, Fault, make_interest_model
 
-from .conftest import RAW_USERS, SIGNING, balanced, click, connect, edge, outbox
+from .conftest import RAW_USERS, SIGNING, TOKEN, balanced, click, connect, edge, outbox
 
 
 def staged(state: Path) -> list[str]:
@@ -125,25 +127,107 @@ def test_a12_wrong_schema_refused_unknown_fields_ignored(hub: FakeHub, tmp_path:
     sync.close(0)
 
 
-def test_c04_replayed_older_manifest_is_verified_and_loud(hub: FakeHub, tmp_path: Path, clock: FakeClock,
-                                                         bundles: dict[str, Path],
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def _errors_naming(caplog: pytest.LogCaptureFixture, *names: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.ERROR and all(repr(n) in r.getMessage() for n in names)]
+
+
+def test_c04_replayed_older_manifest_refused(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                            bundles: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    sync = edge(hub, state, clock)
+    sync.poll_once()
+    hub.publish(bundles["v2"])
+    sync.poll_once()
+    assert sync.status()["model_version"] == "v2"
+    requests_before = len(hub.requests)
+    # An attacker between edge and hub (or a hub restored from an old backup) answers with the validly
+    # signed v1 manifest it saw earlier, twice.
+    hub.inject("manifest", Fault.replay_manifest("v1"), Fault.replay_manifest("v1"))
+    with caplog.at_level(logging.ERROR):
+        sync.poll_once()
+        sync.poll_once()
+    s = sync.status()
+    assert s["model_version"] == "v2"  # FAULTS C04 (issue 7): refused, the current bundle keeps serving
+    assert s["last_update_error"]["reason"] == "rollback_refused" and s["last_update_error"]["version"] == "v1"
+    assert [r.route for r in hub.requests[requests_before:]] == ["manifest", "manifest"]  # nothing downloaded
+    assert staged(state) == [] and s["updater_refused"] == 1
+    assert len(_errors_naming(caplog, "v1", "v2")) == 1  # ERROR once per version, naming both
+    sync.poll_once()  # the honest answer again: v2, nothing to do
+    assert sync.status()["model_version"] == "v2" and hub.count("file") == sum(
+        r.route == "file" for r in hub.requests[:requests_before])
+    hub.inject("manifest", Fault.rewrite_manifest(lambda d: d.update(created_at="yesterday")))
+    sync.poll_once()  # signed, but a stamp the edge cannot order: refused too
+    assert sync.status()["last_update_error"]["reason"] == "format" and sync.status()["model_version"] == "v2"
+    hub.inject("manifest", Fault.rewrite_manifest(lambda d: d.update(model_version="v0")))
+    hub.signing_key = b"not-the-publisher-key"  # a forged manifest: refused before its stamp is even read
+    sync.poll_once()
+    assert sync.status()["last_update_error"]["reason"] == "signature_invalid"
+    sync.close(0)
+
+
+def test_c04_operator_rollback_by_restamp_is_accepted(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                                      bundles: dict[str, Path],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     sync = edge(hub, tmp_path / "state", clock)
     sync.poll_once()
     hub.publish(bundles["v2"])
     sync.poll_once()
     files_before = hub.count("file")
-    hub.inject("manifest", Fault.replay_manifest("v1"))
+    # `edgerec publish runs/v1 --restamp --signing-key K --channel stable` does exactly this
+    again = restamp_bundle(bundles["v1"], tmp_path / "v1-again", signing_key=SIGNING)
+    version = hub.publish(again)
+    assert version.startswith("v1-restamp-")
     with caplog.at_level(logging.WARNING):
         sync.poll_once()
-    # FAULTS C04/G6: a validly signed older manifest is a rollback, accepted but never silent
-    assert sync.status()["model_version"] == "v1" and hub.count("file") == files_before  # reused from disk
-    assert any("v2" in r.getMessage() and "v1" in r.getMessage() and r.levelno == logging.WARNING
+    s = sync.status()
+    assert s["model_version"] == version and s["last_update_error"] is None
+    assert hub.count("file") == files_before  # same sha256s: every file came from the v1 copy on disk
+    assert any(r.levelno == logging.WARNING and all(repr(n) in r.getMessage() for n in ("v2", version, "v1"))
                for r in caplog.records)
-    hub.inject("manifest", Fault.rewrite_manifest(lambda d: d.update(model_version="v0")))
-    hub.signing_key = b"not-the-publisher-key"  # a forged replay: refused
+    m = Manifest.from_bytes((again / "manifest.json").read_bytes())
+    assert m.extra["restamped_from"]["model_version"] == "v1"
+    assert {n: e.sha256 for n, e in m.files.items()} == {
+        n: e.sha256 for n, e in Manifest.from_bytes((bundles["v1"] / "manifest.json").read_bytes()).files.items()}
+    hub.inject("manifest", Fault.replay_manifest("v2"))  # the rollback is now the newest: v2 cannot come back
     sync.poll_once()
-    assert sync.status()["last_update_error"]["reason"] == "signature_invalid"
+    assert sync.status()["model_version"] == version
+    assert sync.status()["last_update_error"]["reason"] == "rollback_refused"
+    sync.close(0)
+
+
+def test_c04_high_water_mark_survives_restart(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                              bundles: dict[str, Path]) -> None:
+    state = tmp_path / "state"
+    first = edge(hub, state, clock)
+    first.poll_once()
+    hub.publish(bundles["v2"])
+    first.poll_once()
+    first.close(0)
+    mark = json.loads((state / "high_water" / "stable.json").read_text())
+    assert mark["model_version"] == "v2" and mark["created_at"] == "2020-01-02T00:00:00Z"
+    (state / "current").unlink()  # even with no last good bundle to start from, the mark alone holds
+    again = edge(hub, state, clock)
+    assert again.load_last_good() is None
+    hub.inject("manifest", Fault.replay_manifest("v1"))
+    again.poll_once()
+    s = again.status()
+    assert s["model_version"] is None and s["last_update_error"]["reason"] == "rollback_refused"
+    again.poll_once()  # the channel's real answer
+    assert again.status()["model_version"] == "v2"
+    again.close(0)
+
+
+def test_c04_unsigned_development_mode_orders_too(bundles: dict[str, Path], tmp_path: Path,
+                                                  clock: FakeClock) -> None:
+    hub = FakeHub(token=TOKEN, signing_key=None, clock=clock)
+    hub.publish(bundles["v2"])
+    sync = edge(hub, tmp_path / "state", clock, signing_key=None, allow_unsigned_bundles=True)
+    sync.poll_once()
+    hub.publish(bundles["v1"])  # unsigned mode cannot tell a forgery from the publisher; order still holds
+    sync.poll_once()
+    s = sync.status()
+    assert s["model_version"] == "v2" and s["last_update_error"]["reason"] == "rollback_refused"
     sync.close(0)
 
 

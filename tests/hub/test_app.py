@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,9 +18,12 @@ ADMIN, EDGE = "admin-tok", "edge-tok"
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> HubApp:
-    return HubApp(tmp_path / "hub", admin_tokens=[ADMIN], edge_tokens=[EDGE], max_body_bytes=20_000,
-                  max_batch_bytes=200_000)
+def app(tmp_path: Path, hub_db: str | None) -> Iterator[HubApp]:
+    """The hub over each storage backend (SQLite under its root, PostgreSQL where a server can be started)."""
+    hub = HubApp(tmp_path / "hub", admin_tokens=[ADMIN], edge_tokens=[EDGE], max_body_bytes=20_000,
+                 max_batch_bytes=200_000, db=hub_db)
+    yield hub
+    hub.close()
 
 
 def client(app: HubApp, token: str | None = EDGE) -> httpx.Client:
@@ -131,6 +135,18 @@ def test_publish_refuses_tampered_tar(app: HubApp, tmp_path: Path) -> None:
     (b / "popular.npy").write_bytes((b / "popular.npy").read_bytes()[:-1] + b"\x07")
     r = publish(app, b)
     assert r.status_code == 400 and "sha256" in r.text
+
+
+def test_publish_refuses_a_created_at_edges_cannot_order(app: HubApp, tmp_path: Path) -> None:
+    import dataclasses
+
+    from edgerec_sdk.bundle import Manifest
+
+    b = make_tiny_bundle(tmp_path / "b1", model_version="v1")
+    m = Manifest.from_bytes((b / "manifest.json").read_bytes())
+    (b / "manifest.json").write_bytes(dataclasses.replace(m, created_at="last tuesday").to_bytes())
+    r = publish(app, b)
+    assert r.status_code == 400 and "created_at" in r.text
 
 
 def test_publish_refuses_path_members(app: HubApp) -> None:

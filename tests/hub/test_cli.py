@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sync.helpers import ADMIN, bundle, new_hub
+from sync.helpers import ADMIN, bundle, new_hub, rewrite
 
 from edgerec_sdk.cli import main
 from edgerec_sdk.hub import serve_in_thread
@@ -38,6 +38,31 @@ def test_publish_channel_set_and_export(tmp_path: Path, capsys: pytest.CaptureFi
                  "--out", str(out_file)]) == 0
     assert out_file.read_text() == "user,item,type,timestamp\np,i1,click,101\np,i2,click,102\n"
     assert protocol.EVENTS_PATH == "/v1/events"
+
+
+def test_publish_restamp_is_a_new_signed_version_with_the_same_files(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerec_sdk.bundle import Manifest
+    from edgerec_sdk.bundle.verify import check_signature
+
+    app = new_hub(tmp_path / "hub")
+    b1 = rewrite(bundle(tmp_path, "v1", key=None), lambda d: d.update(created_at="2020-01-01T00:00:00Z"), key=None)
+    with serve_in_thread(app) as hub:
+        base = ["--hub", hub.url, "--token", ADMIN, "--channel", "stable", "--signing-key", "sk"]
+        assert main(["publish", str(b1), *base]) == 0
+        assert main(["publish", str(bundle(tmp_path, "v2", seed=1)), *base]) == 0
+        capsys.readouterr()
+        assert main(["publish", str(b1), "--restamp", "--restamp-out", str(tmp_path / "kept"), *base]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert main(["publish", str(b1), "--restamp", "--hub", hub.url, "--token", ADMIN]) == 2  # needs a key
+    version = out["version"]
+    assert version.startswith("v1-restamp-") and out["channel"]["version"] == version
+    rec = app.storage.get_bundle(version)
+    assert rec is not None and rec.signature is not None
+    check_signature(rec.manifest, rec.signature.encode(), b"sk", source="hub")
+    new, old = Manifest.from_bytes(rec.manifest), Manifest.from_bytes((b1 / "manifest.json").read_bytes())
+    assert new.files == old.files and new.extra["restamped_from"]["model_version"] == "v1"
+    assert (tmp_path / "kept" / "manifest.json").read_bytes() == rec.manifest
 
 
 def test_parse_since() -> None:

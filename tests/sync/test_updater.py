@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgerec_sdk.bundle import Bundle
+from edgerec_sdk.bundle import Bundle, Manifest
+from edgerec_sdk.bundle.restamp import restamp_bundle
 from edgerec_sdk.hub import HubApp
 from edgerec_sdk.sync.client import HubClient
 from edgerec_sdk.sync.updater import Updater
@@ -80,7 +81,7 @@ def test_c05_corrupt_last_good_moved_aside(app: HubApp, tmp_path: Path, clock: F
 
 
 def _refused(app: HubApp, tmp_path: Path, clock: FakeClock, bad: Path, reason: str, **kw: object) -> Updater:
-    publish(app, bundle(tmp_path, "v1"))
+    publish(app, rewrite(bundle(tmp_path, "v1"), lambda d: d.update(created_at="2020-01-01T00:00:00Z")))
     swaps = Swaps()
     up = make(app, tmp_path / "state", clock, swaps, **kw)
     up.poll_once()
@@ -204,21 +205,28 @@ def test_d11_staging_leftovers_removed(tmp_path: Path, clock: FakeClock) -> None
     assert not dead.exists()
 
 
-def test_c04_rollback_reuses_disk_and_warns(app: HubApp, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    publish(app, bundle(tmp_path, "v1"))
-    v2 = bundle(tmp_path, "v2", seed=1)
+def test_c04_channel_moved_back_refused_restamp_reuses_disk(app: HubApp, tmp_path: Path, clock: FakeClock,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    v1 = rewrite(bundle(tmp_path, "v1"), lambda d: d.update(created_at="2020-01-01T00:00:00Z"))
+    v2 = rewrite(bundle(tmp_path, "v2", seed=1), lambda d: d.update(created_at="2020-01-02T00:00:00Z"))
+    publish(app, v1)
     swaps = Swaps()
     up = make(app, tmp_path / "state", clock, swaps)
     up.poll_once()
     publish(app, v2)
     up.poll_once()
-    shutil.rmtree(tmp_path / "hub" / "bundles" / "v1")  # files gone from the hub: must come from disk
-    with admin(app) as c:
+    with admin(app) as c:  # `edgerec channel set stable v1` is not a rollback the edges accept
         c.put("/v1/channels/stable", json={"version": "v1"})
     with caplog.at_level(logging.WARNING):
         up.poll_once()
-    assert swaps.versions == ["v1", "v2", "v1"]
-    assert any("moved back" in r.getMessage() for r in caplog.records)
+        assert swaps.versions == ["v1", "v2"] and up.status()["last_update_error"]["reason"] == "rollback_refused"
+        again = restamp_bundle(v1, tmp_path / "v1-again", signing_key=KEY)
+        publish(app, again)
+        version = Manifest.from_bytes((again / "manifest.json").read_bytes()).model_version
+        shutil.rmtree(tmp_path / "hub" / "bundles" / version)  # its files gone from the hub: must come from disk
+        up.poll_once()
+    assert swaps.versions == ["v1", "v2", version] and version.startswith("v1-restamp-")
+    assert any("rolled back on purpose" in r.getMessage() for r in caplog.records)
     assert os.path.exists(tmp_path / "state" / "current")
 
 
