@@ -117,10 +117,10 @@ def read_bandwidth_gbps(mbytes: int = 512) -> dict[str, float]:
     m = a.reshape(-1, 64)
     v = np.ones(64, np.float32)
     best = {}
+    nbytes = a.nbytes
     for name, fn in (("gemv", lambda: m @ v), ("sum", lambda: np.add.reduce(a))):
         ts = timings(fn, min_repeat=5, max_repeat=9, budget_s=2.0)
-        best[name] = a.nbytes / float(ts.min()) / 1e9
-    del a, m
+        best[name] = nbytes / float(ts.min()) / 1e9
     return {"read_bw_gbps": round(max(best.values()), 2), **{f"bw_{k}_gbps": round(x, 2) for k, x in best.items()}}
 
 

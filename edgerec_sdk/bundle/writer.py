@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 MODEL_FILE: Final = "interest.onnx"
 _FLOAT16_MAX: Final = float(np.finfo(np.float16).max)
 _BLOCK_ROWS: Final = 65536
+_IVF_MAX_PROBE_FRACTION: Final = 0.1
+"""``index="auto"`` drops an IVF index that must probe more than this share of its lists."""
 
 
 def write_bundle(
@@ -97,8 +99,9 @@ def write_bundle(
         query_max_len: query length when the model has a ``query`` input.
         overwrite: replace an existing ``out_dir`` (the old one is moved aside, then deleted).
         index: ``"ivf"`` adds an approximate IVF index (``ivf.*.npy`` and the manifest's ``index``
-            section); ``"auto"`` does so from :data:`~edgerec_sdk.index.ANN_MIN_ITEMS` items on; ``"none"``
-            never. Building costs k-means plus an nprobe tuning pass (about a minute at 1M x 64).
+            section); ``"auto"`` does so from :data:`~edgerec_sdk.index.ANN_MIN_ITEMS` items on, unless the
+            tuned ``nprobe`` exceeds 10% of the lists (vectors without cluster structure, where the exact
+            kernel is faster); ``"none"`` never. Building costs k-means plus an nprobe tuning pass (about a minute at 1M x 64).
         ivf_nlist: IVF lists; default :func:`~edgerec_sdk.index.default_nlist`.
         ivf_nprobe: lists probed by default; None tunes it to recall@10 >= 0.95 on sample queries.
 
@@ -165,7 +168,7 @@ def write_bundle(
             "query_max_len": query_max_len,
         }
         if ivf is not None:
-            shape_info["index"] = IndexInfo(kind="ivf", nlist=ivf.nlist, nprobe=ivf.nprobe)
+            shape_info["index"] = IndexInfo(kind="ivf", nlist=ivf.nlist, nprobe=ivf.nprobe, recall=ivf.recall)
         manifest = _manifest(
             files,
             shape_info,
@@ -295,9 +298,16 @@ def _ivf_layout(
     else:  # float bundles: an int8 copy for the lists; the index rescores from the stored floats
         values, scales = quantize_rows_int8(np.asarray(vectors))
     try:
-        return build_ivf(values, scales, nlist=nlist, nprobe=nprobe)
+        layout = build_ivf(values, scales, nlist=nlist, nprobe=nprobe)
     except ValueError as exc:
         raise ModelFormatError(f"cannot build the IVF index: {exc}") from exc
+    if index == "auto" and layout.nprobe > _IVF_MAX_PROBE_FRACTION * layout.nlist:
+        # Vectors without cluster structure: reaching the recall target means scanning a large part of
+        # the catalog, which the exact kernel does faster. Serve exact and do not ship the index.
+        logger.info("ivf: not written, nprobe %d of %d lists needed for the recall target",
+                    layout.nprobe, layout.nlist)
+        return None
+    return layout
 
 
 def _plain_columns(columns: Mapping[str, Sequence[Any]] | None) -> dict[str, Sequence[Any]] | None:

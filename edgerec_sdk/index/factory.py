@@ -11,7 +11,8 @@ matrix         numpy best/median     onnx int8 best/median  onnx float32 Gemm (r
 1M x 64 int8   25 / 29 ms            13.0 / 13.4 ms         25 ms
 =============  ====================  =====================  =========================
 
-(batch 16 at 1M: numpy 103 ms, onnx 77 ms.) At 12k both are within noise of each other, so the rule keeps
+(batch 16 at 1M: numpy 103 ms, onnx 77 ms; current numbers for every backend, the IVF index and peers are in
+``docs/benchmarks.md``.) At 12k both are within noise of each other, so the rule keeps
 numpy there (no private copy of the matrix, memmap shared, exact scores without a rescoring step).
 
 * int8 with ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx (its int8 GEMM reads 1 byte per value; numpy must widen to
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ._blas import check_blas_threads
 from ._caps import HAS_CUDA
 from ._common import VectorIndex, check_values
 from .ivf import IvfIndex, IvfLayout
@@ -90,10 +92,12 @@ def make_index(
         if ivf is None:
             raise ValueError("backend 'ivf' needs an IVF layout (write the bundle with one)")
         exact = None if values.dtype == np.int8 else values
+        check_blas_threads()  # IVF scores its candidates with a BLAS gemv
         return IvfIndex(ivf, nprobe=nprobe, exact_values=exact, check=False)
     if backend == "auto":
         big = values.shape[0] >= AUTO_ONNX_MIN_ROWS
         backend = "onnx" if big and (HAS_CUDA or values.dtype == np.int8) else "numpy"
     if backend == "onnx":
         return OnnxTopKIndex(values, scales, intra_op_threads=intra_op_threads)
+    check_blas_threads()
     return NumpyExactIndex(values, scales, block_rows=block_rows)

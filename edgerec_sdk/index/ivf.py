@@ -63,6 +63,7 @@ class IvfLayout:
         values: ``(n_items, dim)`` int8 rows in list order (``values[p] == items[order[p]]``).
         scales: ``(n_items,)`` float32 scales in list order.
         nprobe: lists probed by default (tuned when the bundle was written).
+        recall: recall@10 measured with ``nprobe`` on the build's sample queries, when it was tuned.
     """
 
     centroids: NDArray[np.float32]
@@ -71,6 +72,7 @@ class IvfLayout:
     values: NDArray[np.int8]
     scales: NDArray[np.float32]
     nprobe: int
+    recall: float | None = None
 
     @property
     def nlist(self) -> int:
@@ -199,7 +201,10 @@ class IvfIndex:
         if call.live.size == 0:
             return call.result()
         with np.errstate(all="ignore"):
-            cscores = call.q[call.live] @ self._centroids.T
+            if call.live.size == 1:  # one gemv over the contiguous centroids: the common web request
+                cscores = (self._centroids @ call.q[int(call.live[0])])[None, :]
+            else:
+                cscores = call.q[call.live] @ self._centroids.T
         for j, i in enumerate(call.live.tolist()):
             self._one(call, i, cscores[j])
         return call.result()
@@ -217,8 +222,10 @@ class IvfIndex:
         best_r: NDArray[np.int64] = np.empty(0, np.int64)
         while True:
             seen.update(lists)
-            s, r = self._scan(q, lists, excl, call.allow)
-            best_s, best_r = _keep_best(np.concatenate((best_s, s)), np.concatenate((best_r, r)), want)
+            s, r = self._scan(q, lists, excl, call.allow, want)
+            if best_s.size:
+                s, r = np.concatenate((best_s, s)), np.concatenate((best_r, r))
+            best_s, best_r = _keep_best(s, r, want)
             if best_s.size >= min(want, self.n_items) or len(seen) >= self.nlist:
                 break
             # Too few eligible rows (filters, exclusions): probe twice as many lists, best first.
@@ -236,8 +243,13 @@ class IvfIndex:
         lists: list[int],
         excl: NDArray[np.int64] | None,
         allow: NDArray[np.bool_] | None,
+        want: int,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Exact scores and item rows of every eligible row of ``lists``."""
+        """Exact scores and item rows of the best ``want`` eligible rows of ``lists`` (ties kept).
+
+        Why rows are resolved after selection: without an allow mask only the few selected buffer
+        positions need their item row, not every scanned one.
+        """
         starts, ends = self._starts, self._ends
         spans = [(starts[li], ends[li]) for li in lists if ends[li] > starts[li]]
         m = sum(b - a for a, b in spans)
@@ -245,28 +257,42 @@ class IvfIndex:
             return np.empty(0, np.float32), np.empty(0, np.int64)
         buf = self._scratch.take(m, self.dim)
         scale = np.empty(m, np.float32)
-        rows = np.empty(m, np.int64)
+        rows = np.empty(m, np.int64) if allow is not None else None
         at = 0
         values, scales, order = self._values, self._scales, self._order
         for a, b in spans:
             np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
             scale[at : at + b - a] = scales[a:b]
-            rows[at : at + b - a] = order[a:b]
+            if rows is not None:
+                rows[at : at + b - a] = order[a:b]
             at += b - a
         with np.errstate(all="ignore"):
             s = buf @ q
             s *= scale
-        ok = np.isfinite(s)
-        if allow is not None:
-            ok &= allow[rows]
+            if not np.isfinite(s.sum()):  # an overflow somewhere (rare): such rows are never returned
+                s[~np.isfinite(s)] = _NEG_INF
+        if rows is not None:
+            np.copyto(s, _NEG_INF, where=~allow[rows])  # type: ignore[index]
         if excl is not None and excl.size:
-            ok[self._excluded(excl, spans)] = False
-        if not ok.all():
-            return s[ok], rows[ok]
-        return s, rows
+            s[self._excluded(excl, spans)] = _NEG_INF
+        if s.size > want:
+            t = np.partition(s, s.size - want)[s.size - want]
+            sel = np.flatnonzero(s >= t) if t > _NEG_INF else np.flatnonzero(s > _NEG_INF)
+        else:
+            sel = np.flatnonzero(s > _NEG_INF)
+        if rows is not None:
+            return s[sel], rows[sel]
+        span_at = np.fromiter(_cumulative(spans), np.int64, len(spans))
+        span_start = np.array([a for a, _ in spans], np.int64)
+        j = np.searchsorted(span_at, sel, side="right") - 1
+        return s[sel], np.asarray(order[span_start[j] + sel - span_at[j]], dtype=np.int64)
 
-    def _excluded(self, excl: NDArray[np.int64], spans: list[tuple[int, int]]) -> NDArray[np.int64]:
-        """Buffer indices of the excluded rows that lie in the scanned ``spans``."""
+    def _excluded(self, excl: NDArray[np.int64], spans: list[tuple[int, int]]) -> list[int]:
+        """Buffer indices of the excluded rows that lie in the scanned ``spans``.
+
+        Why not ``np.isin`` over every candidate: a request excludes tens of rows (history, ``exclude=``)
+        while thousands are scanned; mapping the few excluded rows to list positions is cheaper.
+        """
         where = self._where
         if where is None:
             with self._lock:
@@ -275,16 +301,19 @@ class IvfIndex:
                     inv[np.asarray(self._order)] = np.arange(self.n_items, dtype=np.int32)
                     self._where = inv
                 where = self._where
-        x = where[excl].astype(np.int64)  # list positions of the excluded rows
-        span = np.array(spans, np.int64).reshape(-1, 2)
-        at = np.concatenate(([0], np.cumsum(span[:, 1] - span[:, 0])[:-1]))
-        by = np.argsort(span[:, 0])
-        a, b, at = span[by, 0], span[by, 1], at[by]
-        j = np.searchsorted(a, x, side="right") - 1
-        inside = j >= 0
-        j = np.where(inside, j, 0)
-        inside &= x < b[j]
-        return np.asarray((at[j] + x - a[j])[inside], dtype=np.int64)
+        at: dict[int, tuple[int, int]] = {}  # span start -> (buffer offset, span end)
+        offset = 0
+        for a, b in spans:
+            at[a] = (offset, b)
+            offset += b - a
+        pos = where[excl]
+        starts = self._offsets[np.searchsorted(self._offsets, pos, side="right") - 1]
+        out: list[int] = []
+        for p, a in zip(pos.tolist(), starts.tolist(), strict=True):
+            hit = at.get(a)
+            if hit is not None and p < hit[1]:
+                out.append(hit[0] + p - a)
+        return out
 
     def _rescore(
         self, q: NDArray[np.float32], rows: NDArray[np.int64]
@@ -300,10 +329,12 @@ class IvfIndex:
 
 def _rank_lists(cscore: NDArray[np.float32], count: int) -> list[int]:
     """The ``count`` lists with the highest centroid score, best first (ties by lower list id)."""
+    # NaN (an overflowed score) sorts after every number in both argpartition and lexsort, so it is
+    # probed last without a separate finiteness pass.
     n = cscore.shape[0]
-    c = np.where(np.isfinite(cscore), cscore, _NEG_INF)
-    part = np.argpartition(-c, count - 1)[:count] if count < n else np.arange(n)
-    best = part[np.lexsort((part, -c[part]))]
+    neg = -cscore
+    part = np.argpartition(neg, count - 1)[:count] if count < n else np.arange(n)
+    best = part[np.lexsort((part, neg[part]))]
     out: list[int] = best.tolist()
     return out
 
@@ -317,3 +348,12 @@ def _keep_best(
     t = np.partition(s, s.size - want)[s.size - want]
     keep = s >= t
     return s[keep], r[keep]
+
+
+def _cumulative(spans: list[tuple[int, int]]) -> list[int]:
+    """Buffer offset at which each span starts."""
+    out, at = [], 0
+    for a, b in spans:
+        out.append(at)
+        at += b - a
+    return out

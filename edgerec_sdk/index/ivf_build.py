@@ -93,8 +93,9 @@ def build_ivf(
         scales=np.ascontiguousarray(sc[order]),
         nprobe=1,
     )
+    measured: float | None = None
     if nprobe is None:
-        nprobe = _tune_nprobe(layout, values, sc, target_recall, rng, tune_queries)
+        nprobe, measured = _tune_nprobe(layout, values, sc, target_recall, rng, tune_queries)
     elif isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
         raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
     logger.info(
@@ -107,6 +108,7 @@ def build_ivf(
         values=layout.values,
         scales=layout.scales,
         nprobe=min(nprobe, lists),
+        recall=measured,
     )
 
 
@@ -178,22 +180,28 @@ def _tune_nprobe(
     target: float,
     rng: np.random.Generator,
     count: int,
-) -> int:
-    """Smallest ``nprobe`` (doubling, then bisection) whose recall@10 on sample queries reaches ``target``."""
+) -> tuple[int, float | None]:
+    """Smallest ``nprobe`` (doubling, then bisection) whose recall@10 on sample queries reaches ``target``,
+    and that recall."""
     n = values.shape[0]
     if layout.nlist == 1:
-        return 1
+        return 1, 1.0
     rows = np.sort(rng.choice(n, size=min(count, n), replace=False))
     q = np.asarray(values[rows], dtype=np.float32) * scales[rows, None]
     exclude = [np.array([r], np.int64) for r in rows.tolist()]
     k = min(10, n - 1)
     if k < 1:
-        return layout.nlist
+        return layout.nlist, None
     truth = _exact_topk(values, scales, q, rows, k)
+    seen: dict[int, float] = {}
 
     def recall(nprobe: int) -> float:
-        got = IvfIndex(layout, nprobe=nprobe, check=False).search(q, k, exclude=exclude).rows
-        return float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got.tolist(), truth, strict=True)]))
+        if nprobe not in seen:
+            got = IvfIndex(layout, nprobe=nprobe, check=False).search(q, k, exclude=exclude).rows
+            seen[nprobe] = float(
+                np.mean([len(set(g) & set(t)) / k for g, t in zip(got.tolist(), truth, strict=True)])
+            )
+        return seen[nprobe]
 
     lo, hi = 0, 1
     while hi < layout.nlist and recall(hi) < target:
@@ -201,7 +209,8 @@ def _tune_nprobe(
     while hi - lo > 1 and hi > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if recall(mid) >= target else (mid, hi)
-    return max(hi, 1)
+    best = max(hi, 1)
+    return best, round(recall(best), 4)
 
 
 def _exact_topk(

@@ -1,24 +1,25 @@
-"""Top-K in one onnxruntime graph: an int8 (MatMulInteger) or float (Gemm) scan, an optional mask, TopK.
+"""Top-K in one onnxruntime graph: an int8 (MatMulInteger) or float (Gemm) scan, then TopK.
 
 Graph (built at construction with a hand-written protobuf encoder, so ``onnx`` is not needed)::
 
-    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n]) ─Cast─Mul(scales [n]) ─┐ s
-    float:  q ─Gemm(transB=1, W float32 [n,d])──────────────────────────────────────────────┤
-                                                   plain:  s ──────────────────────TopK(k)─> vals0, idx0
-                                                   masked: s ─Where(allow, s, -inf)─TopK(k)─> vals1, idx1
+    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n]) ─Cast─Mul(scales [n]) ─┐ s ─TopK(k)─> vals, idx
+    float:  q ─Gemm(transB=1, W float32 [n,d])──────────────────────────────────────────────┘
 
-One session holds both branches; a call asks for the outputs of one, and onnxruntime runs only the nodes
-that branch needs (the ``allow`` input is fed a cached all-true mask when unused). Why ``MatMulInteger``
-with a prepacked ``[d, n]`` weight: on the AVX-512 VNNI dev box it scans 1M x 64 int8 in about half the
-time of ``QGemm`` with ``transB=1`` (see ``docs/benchmarks.md``). The per-query quantization scale is left
-out: it is one positive factor per query and does not change the ranking.
+Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
 
-The int8 path quantizes the query to uint8 per call (DynamicQuantizeLinear), so it returns
-``k + max(k, 32)`` candidates that are rescored exactly in numpy (a gather of a few rows) and re-sorted by
-(-score, row); the float graph relies on TopK breaking ties by the lower index (ONNX TopK spec).
-Exclusions (a few hundred rows at most: history plus ``exclude``) are not masked inside the graph: TopK
-fetches that many extra candidates and they are dropped afterwards, which is exact and avoids building an
-``(b, n)`` mask per call. The allow mask is a ``(1, n)`` bool input. The CUDA provider gets the float32 graph.
+* ``MatMulInteger`` with a prepacked ``[d, n]`` weight scans 1M x 64 int8 at least as fast as ``QGemm`` with
+  ``transB=1``. The per-query quantization scale is left out: it is one positive factor per query and does
+  not change the ranking.
+* No mask inside the graph: onnxruntime ran every node of a masked branch (``Add``/``Where`` + a second
+  TopK) even when only the unmasked outputs were requested, adding 3-5 ms to every 1M-row call. Instead
+  TopK fetches extra candidates and numpy drops the excluded and disallowed ones: the excluded count (a
+  few hundred rows at most), and for an allow mask as many more as its density predicts. A query left
+  with too few rows (an unlucky mask) is redone from all scores (output ``s``): the mask is written in as
+  ``-inf`` and :func:`_select` picks the top exactly. A sparse mask goes that way directly.
+* The int8 path quantizes the query to uint8 per call (DynamicQuantizeLinear), so it takes
+  ``k + max(k, 32)`` candidates that are rescored exactly in numpy (a gather of a few rows) and re-sorted
+  by (-score, row); the float graph relies on TopK breaking ties by the lower index (ONNX TopK spec).
+* The CUDA provider gets the float32 graph; the item matrix is an initializer, so it stays on the device.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _RESCORE_MARGIN = 32
 """Extra candidates the int8 graph returns per query for exact rescoring (at least ``k`` more)."""
-_PLAIN = ["vals0", "idx0"]
-_MASKED = ["vals1", "idx1"]
+_BLOCK = 256
+_FILTER_SLACK = 1.25
+"""How many more candidates than the allow mask's density predicts TopK fetches before filtering."""
 
 
 def _build_graph(values: NDArray[Any], scales: NDArray[np.float32] | None, *, int8: bool) -> bytes:
@@ -65,22 +67,12 @@ def _build_graph(values: NDArray[Any], scales: NDArray[np.float32] | None, *, in
             w = w * scales[:, None]
         front = [pb.node("Gemm", ["q", "W"], ["s"], transB=1)]
         inits = [pb.tensor("W", np.ascontiguousarray(w, dtype=np.float32))]
-    inits.append(pb.tensor("ninf", np.array([-np.inf], np.float32)))
-    nodes = [
-        *front,
-        pb.node("TopK", ["s", "k"], ["vals0", "idx0"]),
-        pb.node("Where", ["allow", "s", "ninf"], ["sm"]),
-        pb.node("TopK", ["sm", "k"], ["vals1", "idx1"]),
-    ]
-    inputs = [
-        pb.value_info("q", pb.FLOAT, ["b", d]),
-        pb.value_info("allow", pb.BOOL, [1, n]),
-        pb.value_info("k", pb.INT64, [1]),
-    ]
+    nodes = [*front, pb.node("TopK", ["s", "k"], ["vals", "idx"])]
+    inputs = [pb.value_info("q", pb.FLOAT, ["b", d]), pb.value_info("k", pb.INT64, [1])]
     outputs = [
-        pb.value_info(f"{name}{branch}", pb.FLOAT if name == "vals" else pb.INT64, ["b", "k_out"])
-        for branch in "01"
-        for name in ("vals", "idx")
+        pb.value_info("vals", pb.FLOAT, ["b", "k_out"]),
+        pb.value_info("idx", pb.INT64, ["b", "k_out"]),
+        pb.value_info("s", pb.FLOAT, ["b", n]),
     ]
     return pb.model(nodes, inputs, outputs, inits, opsets={"": 17})
 
@@ -146,7 +138,8 @@ class OnnxTopKIndex:
         if asked[0] not in got:
             logger.warning("top-K index asked for %s, onnxruntime gave %s", asked[0], got)
         self.providers: tuple[str, ...] = tuple(got)
-        self._all_true = np.ones((1, self.n_items), dtype=np.bool_)
+        self.scores_path = False
+        """Rank every call from all scores in numpy (tests; the default uses it only for sparse masks)."""
         logger.debug("onnx index: %d x %d %s on %s", self.n_items, self.dim, values.dtype, got[0])
 
     def search(
@@ -170,28 +163,41 @@ class OnnxTopKIndex:
         if live.size == 0:
             return call.result()
         ql = q if live.size == q.shape[0] else q[live]
-        # Exclusions are dropped after TopK, so fetch that many more. The int8 graph scores a quantized
-        # query: fetch a margin of extra candidates and rescore them exactly, so returned scores and order
-        # follow the contract and recall stays ~1.
+        # Exclusions and the allow mask are applied after TopK, so TopK fetches enough extra rows: the
+        # excluded count, and for a mask, its density's worth (a query left short is redone below from
+        # all scores). The int8 graph scores a quantized query: a margin of extra candidates is rescored
+        # exactly, so returned scores and order follow the contract and recall stays ~1.
         most_excluded = 0 if excl is None else max(int(excl[i].size) for i in live.tolist())
-        margin = max(width, _RESCORE_MARGIN) if self.quantized_query else 0
-        fetch = min(n, width + margin + most_excluded)
-        feeds = {
-            "q": ql,
-            "k": np.array([fetch], np.int64),
-            "allow": self._all_true if call.allow is None else call.allow.reshape(1, n),
-        }
-        names = _MASKED if call.allow is not None else _PLAIN
-        vals, idx = self._session.run(names, feeds)
+        need = width + (max(width, _RESCORE_MARGIN) if self.quantized_query else 0)
+        fetch = need + most_excluded
+        allow_m = call.allow
+        if allow_m is not None:
+            allowed = int(np.count_nonzero(allow_m))
+            if allowed == 0:
+                return call.result()
+            fetch = int(fetch * n / allowed * _FILTER_SLACK) + 16
+        fetch = min(n, fetch)
+        complete = self.scores_path or (allow_m is not None and fetch > max(4096, n // 16))
+        if complete:  # a sparse mask: ranking all scores in numpy beats a huge TopK
+            vals, idx = self._from_scores(ql, need, live, call)
+        else:
+            vals, idx = self._session.run(["vals", "idx"], {"q": ql, "k": np.array([fetch], np.int64)})
         bad = np.isnan(vals) | (vals == np.inf)
         for j, i in enumerate(live.tolist()):
             if bad[j].any():  # float overflow: redo this query exactly in numpy
                 self._redo(call, i)
                 continue
             ok = vals[j] > -np.inf
+            if allow_m is not None:
+                ok &= allow_m[idx[j]]
             if excl is not None and excl[i].size:
                 ok &= ~np.isin(idx[j], excl[i])
             rows, scores = idx[j][ok], vals[j][ok]
+            if not complete and rows.size < need and vals.shape[1] < n and not ok.all():
+                # Filtered below what is needed while unseen rows remain: rank this query on all scores.
+                v1, i1 = self._from_scores(q[i : i + 1], need, np.array([i]), call)
+                keep = v1[0] > -np.inf
+                rows, scores = i1[0][keep], v1[0][keep]
             if self.quantized_query and rows.size:
                 scores = self._exact(q[i], rows)
                 keep = np.isfinite(scores)
@@ -200,6 +206,20 @@ class OnnxTopKIndex:
                 rows, scores = rows[order], scores[order]
             call.put(i, rows[:width], scores[:width])
         return call.result()
+
+    def _from_scores(
+        self, ql: NDArray[np.float32], need: int, live: NDArray[np.intp], call: SearchCall
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """All scores from the graph, masks written in as ``-inf``, then the exact selection of ``_select``."""
+        (scores,) = self._session.run(["s"], {"q": ql, "k": np.array([1], np.int64)})
+        if not scores.flags.writeable:
+            scores = scores.copy()
+        if call.allow is not None:
+            np.copyto(scores, np.float32(-np.inf), where=~call.allow)
+        if call.exclude is not None:
+            for j, i in enumerate(live.tolist()):
+                scores[j, call.exclude[i]] = -np.inf
+        return _select(scores, need)
 
     def _exact(self, q: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.float32]:
         if self._scales is None:  # internal invariant: only the int8 graph rescores
@@ -215,3 +235,45 @@ class OnnxTopKIndex:
         excl = None if call.exclude is None else [call.exclude[i]]
         res = self._fallback.search(call.q[i : i + 1], call.width, exclude=excl, allow=call.allow)
         call.put(i, res.rows[0, : res.counts[0]], res.scores[0, : res.counts[0]])
+
+
+def _select(scores: NDArray[np.float32], fetch: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """TopK of each row of ``scores``, as ONNX TopK returns it: values descending, ties by lower index.
+
+    Two stages: the maximum of every block of :data:`_BLOCK` scores, then an exact selection among the rows
+    of the blocks whose maximum reaches the ``fetch``-th largest block maximum (ties included). A row of
+    the true top ``fetch`` always lies in such a block (fewer than ``fetch`` rows beat it, so fewer than
+    ``fetch`` blocks have a larger maximum), so the answer is exact. A NaN or +inf anywhere is passed on
+    (as in TopK) for the caller's overflow fallback.
+    """
+    b, n = scores.shape
+    fetch = min(fetch, n)
+    nb = n // _BLOCK
+    vals = np.full((b, fetch), -np.inf, np.float32)
+    idx = np.zeros((b, fetch), np.int64)
+    offsets = np.arange(_BLOCK, dtype=np.int64)
+    for j in range(b):
+        row = scores[j]
+        maxima = row[: nb * _BLOCK].reshape(nb, _BLOCK).max(axis=1)
+        if n > nb * _BLOCK:
+            maxima = np.append(maxima, row[nb * _BLOCK :].max())
+        if np.isnan(maxima).any() or (maxima == np.inf).any():
+            vals[j, 0] = np.nan
+            continue
+        m = maxima.size
+        if m > fetch:
+            thr = np.partition(maxima, m - fetch)[m - fetch]
+            blocks = np.flatnonzero(maxima >= thr)
+        else:
+            blocks = np.arange(m)
+        cand = (blocks[:, None] * _BLOCK + offsets).ravel()
+        cand = cand[cand < n]
+        cs = row[cand]
+        if cs.size > fetch:
+            t = np.partition(cs, cs.size - fetch)[cs.size - fetch]
+            keep = cs >= t
+            cand, cs = cand[keep], cs[keep]
+        order = np.lexsort((cand, -cs))[:fetch]
+        vals[j, : order.size] = cs[order]
+        idx[j, : order.size] = cand[order]
+    return vals, idx

@@ -82,3 +82,54 @@ class TestOnnxCudaInt8(_Onnx):
     dtype = "int8"
     exact = False
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class TestOnnxInt8FromScores(_Onnx):
+    """The path for sparse masks and short queries: all scores, masks as -inf, block-maximum selection."""
+
+    dtype = "int8"
+    exact = False
+
+    def make_index_from_stored(self, values: np.ndarray, scales: np.ndarray | None) -> VectorIndex:
+        idx = OnnxTopKIndex(values, scales, providers=list(self.providers))
+        idx.scores_path = True
+        return idx
+
+
+class TestOnnxFloat32FromScores(TestOnnxInt8FromScores):
+    dtype = "float32"
+    exact = True
+
+
+def test_two_stage_select_matches_a_full_sort() -> None:
+    from edgerec_sdk.index.onnx_topk import _select
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(-50, 50, (3, 5000)).astype(np.float32)  # many ties
+    s[1, 4990:] = -np.inf
+    for fetch in (1, 10, 300, 5000, 6000):
+        vals, idx = _select(s, fetch)
+        for j in range(3):
+            order = np.lexsort((np.arange(5000), -s[j]))[: min(fetch, 5000)]
+            np.testing.assert_array_equal(idx[j], order)
+            np.testing.assert_array_equal(vals[j], s[j, order])
+    bad = s.copy()
+    bad[2, 7] = np.nan
+    assert np.isnan(_select(bad, 5)[0][2]).any()
+
+
+def test_sparse_and_unlucky_masks_still_fill_k() -> None:
+    """A mask whose allowed rows all score low: TopK's extra candidates miss them, the rescue finds them."""
+    rng = np.random.default_rng(9)
+    vf = rng.standard_normal((3000, 16)).astype(np.float32)
+    q = rng.standard_normal((2, 16)).astype(np.float32)
+    order = np.argsort(-(vf @ q[0]))
+    allow = np.zeros(3000, bool)
+    allow[order[-400:]] = True  # the 400 worst rows for query 0 (dense enough to try TopK first)
+    for dtype in ("float32", "int8"):
+        v, s = quantize(vf, dtype)
+        idx = OnnxTopKIndex(v, s)
+        res = idx.search(q, 10, allow=allow, exclude=[order[-5:], np.array([], np.int64)])
+        ref = NumpyExactIndex(v, s).search(q, 10, allow=allow, exclude=[order[-5:], np.array([], np.int64)])
+        assert res.counts.tolist() == [10, 10]
+        np.testing.assert_array_equal(res.rows, ref.rows)

@@ -79,7 +79,7 @@ def test_graph_is_valid_onnx() -> None:
         model = onnx.load_from_string(onnx_topk._build_graph(values, scales, int8=int8))
         onnx.checker.check_model(model)
         ops = [n.op_type for n in model.graph.node]
-        assert ops[-3:] == ["TopK", "Where", "TopK"]
+        assert ops[-1] == "TopK"
 
 
 def test_overflow_scores_are_dropped_not_returned() -> None:
@@ -96,3 +96,19 @@ def test_no_warnings_logged_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="edgerec_sdk.index"):
         OnnxTopKIndex(np.eye(3, dtype=np.float32), providers=["CPUExecutionProvider"])
     assert not caplog.records
+
+
+def test_blas_thread_check(caplog: pytest.LogCaptureFixture) -> None:
+    from edgerec_sdk import _log
+    from edgerec_sdk.index._blas import blas_threads, check_blas_threads
+
+    assert blas_threads({"OPENBLAS_NUM_THREADS": "1"}) == 1
+    assert blas_threads({"OMP_NUM_THREADS": "4"}) == 4
+    assert blas_threads({}) is None
+    assert not check_blas_threads({"OPENBLAS_NUM_THREADS": "1"}, cpu_count=8)
+    assert not check_blas_threads({}, cpu_count=1)
+    _log.reset_warnings()
+    with caplog.at_level(logging.WARNING, logger="edgerec_sdk.index"):
+        assert check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8)
+        assert not check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8)  # once per process
+    assert len(caplog.records) == 1 and "OPENBLAS_NUM_THREADS=1" in caplog.records[0].getMessage()

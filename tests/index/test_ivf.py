@@ -104,7 +104,7 @@ def test_restrictive_allow_still_fills_k(catalog: tuple) -> None:
 
 
 def test_exclusions_applied_inside(catalog: tuple) -> None:
-    v, s, layout, q = catalog
+    _v, _s, layout, q = catalog
     idx = IvfIndex(layout)
     first = idx.search(q[:4], 20)
     excl = [first.rows[i, :15] for i in range(4)]

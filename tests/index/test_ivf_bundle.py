@@ -46,6 +46,7 @@ def test_written_and_loaded(ivf_bundle: Path) -> None:
     bundle = load_bundle(ivf_bundle)
     info = bundle.manifest.index
     assert info is not None and info.kind == "ivf" and 1 <= info.nprobe <= info.nlist
+    assert info.recall is not None and info.recall >= 0.95
     assert set(IVF_FILES.values()) <= set(bundle.manifest.files)
     assert bundle.ivf is not None and bundle.ivf.nprobe == info.nprobe
     assert isinstance(bundle.ivf.values, np.memmap)  # shared by every worker through the page cache
@@ -154,3 +155,22 @@ def test_layout_not_matching_manifest_is_refused(tmp_path: Path) -> None:
     (path / "manifest.json").write_bytes(json.dumps(doc).encode())
     with pytest.raises(ModelFormatError):
         load_bundle(path)
+
+
+def test_auto_builds_from_ann_min_items_and_only_when_it_pays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edgerec_sdk.bundle.writer.ANN_MIN_ITEMS", 1000)
+    clustered_bundle = load_bundle(_write(tmp_path / "c", index="auto"))
+    assert clustered_bundle.manifest.index is not None
+    x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)  # no structure at all
+    path = write_bundle(
+        tmp_path / "g", model_bytes=make_interest_model(x, max_seq_len=5), vectors=x,
+        catalog_ids=[f"i{r}" for r in range(N)], max_seq_len=5, index="auto",
+    )
+    assert load_bundle(path).manifest.index is None
+    forced = write_bundle(
+        tmp_path / "f", model_bytes=make_interest_model(x, max_seq_len=5), vectors=x,
+        catalog_ids=[f"i{r}" for r in range(N)], max_seq_len=5, index="ivf",
+    )
+    assert load_bundle(forced).manifest.index is not None
