@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Mapping
 
 from .._log import warn_once
@@ -41,11 +42,29 @@ def blas_threads(environ: Mapping[str, str] | None = None) -> int | None:
     return None
 
 
-def check_blas_threads(environ: Mapping[str, str] | None = None, cpu_count: int | None = None) -> bool:
-    """Log one warning (per process) when BLAS may use more than one thread; return whether it warned."""
+# Modules whose presence means the process serves requests; a CLI or a notebook has no neighbours to starve.
+_SERVER_MODULES = ("gunicorn", "uwsgi", "uvicorn", "hypercorn", "waitress", "celery", "django", "flask")
+
+
+def in_server_process() -> bool:
+    """Whether a web server, web framework or task queue is loaded in this process."""
+    return any(name in sys.modules for name in _SERVER_MODULES)
+
+
+def check_blas_threads(
+    environ: Mapping[str, str] | None = None, cpu_count: int | None = None, *, server: bool | None = None
+) -> bool:
+    """Log one warning (per process) when BLAS may use more than one thread in a server process.
+
+    Outside a server (the CLI, a notebook, a batch job) a multi-threaded BLAS is what the user wants, so
+    it is only logged at DEBUG. Returns whether it warned.
+    """
     threads = blas_threads(environ)
     cores = os.cpu_count() if cpu_count is None else cpu_count
     if threads == 1 or (threads is None and (cores or 1) <= 1):
+        return False
+    if not (in_server_process() if server is None else server):
+        logger.debug("numpy's BLAS may use %s threads (not a server process: fine)", threads or cores)
         return False
     return warn_once(
         logger,

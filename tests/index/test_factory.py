@@ -109,6 +109,7 @@ def test_blas_thread_check(caplog: pytest.LogCaptureFixture) -> None:
     assert not check_blas_threads({}, cpu_count=1)
     _log.reset_warnings()
     with caplog.at_level(logging.WARNING, logger="edgerec_sdk.index"):
-        assert check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8)
-        assert not check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8)  # once per process
+        assert not check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8, server=False)  # CLI: no warning
+        assert check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8, server=True)
+        assert not check_blas_threads({"MKL_NUM_THREADS": "2"}, cpu_count=8, server=True)  # once per process
     assert len(caplog.records) == 1 and "OPENBLAS_NUM_THREADS=1" in caplog.records[0].getMessage()
