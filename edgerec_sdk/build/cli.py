@@ -1,0 +1,120 @@
+"""``edgerec build`` and ``edgerec evaluate`` (extra ``[build]``; torch is imported only when they run).
+
+Example:
+    edgerec build --data Beauty.txt --titles item_keywords.tsv --attributes Beauty_item2attributes.json \\
+        --out bundles/beauty
+    edgerec evaluate bundles/beauty --data Beauty.txt --out-json beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from .._optional import require
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+_ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
+_COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``build`` and ``evaluate`` subcommands to the ``edgerec`` parser."""
+    b = subparsers.add_parser("build", help="train a model on interaction data and write a bundle")
+    b.add_argument("--data", required=True, help="one-user-per-line sequences, or a CSV/JSONL event log")
+    b.add_argument("--titles", help="titles table (TSV/CSV with a header; an 'asin' column gives external ids)")
+    b.add_argument("--attributes", help='item attributes JSON {"item": [attr, ...]} (catalog category)')
+    b.add_argument("--out", required=True, help="bundle directory to write")
+    b.add_argument("--epochs", type=int, default=None, help="max epochs of the search fit (default 200)")
+    b.add_argument("--patience", type=int, default=None, help="epochs without improvement before stopping")
+    b.add_argument("--seed", type=int, default=42)
+    b.add_argument("--threads", type=int, default=2, help="torch threads")
+    b.add_argument("--item-text", action="store_true",
+                   help="feed titles/attributes into the item vectors (tokenizer trained at build time)")
+    b.add_argument("--no-evaluate", action="store_true", help="skip the leave-one-out evaluation")
+    b.add_argument("--no-baselines", action="store_true", help="skip popularity and ItemKNN")
+    b.add_argument("--report", help="report directory (default <out>-report)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.add_argument("--out-json", help="also write the metrics to this file")
+    b.set_defaults(func=_cmd_build)
+
+    e = subparsers.add_parser("evaluate", help="leave-one-out full-ranking evaluation on the served path")
+    e.add_argument("bundle", help="bundle directory")
+    e.add_argument("--data", required=True, help="the data file the bundle was built from")
+    e.add_argument("--out-json", help="write the metrics to this file")
+    e.add_argument("--no-baselines", action="store_true", help="skip popularity and ItemKNN")
+    e.add_argument("--no-write", action="store_true", help="do not store the metrics in the manifest")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def _table(metrics: dict[str, Any]) -> str:
+    test = metrics.get("test", {})
+    lines = ["model          " + " ".join(f"{c:>11}" for c in _COLS)]
+    for name in _ROWS:
+        m = test.get(name)
+        if isinstance(m, dict):
+            lines.append(f"{name:<15}" + " ".join(f"{m.get(c, float('nan')):>11.4f}" for c in _COLS))
+    rel = metrics.get("int8_vs_float32_ndcg10_rel")
+    if rel is not None:
+        lines.append(f"int8 vs float32 NDCG@10: {rel * 100:+.2f} %")
+    return "\n".join(lines) + "\n"
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    require("torch", extra="build")
+    require("onnx", extra="build")
+    from .pipeline import build_bundle
+    from .train import TrainConfig
+
+    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
+    if args.epochs is not None:
+        overrides["max_epochs"] = args.epochs
+    if args.patience is not None:
+        overrides["patience"] = args.patience
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    res = build_bundle(
+        args.data,
+        args.out,
+        titles=args.titles,
+        attributes=args.attributes,
+        config=TrainConfig(**overrides),
+        item_text=args.item_text,
+        evaluate=not args.no_evaluate,
+        baselines=not args.no_baselines,
+        report_dir=args.report,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    out = sys.stdout
+    out.write(f"bundle: {res.bundle_dir}\n")
+    if res.report_path:
+        out.write(f"report: {res.report_path}\n")
+    out.write("timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res.timings_s.items()) + "\n")
+    if res.metrics.get("test"):
+        out.write(_table(res.metrics))
+    _write_json(args.out_json, {**res.metrics, "timings_s": res.timings_s})
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_bundle
+
+    metrics = evaluate_bundle(args.bundle, args.data, baselines=not args.no_baselines, write=not args.no_write)
+    sys.stdout.write(_table(metrics))
+    _write_json(args.out_json, metrics)
+    return 0

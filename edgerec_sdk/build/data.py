@@ -1,0 +1,344 @@
+"""Readers for interaction data and item metadata, and the leave-one-out split.
+
+Two interaction formats are read:
+
+* the one-user-per-line format of the public sequential-recommendation data sets
+  (``user item item ...``, space separated, oldest first), and
+* an event log, CSV (with a header) or JSONL, with the fields ``user``, ``item``, ``type`` and
+  ``timestamp`` (``ts`` is accepted as an alias). This is what the hub exports. Events are ordered per user
+  by timestamp (stable, so equal timestamps keep file order); consecutive repeats of one item collapse.
+
+Item metadata:
+
+* a titles table (TSV or CSV with a header). The first column is the item id used in the data file. A column
+  named ``asin`` or ``external_id`` gives the external id the bundle catalog should use; a column named
+  ``title``, ``name`` or ``idgenrec_textual_id`` (or else the last column) gives the title.
+* an attributes JSON object ``{"<item id>": [attr, ...]}``; anonymous numeric attributes become
+  ``"attr-<n>"`` strings.
+
+Example:
+    >>> data = read_interactions("Beauty.txt")           # doctest: +SKIP
+    >>> split = leave_one_out(data.sequences)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "InteractionData",
+    "ItemMetadata",
+    "Split",
+    "leave_one_out",
+    "read_attributes",
+    "read_events",
+    "read_interactions",
+    "read_sequences",
+    "read_titles",
+]
+
+#: Event types that do not express interest and are dropped from sequences.
+NEGATIVE_EVENT_TYPES = frozenset({"skip", "dislike", "hide", "remove", "return"})
+
+
+@dataclass(frozen=True)
+class InteractionData:
+    """User sequences over item rows.
+
+    Attributes:
+        item_ids: the item id of each row, as written in the data file (row order).
+        user_ids: one id per sequence.
+        sequences: item rows (0-based, int64), oldest first, one array per user.
+    """
+
+    item_ids: list[str]
+    user_ids: list[str]
+    sequences: list[NDArray[np.int64]]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+
+@dataclass(frozen=True)
+class ItemMetadata:
+    """Per-row item metadata aligned with :attr:`InteractionData.item_ids` (``None`` = unknown)."""
+
+    external_ids: list[str]
+    titles: list[str | None] = field(default_factory=list)
+    attributes: list[list[str] | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A leave-one-out split (users with fewer than 3 items have no validation/test target).
+
+    Attributes:
+        train: ``seq[:-2]`` per user (the whole sequence for users with fewer than 3 items).
+        train_full: ``seq[:-1]`` per user (the validation item included, the test item never).
+        valid_users / valid_targets: users evaluated on validation and their target rows.
+        test_users / test_targets: users evaluated on test and their target rows.
+    """
+
+    train: list[NDArray[np.int64]]
+    train_full: list[NDArray[np.int64]]
+    valid_users: NDArray[np.int64]
+    valid_targets: NDArray[np.int64]
+    test_users: NDArray[np.int64]
+    test_targets: NDArray[np.int64]
+
+
+def leave_one_out(sequences: Sequence[NDArray[np.int64]], *, min_len: int = 3) -> Split:
+    """Split each sequence: last item = test, second-to-last = validation, the rest = training.
+
+    Users shorter than ``min_len`` are not evaluated; their items up to ``seq[:-1]`` still train the model
+    in the final fit (and up to ``seq[:-2]`` in the search fit), so no test item is ever seen.
+    """
+    train: list[NDArray[np.int64]] = []
+    train_full: list[NDArray[np.int64]] = []
+    users: list[int] = []
+    valid_t: list[int] = []
+    test_t: list[int] = []
+    empty = np.zeros(0, dtype=np.int64)
+    for u, seq in enumerate(sequences):
+        if len(seq) >= min_len:
+            train.append(seq[:-2])
+            train_full.append(seq[:-1])
+            users.append(u)
+            valid_t.append(int(seq[-2]))
+            test_t.append(int(seq[-1]))
+        else:
+            train.append(seq[:-2] if len(seq) > 2 else empty)
+            train_full.append(seq[:-1] if len(seq) > 1 else empty)
+    u_arr = np.asarray(users, dtype=np.int64)
+    return Split(
+        train=train,
+        train_full=train_full,
+        valid_users=u_arr,
+        valid_targets=np.asarray(valid_t, dtype=np.int64),
+        test_users=u_arr.copy(),
+        test_targets=np.asarray(test_t, dtype=np.int64),
+    )
+
+
+def _row_order(first_seen: Mapping[str, int]) -> list[str]:
+    """Numeric ids in numeric order (row r = id r+1 for the public sets), else first appearance."""
+    ids = list(first_seen)
+    if ids and all(i.isdigit() for i in ids):
+        return sorted(ids, key=int)
+    return sorted(ids, key=first_seen.__getitem__)
+
+
+def _build(user_ids: list[str], raw: list[list[str]]) -> InteractionData:
+    first_seen: dict[str, int] = {}
+    for seq in raw:
+        for it in seq:
+            if it not in first_seen:
+                first_seen[it] = len(first_seen)
+    item_ids = _row_order(first_seen)
+    row = {it: r for r, it in enumerate(item_ids)}
+    sequences = [np.fromiter((row[i] for i in seq), dtype=np.int64, count=len(seq)) for seq in raw]
+    if not item_ids:
+        raise ConfigError("the interaction data holds no items")
+    return InteractionData(item_ids=item_ids, user_ids=user_ids, sequences=sequences)
+
+
+def read_sequences(path: str | os.PathLike[str]) -> InteractionData:
+    """Read the one-user-per-line format ``user item item ...`` (oldest first)."""
+    user_ids: list[str] = []
+    raw: list[list[str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                logger.debug("line %d has a user and no items; skipped", line_no)
+                continue
+            user_ids.append(parts[0])
+            raw.append(parts[1:])
+    return _build(user_ids, raw)
+
+
+def _parse_ts(value: object) -> float:
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise ConfigError(f"unreadable timestamp {text[:40]!r}") from exc
+
+
+def _iter_event_rows(path: Path) -> Iterator[Mapping[str, object]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        head = fh.read(1)
+        fh.seek(0)
+        if head in ("{", "["):
+            if head == "[":
+                yield from json.load(fh)
+                return
+            for line in fh:
+                line = line.strip()
+                if line:
+                    yield json.loads(line)
+            return
+        sample = fh.readline()
+        fh.seek(0)
+        delimiter = "\t" if "\t" in sample else ","
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        if reader.fieldnames is None or not {"user", "item"} <= {f.strip() for f in reader.fieldnames}:
+            raise ConfigError(f"{path.name}: an event log needs a header with at least 'user' and 'item'")
+        for rec in reader:
+            yield {k.strip(): v for k, v in rec.items() if k is not None}
+
+
+def read_events(
+    path: str | os.PathLike[str], *, drop_types: Iterable[str] = NEGATIVE_EVENT_TYPES
+) -> InteractionData:
+    """Read a CSV or JSONL event log (``user,item,type,timestamp``) into per-user sequences."""
+    drop = {t.lower() for t in drop_types}
+    per_user: dict[str, list[tuple[float, int, str]]] = {}
+    n = 0
+    for n, rec in enumerate(_iter_event_rows(Path(path))):
+        user, item = rec.get("user"), rec.get("item")
+        if user in (None, "") or item in (None, ""):
+            raise ConfigError(f"{Path(path).name}: event {n + 1} lacks 'user' or 'item'")
+        etype = str(rec.get("type") or "view").lower()
+        if etype in drop:
+            continue
+        ts = _parse_ts(rec.get("timestamp", rec.get("ts")))
+        per_user.setdefault(str(user), []).append((ts, n, str(item)))
+    user_ids: list[str] = []
+    raw: list[list[str]] = []
+    for user, events in per_user.items():
+        events.sort()
+        seq: list[str] = []
+        for _, _, item in events:
+            if not seq or seq[-1] != item:
+                seq.append(item)
+        user_ids.append(user)
+        raw.append(seq)
+    logger.info("read %d events for %d users from %s", n + 1, len(user_ids), Path(path).name)
+    return _build(user_ids, raw)
+
+
+def read_interactions(path: str | os.PathLike[str]) -> InteractionData:
+    """Read either format, chosen by the file's content (a header or JSON means an event log)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data file not found: {p}")
+    with open(p, encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    if first.startswith(("{", "[")) or p.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return read_events(p)
+    tokens = first.replace(",", " ").split()
+    if tokens and tokens[0].lower() in ("user", "user_id"):
+        return read_events(p)
+    return read_sequences(p)
+
+
+_TITLE_COLUMNS = ("title", "name", "idgenrec_textual_id")
+_EXTERNAL_COLUMNS = ("asin", "external_id")
+
+
+def read_titles(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Read a titles table; returns ``(titles, external_ids)``, both keyed by data-file item id."""
+    p = Path(path)
+    with open(p, encoding="utf-8", newline="") as fh:
+        header = fh.readline()
+        delimiter = "\t" if "\t" in header else ","
+        cols = [c.strip().lower() for c in header.rstrip("\r\n").split(delimiter)]
+        if len(cols) < 2:
+            raise ConfigError(f"{p.name}: a titles table needs a header and at least two columns")
+        ext_col = next((i for i, c in enumerate(cols) if c in _EXTERNAL_COLUMNS), None)
+        title_col = next((i for i, c in enumerate(cols) if c in _TITLE_COLUMNS), None)
+        if title_col is None and (ext_col is None or len(cols) > 2):
+            title_col = len(cols) - 1 if len(cols) - 1 != ext_col else None
+        titles: dict[str, str] = {}
+        external: dict[str, str] = {}
+        for row in csv.reader(fh, delimiter=delimiter):
+            if not row:
+                continue
+            key = row[0].strip()
+            if ext_col is not None and ext_col < len(row) and row[ext_col].strip():
+                external[key] = row[ext_col].strip()
+            if title_col is not None and title_col < len(row) and row[title_col].strip():
+                titles[key] = row[title_col].strip()
+    return titles, external
+
+
+def read_attributes(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Read ``{"<item id>": [attr, ...]}``; numeric attributes become ``"attr-<n>"``."""
+    with open(path, encoding="utf-8") as fh:
+        obj = json.load(fh)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{Path(path).name}: expected a JSON object of item id -> attribute list")
+    out: dict[str, list[str]] = {}
+    for key, vals in obj.items():
+        if not isinstance(vals, list):
+            vals = [vals]
+        out[str(key)] = [f"attr-{v}" if isinstance(v, int) or str(v).isdigit() else str(v) for v in vals]
+    return out
+
+
+def item_metadata(
+    data: InteractionData,
+    *,
+    titles_path: str | os.PathLike[str] | None = None,
+    attributes_path: str | os.PathLike[str] | None = None,
+) -> ItemMetadata:
+    """Align titles, external ids and attributes with the data's item rows."""
+    titles: dict[str, str] = {}
+    external: dict[str, str] = {}
+    attrs: dict[str, list[str]] = {}
+    if titles_path is not None:
+        titles, external = read_titles(titles_path)
+    if attributes_path is not None:
+        attrs = read_attributes(attributes_path)
+    ext_ids = [external.get(i, i) for i in data.item_ids]
+    if len(set(ext_ids)) != len(ext_ids):
+        logger.warning("external ids from the titles table are not unique; keeping the data file's ids")
+        ext_ids = list(data.item_ids)
+    missing = sum(1 for i in data.item_ids if titles and i not in titles)
+    if missing:
+        logger.info("%d of %d items have no title", missing, data.n_items)
+    return ItemMetadata(
+        external_ids=ext_ids,
+        titles=[titles.get(i) for i in data.item_ids] if titles else [],
+        attributes=[attrs.get(i) for i in data.item_ids] if attrs else [],
+    )
+
+
+def pad_left(seqs: Sequence[NDArray[np.int64]], max_len: int, *, offset: int = 1) -> NDArray[np.int64]:
+    """Left-pad the last ``max_len`` rows of each sequence as model input (row r fed as r + offset)."""
+    out = np.zeros((len(seqs), max_len), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-max_len:]
+        if len(s):
+            out[i, max_len - len(s) :] = s + offset
+    return out

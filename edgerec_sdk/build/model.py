@@ -1,0 +1,171 @@
+"""The SASRec-style interest encoder (torch).
+
+Why this shape (see docs/build.md): a causal transformer over the last ``max_len`` items, hidden 64, two
+blocks, one head, dropout 0.3, with the item embedding table shared between input and output, trained with
+a full softmax cross-entropy over every item. On the Amazon review sets a softmax over the catalog beats
+binary cross-entropy with one sampled negative by a wide margin, and at ~12k-24k items the full softmax is
+cheap on a CPU, so no sampling is needed.
+
+Items may also carry text tokens (titles, attributes) from a tokenizer trained at build time; their mean
+token embedding is added to the id embedding, so an item with few or no training events still gets a vector
+from its text. The item table is a plain function of the parameters, so the exported ONNX model stores it as
+one constant.
+
+The module is imported only by the build pipeline (never by the runtime), so it imports torch at the top.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["ExportWrapper", "SASRec"]
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = 1.0 / math.sqrt(dim // heads)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, d = query.shape  # d == heads * head_dim
+        h, hd = self.heads, self.head_dim
+        q = self.q(query).view(b, n, h, hd).transpose(1, 2)
+        k = self.k(keys).view(b, n, h, hd).transpose(1, 2)
+        v = self.v(keys).view(b, n, h, hd).transpose(1, 2)
+        att = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+        att = self.drop(torch.softmax(att, dim=-1))
+        y = torch.matmul(att, v).transpose(1, 2).reshape(b, n, d)
+        return self.out(y)
+
+
+class _Block(nn.Module):
+    """One SASRec block (the layout of the reference PyTorch port: normed query, residual, point-wise FFN)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(dim, eps=1e-8)
+        self.attn = _Attention(dim, heads, dropout)
+        self.ln_ffn = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        q = self.ln_attn(x)
+        x = q + self.attn(q, x, bias)
+        x = self.ln_ffn(x)
+        x = x + self.ffn(x)
+        return x * keep
+
+
+class SASRec(nn.Module):
+    """Causal self-attention encoder over left-padded item histories (row r fed as r + 1, 0 = padding).
+
+    Args:
+        n_items: catalog size (rows).
+        dim: hidden size (also the item vector size).
+        n_layers: transformer blocks.
+        n_heads: attention heads.
+        dropout: dropout rate on embeddings, attention and FFN.
+        max_len: the history length the model reads (the newest ``max_len`` items).
+        item_tokens: optional ``[n_items + 1, T]`` int64 token ids per input id (row 0 and padding are 0).
+        vocab_size: size of the token vocabulary when ``item_tokens`` is given.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        dim: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 1,
+        dropout: float = 0.3,
+        max_len: int = 50,
+        item_tokens: torch.Tensor | None = None,
+        vocab_size: int = 0,
+    ) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.dim = dim
+        self.max_len = max_len
+        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(_Block(dim, n_heads, dropout) for _ in range(n_layers))
+        self.ln_out = nn.LayerNorm(dim, eps=1e-8)
+        self.token_emb: nn.Embedding | None = None
+        if item_tokens is not None:
+            if item_tokens.shape[0] != n_items + 1 or vocab_size <= 0:
+                raise ValueError("item_tokens must have n_items + 1 rows and vocab_size must be > 0")
+            self.register_buffer("item_tokens", item_tokens.long(), persistent=True)
+            self.token_emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+            nn.init.normal_(self.token_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.token_emb.weight[0].zero_()
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+
+    def item_table(self) -> torch.Tensor:
+        """``[n_items + 1, dim]`` item representations; row 0 (padding) is zero."""
+        table = self.item_emb.weight
+        if self.token_emb is not None:
+            toks = self.item_tokens
+            mask = (toks > 0).unsqueeze(-1).to(table.dtype)
+            summed = (self.token_emb(toks) * mask).sum(1)
+            table = table + summed / mask.sum(1).clamp(min=1.0)
+        keep = torch.ones_like(table[:, :1])
+        keep[0] = 0.0
+        return table * keep
+
+    def encode(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[batch, L, dim]`` for a left-padded ``history`` ``[batch, L]`` (L <= max_len)."""
+        length = history.shape[1]
+        x = F.embedding(history, table) * math.sqrt(self.dim)
+        x = x + self.pos_emb.weight[self.max_len - length :].unsqueeze(0)
+        x = self.drop(x)
+        keep = (history > 0).unsqueeze(-1).to(x.dtype)
+        x = x * keep
+        causal = self.causal[self.max_len - length :, self.max_len - length :]
+        pad_key = (history == 0).unsqueeze(1)  # [b, 1, L]
+        bias = (causal.unsqueeze(0) | pad_key).to(x.dtype) * -1e9
+        bias = bias.unsqueeze(1)  # [b, 1(heads), L, L]
+        for block in self.blocks:
+            x = block(x, bias, keep)
+        return self.ln_out(x) * keep
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """The interest vector (hidden state at the newest position), ``[batch, dim]``."""
+        return self.encode(history, self.item_table())[:, -1, :]
+
+    def item_vectors(self) -> torch.Tensor:
+        """The output item vectors, ``[n_items, dim]`` (row r = item row r)."""
+        return self.item_table()[1:]
+
+
+class ExportWrapper(nn.Module):
+    """The encoder with its item table frozen into a buffer: one clean graph for ONNX export."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.register_buffer("table", model.item_table().detach().clone())
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(history, self.table)[:, -1, :]

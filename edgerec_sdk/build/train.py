@@ -1,0 +1,345 @@
+"""Training: full-softmax SASRec with early stopping, then a refit on ``seq[:-1]``.
+
+The recipe (docs/build.md explains the choices):
+
+1. *search fit* on ``seq[:-2]`` (validation and test items unseen), validation NDCG@10 after every epoch,
+   stop after ``patience`` epochs without improvement; the best epoch count ``E`` is kept;
+2. *final fit*: a fresh model with the same seed on ``seq[:-1]`` (the validation item included, the test
+   item never) for ``E`` epochs. This is the model that is exported.
+
+Example:
+    >>> result = train(split, n_items, TrainConfig(max_epochs=2))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..errors import ConfigError
+from .data import Split, pad_left
+from .metrics import metrics_from_ranks
+from .model import SASRec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate_torch", "fit", "train"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyperparameters; the defaults are the one set used for every data set."""
+
+    dim: int = 64  #: hidden size and item vector size
+    n_layers: int = 2  #: transformer blocks
+    n_heads: int = 1  #: attention heads
+    dropout: float = 0.3  #: dropout rate
+    max_len: int = 50  #: history length read by the model
+    batch_size: int = 128  #: users per step
+    lr: float = 1e-3  #: Adam learning rate
+    weight_decay: float = 0.0  #: Adam weight decay
+    max_epochs: int = 200  #: upper bound for the search fit
+    patience: int = 5  #: epochs without validation improvement before stopping
+    min_epochs: int = 1  #: never stop before this
+    refit: bool = True  #: refit on seq[:-1] for the best epoch count
+    seed: int = 42  #: torch / numpy seed
+    threads: int = 2  #: torch intra-op threads
+    eval_batch: int = 2048  #: users per scoring batch during validation
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "n_layers", "n_heads", "max_len", "batch_size", "max_epochs", "threads"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+
+
+@dataclass
+class TrainResult:
+    """The final model and what happened on the way."""
+
+    model: SASRec
+    best_epoch: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _training_pairs(
+    seqs: Sequence[NDArray[np.int64]], max_len: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Left-padded inputs ``s[:-1]`` and next-item targets ``s[1:]`` (both as r + 1), users with >= 2 items."""
+    usable = [s for s in seqs if len(s) >= 2]
+    inputs = pad_left([s[:-1] for s in usable], max_len)
+    targets = pad_left([s[1:] for s in usable], max_len)
+    return inputs, targets
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Summed softmax cross-entropy of ``h @ vectors.T`` against ``target``, with a lean backward.
+
+    Why not ``F.cross_entropy``: its log-softmax keeps one more ``[positions, n_items]`` tensor and makes two
+    more passes over it; here the logits are turned into probabilities in place during backward. The
+    gradients are identical (checked in tests/build/test_train.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = h @ vectors.T
+        lse = torch.logsumexp(logits, dim=1)
+        picked = (h * vectors[target]).sum(dim=1)
+        ctx.save_for_backward(h, vectors, target, logits, lse)
+        return (lse - picked).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        h, vectors, target, logits, lse = ctx.saved_tensors
+        prob = logits.sub_(lse.unsqueeze(1)).exp_()
+        prob[torch.arange(len(target)), target] -= 1.0
+        prob.mul_(grad)
+        return prob @ vectors, prob.T @ h, None
+
+
+def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean full-softmax cross-entropy over all items, computed in row chunks.
+
+    Why chunks: one ``[positions, n_items]`` logit matrix is tens of MB; glibc serves such blocks with
+    ``mmap`` and hands them back on free, so every step pays page faults for fresh memory (measured 2x
+    slower on this machine). Chunks of at most 16 MB stay on the heap and are reused.
+    """
+    total = h.new_zeros(())
+    for start in range(0, h.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        total = total + _FullSoftmaxCE.apply(h[sl], vectors, target[sl])
+    return total / max(h.shape[0], 1)
+
+
+def tune_allocator() -> None:
+    """Keep freed memory in the process (glibc only; best effort, build processes only).
+
+    Why: the training loop allocates and frees the same large blocks every step; returning them to the OS
+    and faulting them back in costs more than the arithmetic on a small VM.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest value glibc accepts
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-2, 256 << 20)  # M_TOP_PAD
+    except (OSError, AttributeError):  # not glibc
+        logger.debug("mallopt unavailable; allocator left as is")
+
+
+def _length_buckets(
+    lengths: NDArray[np.int64], batch_size: int, rng: np.random.Generator, *, pool: int = 50
+) -> list[NDArray[np.int64]]:
+    """Shuffled batches of users of similar length (sorted inside random pools of ``pool`` batches).
+
+    Why: histories are short (median 6) but a few are long; a random batch nearly always holds one long
+    user, so every batch would run at the full width. Bucketing cuts an epoch several times over.
+    """
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * pool
+    batches: list[NDArray[np.int64]] = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+@torch.no_grad()
+def evaluate_torch(
+    model: SASRec,
+    histories: Sequence[NDArray[np.int64]],
+    targets: NDArray[np.int64],
+    *,
+    batch: int = 2048,
+) -> dict[str, float]:
+    """Full-ranking metrics of the torch model (history rows excluded), used for early stopping."""
+    model.eval()
+    table = model.item_table()
+    vectors = table[1:]
+    ranks: list[NDArray[np.int64]] = []
+    for start in range(0, len(histories), batch):
+        hist = histories[start : start + batch]
+        x = torch.from_numpy(pad_left(hist, model.max_len))
+        interest = model.encode(x, table)[:, -1, :]
+        scores = interest @ vectors.T
+        ranks.append(_torch_ranks(scores, torch.from_numpy(targets[start : start + batch]), hist))
+    return metrics_from_ranks(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
+
+
+def _torch_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, hist: Sequence[NDArray[np.int64]]
+) -> NDArray[np.int64]:
+    """The same pessimistic ranks as :func:`metrics.ranks_from_scores`, in torch (faster on 2 threads)."""
+    b = scores.shape[0]
+    rows = torch.arange(b)
+    t = scores[rows, targets].clone()
+    width = max((len(h) for h in hist), default=0)
+    full = torch.cat([torch.zeros(b, 1, dtype=scores.dtype), scores], dim=1)
+    if width:
+        ex = torch.from_numpy(pad_left(hist, width))  # row r at column r + 1, padding at column 0
+        full.scatter_(1, ex, float("-inf"))
+    full[rows, targets + 1] = float("-inf")
+    ranks = (full[:, 1:] >= t.unsqueeze(1)).sum(dim=1)
+    ranks[~torch.isfinite(t)] = scores.shape[1]
+    return ranks.numpy().astype(np.int64)
+
+
+def _make_model(n_items: int, cfg: TrainConfig, item_tokens: torch.Tensor | None, vocab: int) -> SASRec:
+    torch.manual_seed(cfg.seed)
+    return SASRec(
+        n_items,
+        dim=cfg.dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        dropout=cfg.dropout,
+        max_len=cfg.max_len,
+        item_tokens=item_tokens,
+        vocab_size=vocab,
+    )
+
+
+def fit(
+    seqs: Sequence[NDArray[np.int64]],
+    n_items: int,
+    cfg: TrainConfig,
+    *,
+    epochs: int,
+    validate: Callable[[SASRec], float] | None = None,
+    item_tokens: torch.Tensor | None = None,
+    vocab_size: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[SASRec, dict[str, list[float]], int, dict[str, Any] | None]:
+    """Train for up to ``epochs``; with ``validate`` stop early and return the best state.
+
+    Returns ``(model, history, best_epoch, best_state)``; the model holds the best state on return.
+    """
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    model = _make_model(n_items, cfg, item_tokens, vocab_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    inputs, targets = _training_pairs(seqs, cfg.max_len)
+    if len(inputs) == 0:
+        raise ConfigError("no user has two or more training items")
+    rng = np.random.default_rng(cfg.seed)
+    lengths = (targets > 0).sum(axis=1)
+    chunk = max(64, (1 << 22) // max(n_items, 1))
+    hist: dict[str, list[float]] = {"loss": [], "valid_ndcg10": [], "epoch_s": []}
+    best, best_epoch, best_state, bad = -1.0, epochs, None, 0
+    bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            total = 0.0
+            batches = _length_buckets(lengths, cfg.batch_size, rng)
+            for idx in batches:
+                width = int(lengths[idx].max())
+                x = torch.from_numpy(inputs[idx, -width:])
+                y = torch.from_numpy(targets[idx, -width:])
+                table = model.item_table()
+                sel = y > 0
+                loss = _softmax_loss(model.encode(x, table)[sel], table[1:], y[sel] - 1, chunk)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+            hist["loss"].append(total / len(batches))
+            hist["epoch_s"].append(time.perf_counter() - t0)
+            post = {"loss": f"{hist['loss'][-1]:.4f}"}
+            if validate is not None:
+                score = validate(model)
+                hist["valid_ndcg10"].append(score)
+                post["val_ndcg10"] = f"{score:.4f}"
+                if score > best:
+                    best, best_epoch, bad = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad += 1
+                logger.info("%s epoch %d loss %.4f valid NDCG@10 %.4f", desc, epoch, hist["loss"][-1], score)
+            else:
+                logger.info("%s epoch %d loss %.4f", desc, epoch, hist["loss"][-1])
+            bar.set_postfix(post)
+            bar.update(1)
+            if validate is not None and epoch >= cfg.min_epochs and bad >= cfg.patience:
+                break
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, hist, best_epoch, best_state
+
+
+def train(
+    split: Split,
+    n_items: int,
+    cfg: TrainConfig | None = None,
+    *,
+    item_tokens: NDArray[np.int64] | None = None,
+    vocab_size: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Search the epoch count on ``seq[:-2]`` with validation NDCG@10, then refit on ``seq[:-1]``."""
+    cfg = cfg or TrainConfig()
+    tokens = torch.from_numpy(item_tokens) if item_tokens is not None else None
+    valid_hist = [split.train[u] for u in split.valid_users]
+
+    def validate(model: SASRec) -> float:
+        m = evaluate_torch(model, valid_hist, split.valid_targets, batch=cfg.eval_batch)
+        return m["NDCG@10"]
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model, hist, best_epoch, _ = fit(
+        split.train,
+        n_items,
+        cfg,
+        epochs=cfg.max_epochs,
+        validate=validate if len(valid_hist) else None,
+        item_tokens=tokens,
+        vocab_size=vocab_size,
+        progress=progress,
+        desc="search",
+    )
+    t_search = time.perf_counter() - t0
+    history: dict[str, list[float]] = {f"search_{k}": v for k, v in hist.items()}
+    timings = {"search_s": t_search, "search_cpu_s": time.process_time() - c0}
+    if cfg.refit:
+        t1, c1 = time.perf_counter(), time.process_time()
+        model, hist2, _, _ = fit(
+            split.train_full,
+            n_items,
+            cfg,
+            epochs=best_epoch,
+            item_tokens=tokens,
+            vocab_size=vocab_size,
+            progress=progress,
+            desc="refit",
+        )
+        timings["refit_s"] = time.perf_counter() - t1
+        timings["refit_cpu_s"] = time.process_time() - c1
+        history.update({f"refit_{k}": v for k, v in hist2.items() if v})
+    model.eval()
+    logger.info("trained: best epoch %d, search %.0f s, refit %.0f s", best_epoch, t_search,
+                timings.get("refit_s", 0.0))
+    return TrainResult(
+        model=model,
+        best_epoch=best_epoch,
+        history=history,
+        timings_s=timings,
+        config=dataclasses.asdict(cfg),
+    )

@@ -1,0 +1,100 @@
+"""Readers for interaction data and item metadata, and the leave-one-out split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgerec_sdk.build.data import (
+    item_metadata,
+    leave_one_out,
+    pad_left,
+    read_attributes,
+    read_events,
+    read_interactions,
+    read_sequences,
+    read_titles,
+)
+from edgerec_sdk.errors import ConfigError
+
+
+def test_sequences_numeric_ids_keep_numeric_row_order(tmp_path: Path) -> None:
+    p = tmp_path / "seq.txt"
+    p.write_text("1 3 1 2\n2 2 10\n\n3 1\n")
+    d = read_sequences(p)
+    assert d.item_ids == ["1", "2", "3", "10"]
+    assert d.user_ids == ["1", "2", "3"]
+    assert [s.tolist() for s in d.sequences] == [[2, 0, 1], [1, 3], [0]]
+    assert d.n_interactions == 6
+
+
+def test_csv_events_sorted_by_time_and_collapsed(tmp_path: Path) -> None:
+    p = tmp_path / "events.csv"
+    p.write_text(
+        "user,item,type,timestamp\n"
+        "u1,B,view,20\nu1,A,view,10\nu1,B,purchase,21\nu1,C,skip,30\nu2,C,click,2024-01-01T00:00:00Z\n"
+    )
+    d = read_interactions(p)
+    seqs = {u: [d.item_ids[r] for r in s] for u, s in zip(d.user_ids, d.sequences, strict=True)}
+    assert seqs == {"u1": ["A", "B"], "u2": ["C"]}
+
+
+def test_jsonl_events_with_ts_alias(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    rows = [{"user": "a", "item": "x", "type": "view", "ts": 5}, {"user": "a", "item": "y", "ts": 1}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    d = read_events(p)
+    assert [d.item_ids[r] for r in d.sequences[0]] == ["y", "x"]
+
+
+def test_event_log_without_item_column_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text("user,thing\nu,1\n")
+    with pytest.raises(ConfigError):
+        read_events(p)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        read_interactions(tmp_path / "nope.txt")
+
+
+def test_titles_with_asin_and_attributes(tmp_path: Path) -> None:
+    seq = tmp_path / "s.txt"
+    seq.write_text("1 1 2\n")
+    kw = tmp_path / "kw.tsv"
+    kw.write_text("item_id\tasin\tidgenrec_textual_id\n1\tB01\tnail polish red\n2\tB02\tgel coat\n")
+    attrs = tmp_path / "a.json"
+    attrs.write_text(json.dumps({"1": [3, 7], "2": [7]}))
+    titles, ext = read_titles(kw)
+    assert titles == {"1": "nail polish red", "2": "gel coat"} and ext == {"1": "B01", "2": "B02"}
+    assert read_attributes(attrs) == {"1": ["attr-3", "attr-7"], "2": ["attr-7"]}
+    meta = item_metadata(read_sequences(seq), titles_path=kw, attributes_path=attrs)
+    assert meta.external_ids == ["B01", "B02"]
+    assert meta.titles == ["nail polish red", "gel coat"]
+    assert meta.attributes == [["attr-3", "attr-7"], ["attr-7"]]
+
+
+def test_two_column_asin_table_gives_ids_only(tmp_path: Path) -> None:
+    p = tmp_path / "asin.tsv"
+    p.write_text("item_id\tasin\n1\tB01\n")
+    assert read_titles(p) == ({}, {"1": "B01"})
+
+
+def test_leave_one_out_never_trains_on_the_last_item() -> None:
+    seqs = [np.array([0, 1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 9])]
+    s = leave_one_out(seqs)
+    assert s.test_users.tolist() == [0, 2]
+    assert s.test_targets.tolist() == [4, 9] and s.valid_targets.tolist() == [3, 8]
+    assert s.train[0].tolist() == [0, 1, 2] and s.train_full[0].tolist() == [0, 1, 2, 3]
+    assert s.train[1].tolist() == [] and s.train_full[1].tolist() == [5]
+    for u, t in zip(s.test_users, s.test_targets, strict=True):
+        assert t not in s.train_full[u]
+
+
+def test_pad_left_truncates_and_offsets() -> None:
+    out = pad_left([np.array([0, 1, 2, 3]), np.array([], dtype=np.int64)], 3)
+    assert out.tolist() == [[2, 3, 4], [0, 0, 0]]
