@@ -282,8 +282,8 @@ class FakeHub(httpx.BaseTransport):
                 sig = sign_bytes(raw, self.signing_key) if self.signing_key else None
             return self._manifest_answer(raw, sig, headers, fault)
         if route == "file":
-            b = self.bundles.get(parts[2])
-            data = None if b is None else b.files.get(parts[3])
+            found = self.bundles.get(parts[2])
+            data = None if found is None else found.files.get(parts[3])
             if data is None:
                 return _Answer(404, [], b'{"error": "not found"}')
             rng = headers.get("range", "")
