@@ -29,7 +29,7 @@ _ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_
 def blas_threads(environ: Mapping[str, str] | None = None) -> int | None:
     """Threads numpy's BLAS will use, or None when unknown (no threadpoolctl and no variable set)."""
     if environ is None and importlib.util.find_spec("threadpoolctl") is not None:
-        from threadpoolctl import threadpool_info  # type: ignore[import-untyped,unused-ignore]
+        from threadpoolctl import threadpool_info
 
         pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         if pools:
