@@ -12,12 +12,16 @@ matrix         numpy best/median     onnx int8 best/median  onnx float32 Gemm (r
 =============  ====================  =====================  =========================
 
 (batch 16 at 1M: numpy 103 ms, onnx 77 ms; current numbers for every backend, the IVF index and peers are in
-``docs/benchmarks.md``.) At 12k both are within noise of each other, so the rule keeps
-numpy there (no private copy of the matrix, memmap shared, exact scores without a rescoring step).
+``docs/benchmarks.md``.) At 12k the kernels alone are within noise of each other, but end to end the onnx
+graph wins where it matters for a web worker: its thread count is explicit (one), while numpy's gemv runs on
+BLAS's own pool. On the demo bundle (12k, quiet machine, no ``OPENBLAS_NUM_THREADS``) ``recommend()`` measured
+p50 0.86 / p99 1.33-1.57 ms with onnx against p50 0.73-1.31 / p99 1.69-1.85 ms with numpy, the numpy spread
+coming from the 2-thread BLAS pool. So int8 catalogs from a few thousand rows up use onnx (at the cost of a
+private copy of the int8 matrix per worker: 0.8 MB for the demo).
 
-* int8 with ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx (its int8 GEMM reads 1 byte per value; numpy must widen to
-  float32 first). Below that, numpy: a small matrix is dequantized once and a float32 gemv plus a partial
-  sort beats one onnxruntime ``run()`` with its Add and TopK over the whole row.
+* int8 with ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx (its int8 GEMM reads 1 byte per value, numpy must widen to
+  float32 first; and its one thread is explicit). Below that, numpy: a tiny matrix is dequantized once and a
+  float32 gemv plus a partial sort costs less than one onnxruntime ``run()``.
 * float16/float32: numpy (float32 BLAS reaches the memory floor, and the memmap stays shared; onnx would
   hold a private float32 copy).
 * CUDA present (:data:`HAS_CUDA`) and ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx on the GPU.
@@ -46,7 +50,7 @@ __all__ = ["ANN_MIN_ITEMS", "AUTO_ONNX_MIN_ROWS", "make_index"]
 ANN_MIN_ITEMS = 100_000
 """Catalog size from which ``auto`` serves the IVF index when the bundle has one (and writers build one)."""
 
-AUTO_ONNX_MIN_ROWS = 200_000
+AUTO_ONNX_MIN_ROWS = 4096
 """Catalog size from which ``auto`` prefers the onnxruntime int8 graph."""
 
 
