@@ -313,7 +313,10 @@ class Recommender:
                 interest_items = [e.item for e in events if e.type not in _NON_INTEREST_TYPES]
                 seen_items = [e.item for e in events]
             rows = state.rows_of(interest_items)
-            seen = state.rows_of(seen_items) if self.config.exclude_seen else np.empty(0, np.int64)
+            if not self.config.exclude_seen:
+                seen = np.empty(0, np.int64)
+            else:  # history= gives one list for both: map its ids once
+                seen = rows if seen_items is interest_items else state.rows_of(seen_items)
             hist_rows.append(rows)
             seen_rows.append(np.union1d(seen, ex_rows) if len(ex_rows) else seen)
             keys.append((state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes(), digest_size=16)

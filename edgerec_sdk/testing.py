@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,7 +24,7 @@ from ._fakehub import FakeClock, FakeHub, Fault, Recorded
 from ._optional import require
 from .bundle import quantize_rows_int8, write_bundle
 
-__all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "make_bundle", "make_interest_model", "make_tiny_bundle"]
+__all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "fork_probe", "make_bundle", "make_interest_model", "make_tiny_bundle"]
 
 __test__ = False  # keep pytest from collecting the make_* helpers
 
@@ -208,3 +210,28 @@ def _columns(rng: np.random.Generator, n: int) -> dict[str, list[Any]]:
         "price": np.round(rng.uniform(1.0, 200.0, size=n), 2).tolist(),
         "in_stock": (rng.random(n) >= 0.1).tolist(),
     }
+
+
+def fork_probe(checks: Callable[[], Sequence[object]]) -> str:
+    """Run ``checks`` in a forked child and return its verdict, one ``"1"``/``"0"`` per check.
+
+    The child reports through a pipe and leaves with ``os._exit`` (never running the parent's atexit or test
+    teardown); a child that raises or dies gives a verdict shorter than the checks, so the caller's equality
+    assertion fails.
+    """
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.write(w, "".join("1" if c else "0" for c in checks()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    verdict = os.read(r, 1024).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return verdict if status == 0 else verdict + "!exit"

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sync.helpers import publish
+
+from edgerec_sdk.testing import fork_probe
 
 from .support import bundle, connect, new_hub, publish_http, running_hub, wait_for, wsgi
 
@@ -131,30 +131,17 @@ def test_d01_fork_child_recommends_and_delivers(tmp_path: Path) -> None:
         assert rec.flush(10.0)
         before = (_threads("edgerec-updater"), _threads("edgerec-uploader"))
         assert before == (1, 1)
-        r, w = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                ans = rec.recommend("child", k=3, history=["item-000002"])
-                checks = [
-                    ans.model_version == "v1" and not ans.degraded and len(ans) == 3,
-                    rec.feedback({"user": "child", "item": "item-000002", "type": "click", "event_id": "child-1"}),
-                    rec.flush(10.0),
-                    _threads("edgerec-uploader") == 1,
-                    _threads("edgerec-updater") == 1,
-                ]
-                os.write(w, "".join("1" if c else "0" for c in checks).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        verdict = os.read(r, 64)
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        assert verdict == b"11111" and status == 0
+        def in_child() -> list[object]:
+            ans = rec.recommend("child", k=3, history=["item-000002"])
+            return [
+                ans.model_version == "v1" and not ans.degraded and len(ans) == 3,
+                rec.feedback({"user": "child", "item": "item-000002", "type": "click", "event_id": "child-1"}),
+                rec.flush(10.0),
+                _threads("edgerec-uploader") == 1,
+                _threads("edgerec-updater") == 1,
+            ]
+
+        assert fork_probe(in_child) == "11111"
         assert (_threads("edgerec-updater"), _threads("edgerec-uploader")) == before  # nothing duplicated
         rec.feedback({"user": "parent", "item": "item-000003", "type": "view", "event_id": "parent-2"})
         assert rec.flush(10.0)

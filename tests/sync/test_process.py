@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import httpx
 
 from edgerec_sdk.hub import HubApp, serve_in_thread
 from edgerec_sdk.sync import EdgeSync, SyncConfig
+from edgerec_sdk.testing import fork_probe
 
 from .fakes import FakeClock
 from .helpers import EDGE, KEY, new_hub
@@ -33,28 +32,13 @@ def test_d01_forked_child_rebuilds_and_delivers(tmp_path: Path) -> None:
         assert sync.flush(10.0)
         assert sync.uploader.task.started
         parent_edge = sync.edge_id
-        r, w = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                checks = [
-                    sync.edge_id != parent_edge,
-                    sync.put({"user": "child", "item": "i1", "type": "view", "event_id": "child-1"}) == "stored",
-                    sync.flush(10.0),
-                    sum(t.name == "edgerec-uploader" for t in threading.enumerate()) == 1,
-                ]
-                os.write(w, "".join("1" if c else "0" for c in checks).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        verdict = os.read(r, 16)
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        assert verdict == b"1111" and status == 0
+        verdict = fork_probe(lambda: [
+            sync.edge_id != parent_edge,
+            sync.put({"user": "child", "item": "i1", "type": "view", "event_id": "child-1"}) == "stored",
+            sync.flush(10.0),
+            sum(t.name == "edgerec-uploader" for t in threading.enumerate()) == 1,
+        ])
+        assert verdict == "1111"
         sync.put({"user": "parent", "item": "i2", "type": "view", "event_id": "parent-2"})
         assert sync.flush(10.0)
         assert app.storage.event_ids() == ["child-1", "parent-1", "parent-2"]
