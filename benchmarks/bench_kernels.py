@@ -1,7 +1,8 @@
 """Top-K kernels against faiss, usearch and hnswlib, all in one process on the same vectors (JSON lines).
 
 Exact grid: every SDK exact backend (numpy, onnx int8; onnx CUDA when present) and faiss ``IndexFlatIP``
-(float32, the dequantized vectors), faiss 8-bit scalar quantizer and usearch exact search, for each size x
+(float32, the dequantized vectors), faiss 8-bit scalar quantizer, usearch exact search and hnswlib's
+brute-force index, for each size x
 dim x batch x K: median, p99, queries per second, bytes scanned per second, and the read-bandwidth floor
 (index bytes / read bandwidth measured in this run).
 
@@ -43,7 +44,7 @@ from _bench import (
 )
 
 from edgerec_sdk.bundle import quantize_rows_int8
-from edgerec_sdk.index import HAS_CUDA, IvfIndex, NumpyExactIndex, OnnxTopKIndex, build_ivf
+from edgerec_sdk.index import IvfIndex, NumpyExactIndex, OnnxTopKIndex, build_ivf, cuda_usable, make_index
 
 Search = Callable[[np.ndarray, int], np.ndarray]  # (queries, k) -> rows
 
@@ -63,8 +64,8 @@ def exact_backends(v8: np.ndarray, s8: np.ndarray, vf: np.ndarray, peers: set[st
     out["sdk-numpy-int8"] = lambda q, k: npx.search(q, k).rows
     onx = OnnxTopKIndex(v8, s8, providers=["CPUExecutionProvider"])
     out["sdk-onnx-int8"] = lambda q, k: onx.search(q, k).rows
-    if HAS_CUDA:
-        gpu = OnnxTopKIndex(v8, s8)
+    if cuda_usable():  # the item matrix resident on the GPU, bound to each call
+        gpu = make_index(v8, s8, device="cuda")
         out["sdk-onnx-cuda"] = lambda q, k: gpu.search(q, k).rows
     d = vf.shape[1]
     faiss = _peer("faiss") if peers & {"faiss"} else None
@@ -88,6 +89,12 @@ def exact_backends(v8: np.ndarray, s8: np.ndarray, vf: np.ndarray, peers: set[st
             return np.atleast_2d(m.keys)
 
         out["usearch-exact-f32"] = us_f32
+    hnswlib = _peer("hnswlib") if peers & {"hnswlib"} else None
+    if hnswlib is not None:
+        bf = hnswlib.BFIndex(space="ip", dim=d)  # hnswlib's brute-force index: its exact scan
+        bf.init_index(max_elements=len(vf))
+        bf.add_items(vf, np.arange(len(vf)))
+        out["hnswlib-bf-f32"] = lambda q, k: bf.knn_query(q, k=k, num_threads=1)[0].astype(np.int64)
     return out
 
 

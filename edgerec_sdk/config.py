@@ -89,6 +89,9 @@ class RecommenderConfig:
     profile_store: str = "memory"
     """Where user history lives: ``"memory"`` (this process), ``"sqlite:///PATH"`` (the workers of a host),
     ``"redis://HOST:PORT/DB"`` (many hosts); see :func:`edgerec_sdk.profile.make_profile_store`."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the interest model and the top-K graph run: ``"cpu"``, ``"cuda"`` (an error without a usable GPU)
+    or ``"auto"`` (the GPU for catalogs from 100,000 items when onnxruntime-gpu finds one, else the CPU)."""
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
     profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
 
@@ -105,6 +108,8 @@ class RecommenderConfig:
         if not isinstance(self.fallback_items, tuple):
             raise ConfigError("fallback_items must be a tuple of item ids")
         parse_profile_spec(self.profile_store)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RecommenderConfig:

@@ -463,6 +463,7 @@ class Recommender:
             n_items=0 if state is None else len(state.bundle.catalog),
             ready=state is not None, closed=self._closed, bundle_origin=self._origin,
             counters=self._counters.snapshot(), sync=self._sync.status(),
+            device=None if state is None else state.device, index=None if state is None else state.index.name,
         )
 
     def flush(self, timeout_s: float = 5.0) -> bool:

@@ -17,7 +17,7 @@ from . import _log
 from .bundle import Bundle
 from .config import RecommenderConfig
 from .errors import ModelLoadError
-from .index import VectorIndex, make_index
+from .index import VectorIndex, make_index, providers_for, resolve_device
 from .model import InterestModel
 from .rank import FilterCompiler
 
@@ -43,6 +43,8 @@ class ServingState:
         manifest = bundle.manifest
         self.bundle = bundle
         self.model_version = manifest.model_version
+        # One device for both sessions, so the interest vector makes one round trip at most.
+        self.device = resolve_device(config.device, len(bundle.catalog))
         self.model = InterestModel(
             bundle.model_bytes,
             history_input=manifest.input_names["history"],
@@ -52,6 +54,7 @@ class ServingState:
             query_input=manifest.input_names.get("query"),
             query_max_len=manifest.query_max_len,
             intra_op_threads=config.index.intra_op_threads,
+            providers=providers_for(self.device),
         )
         self.index: VectorIndex = make_index(
             bundle.vectors.values,
@@ -62,6 +65,7 @@ class ServingState:
             ivf=bundle.ivf,
             ann_min_items=config.index.ann_min_items,
             nprobe=config.index.nprobe or None,
+            device=self.device,
         )
         self.filters = FilterCompiler(bundle.catalog)
         self._tokenizer = None

@@ -146,6 +146,8 @@ class Status:
         bundle_origin: where the serving bundle came from (``"path"``, ``"demo"``, ``"disk"``, ``"hub"``).
         counters: requests, degraded answers by reason, feedback accepted and refused, cache hits.
         sync: the hub sync state (empty without a hub).
+        device: where the serving model and top-K run (``"cpu"``, ``"cuda"``; ``None`` before a bundle).
+        index: the serving top-K backend (``"numpy"``, ``"onnx"``, ``"ivf"``; ``None`` before a bundle).
     """
 
     model_version: str | None
@@ -155,3 +157,5 @@ class Status:
     bundle_origin: str | None
     counters: Mapping[str, int]
     sync: Mapping[str, Any]
+    device: str | None = None
+    index: str | None = None

@@ -1,5 +1,6 @@
-"""Top-K kernels behind one contract (:class:`VectorIndex`): exact numpy and onnxruntime (CPU, CUDA), and an
-approximate IVF index for large catalogs (:class:`IvfIndex`, built by :func:`build_ivf`).
+"""Top-K kernels behind one contract (:class:`VectorIndex`): exact numpy and onnxruntime (CPU, or CUDA with
+the item matrix resident on the GPU), and an approximate IVF index for large catalogs (:class:`IvfIndex`,
+built by :func:`build_ivf`). :func:`resolve_device` picks the device.
 
 Example:
     >>> import numpy as np
@@ -11,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from ._caps import HAS_CUDA
+from ._caps import AUTO_CUDA_MIN_ROWS, HAS_CUDA, Device, cuda_usable, providers_for, resolve_device
 from ._common import SearchResult, VectorIndex, brute_force_topk
 from .factory import ANN_MIN_ITEMS, AUTO_ONNX_MIN_ROWS, make_index
 from .ivf import IvfIndex, IvfLayout
@@ -21,7 +22,9 @@ from .onnx_topk import OnnxTopKIndex
 
 __all__ = [
     "ANN_MIN_ITEMS",
+    "AUTO_CUDA_MIN_ROWS",
     "AUTO_ONNX_MIN_ROWS",
+    "Device",
     "HAS_CUDA",
     "IvfIndex",
     "IvfLayout",
@@ -31,8 +34,11 @@ __all__ = [
     "VectorIndex",
     "brute_force_topk",
     "build_ivf",
+    "cuda_usable",
     "default_nlist",
     "make_index",
+    "providers_for",
+    "resolve_device",
 ]
 
 for _name in (
@@ -44,7 +50,10 @@ for _name in (
     "VectorIndex",
     "brute_force_topk",
     "build_ivf",
+    "cuda_usable",
     "make_index",
+    "providers_for",
+    "resolve_device",
 ):
     globals()[_name].__module__ = __name__
 del _name

@@ -24,7 +24,9 @@ private copy of the int8 matrix per worker: 0.8 MB for the demo).
   float32 gemv plus a partial sort costs less than one onnxruntime ``run()``.
 * float16/float32: numpy (float32 BLAS reaches the memory floor, and the memmap stays shared; onnx would
   hold a private float32 copy).
-* CUDA present (:data:`HAS_CUDA`) and ``n_items >= AUTO_ONNX_MIN_ROWS``: onnx on the GPU.
+* ``device="cuda"`` (chosen by :func:`~edgerec_sdk.index.resolve_device`): the onnx graph on the GPU, exact,
+  with the item matrix resident on the device, ahead of IVF: a GPU scans every row at device bandwidth, so
+  there is no recall to give up (not yet measured on a GPU: no device was lent to this project so far).
 * An IVF layout given (the bundle was written with one) and ``n_items >= ann_min_items`` (default
   :data:`ANN_MIN_ITEMS`): the approximate :class:`~edgerec_sdk.index.IvfIndex`, which scores its candidates
   exactly. Below that size the exact kernels are fast enough and return the true top-K. ``backend="ivf"``
@@ -39,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._blas import check_blas_threads
-from ._caps import HAS_CUDA
+from ._caps import providers_for
 from ._common import VectorIndex, check_values
 from .ivf import IvfIndex, IvfLayout
 from .numpy_exact import NumpyExactIndex
@@ -64,6 +66,7 @@ def make_index(
     ivf: IvfLayout | None = None,
     ann_min_items: int = ANN_MIN_ITEMS,
     nprobe: int | None = None,
+    device: Literal["cpu", "cuda"] = "cpu",
 ) -> VectorIndex:
     """Build the top-K index for ``values`` with the requested (or measured-fastest) backend.
 
@@ -76,6 +79,8 @@ def make_index(
         ivf: the bundle's IVF layout, if it has one (rows must match ``values``).
         ann_min_items: smallest catalog for which ``auto`` picks IVF.
         nprobe: lists probed by IVF; None keeps the layout's tuned value.
+        device: where ``auto`` and ``onnx`` run; ``cuda`` puts the onnx graph on the GPU (``numpy`` and
+            ``ivf`` always run on the CPU).
 
     Raises:
         ValueError: bad matrix, scales or backend name.
@@ -92,6 +97,10 @@ def make_index(
     check_values(values, scales)
     if ivf is not None and (ivf.n_items, ivf.dim) != values.shape:
         raise ValueError(f"ivf layout is {ivf.n_items} x {ivf.dim}, values are {values.shape}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
+    if device == "cuda" and backend in ("auto", "onnx"):
+        return OnnxTopKIndex(values, scales, providers=providers_for("cuda"), intra_op_threads=intra_op_threads)
     if backend == "ivf" or (backend == "auto" and ivf is not None and values.shape[0] >= ann_min_items):
         if ivf is None:
             raise ValueError("backend 'ivf' needs an IVF layout (write the bundle with one)")
@@ -100,8 +109,8 @@ def make_index(
         return IvfIndex(ivf, nprobe=nprobe, exact_values=exact, check=False)
     if backend == "auto":
         big = values.shape[0] >= AUTO_ONNX_MIN_ROWS
-        backend = "onnx" if big and (HAS_CUDA or values.dtype == np.int8) else "numpy"
+        backend = "onnx" if big and values.dtype == np.int8 else "numpy"
     if backend == "onnx":
-        return OnnxTopKIndex(values, scales, intra_op_threads=intra_op_threads)
+        return OnnxTopKIndex(values, scales, providers=providers_for("cpu"), intra_op_threads=intra_op_threads)
     check_blas_threads()
     return NumpyExactIndex(values, scales, block_rows=block_rows)

@@ -19,12 +19,20 @@ Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
 * The int8 path quantizes the query to uint8 per call (DynamicQuantizeLinear), so it takes
   ``k + max(k, 32)`` candidates that are rescored exactly in numpy (a gather of a few rows) and re-sorted
   by (-score, row); the float graph relies on TopK breaking ties by the lower index (ONNX TopK spec).
-* The CUDA provider gets the float32 graph; the item matrix is an initializer, so it stays on the device.
+* On CUDA the item matrix is a graph *input*, uploaded once into an ``OrtValue`` on the device and bound
+  to every call through I/O binding (only the query goes up, only the ``fetch`` candidates come back).
+  As an initializer it would have to fit the 2 GB protobuf limit (5M x 128 float32 does not) and the
+  serialized copy would sit in host memory. The device copy is float32 (dequantized int8: scores are
+  exact, no rescoring; CUDA lacks DynamicQuantizeLinear). Everything CUDA is created per process id,
+  lazily after a fork, since a CUDA context does not survive ``os.fork``. The same bound graph runs on the
+  CPU provider (``bind_items=True``), which is how the CPU-only test suite covers this code path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +57,9 @@ _FILTER_SLACK = 1.25
 """How many more candidates than the allow mask's density predicts TopK fetches before filtering."""
 
 
-def _build_graph(values: NDArray[Any], scales: NDArray[np.float32] | None, *, int8: bool) -> bytes:
+def _build_graph(
+    values: NDArray[Any], scales: NDArray[np.float32] | None, *, int8: bool, bound: bool = False
+) -> bytes:
     n, d = values.shape
     if int8:
         if scales is None:  # internal invariant: int8 values always come with scales
@@ -62,19 +72,25 @@ def _build_graph(values: NDArray[Any], scales: NDArray[np.float32] | None, *, in
         ]
         inits = [pb.tensor("Wt", np.ascontiguousarray(values.T)), pb.tensor("ws", scales)]
     else:
-        w = values if values.dtype == np.float32 else values.astype(np.float32)
-        if scales is not None:
-            w = w * scales[:, None]
         front = [pb.node("Gemm", ["q", "W"], ["s"], transB=1)]
-        inits = [pb.tensor("W", np.ascontiguousarray(w, dtype=np.float32))]
+        inits = [] if bound else [pb.tensor("W", _float32_items(values, scales))]
     nodes = [*front, pb.node("TopK", ["s", "k"], ["vals", "idx"])]
     inputs = [pb.value_info("q", pb.FLOAT, ["b", d]), pb.value_info("k", pb.INT64, [1])]
+    if bound:
+        inputs.append(pb.value_info("W", pb.FLOAT, [n, d]))
     outputs = [
         pb.value_info("vals", pb.FLOAT, ["b", "k_out"]),
         pb.value_info("idx", pb.INT64, ["b", "k_out"]),
         pb.value_info("s", pb.FLOAT, ["b", n]),
     ]
     return pb.model(nodes, inputs, outputs, inits, opsets={"": 17})
+
+
+def _float32_items(values: NDArray[Any], scales: NDArray[np.float32] | None) -> NDArray[np.float32]:
+    w = values.astype(np.float32)
+    if scales is not None:
+        w *= scales[:, None]
+    return np.ascontiguousarray(w)
 
 
 class OnnxTopKIndex:
@@ -84,8 +100,10 @@ class OnnxTopKIndex:
         values: ``(n, d)`` int8 (with ``scales``), float16 or float32 item matrix. The session keeps its own
             copy (memmaps are not shared with onnxruntime).
         scales: per-row float32 scales, required for int8 values and refused otherwise.
-        providers: onnxruntime providers; default CUDA when :data:`HAS_CUDA`, else CPU.
+        providers: onnxruntime providers; default CUDA when :func:`~edgerec_sdk.index.cuda_usable`, else CPU.
         intra_op_threads: onnxruntime intra-op threads (spinning is always off).
+        bind_items: keep the item matrix in an ``OrtValue`` bound to each call instead of an initializer;
+            default on for CUDA (the matrix stays resident on the device), off for the CPU.
 
     Raises:
         ModelLoadError: onnxruntime refused the graph.
@@ -106,10 +124,9 @@ class OnnxTopKIndex:
         *,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
+        bind_items: bool | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        from ._caps import HAS_CUDA
+        from ._caps import cuda_usable
 
         sc = check_values(values, scales)
         if (
@@ -119,28 +136,80 @@ class OnnxTopKIndex:
         ):
             raise ValueError(f"intra_op_threads must be a positive int, got {intra_op_threads!r}")
         self.n_items, self.dim = int(values.shape[0]), int(values.shape[1])
-        asked = list(providers) if providers is not None else ([_CUDA, _CPU] if HAS_CUDA else [_CPU])
-        int8 = values.dtype == np.int8 and asked[0] != _CUDA
+        asked = list(providers) if providers is not None else ([_CUDA, _CPU] if cuda_usable() else [_CPU])
+        on_cuda = asked[0] == _CUDA
+        self.bound = on_cuda if bind_items is None else bool(bind_items)
+        int8 = values.dtype == np.int8 and not on_cuda and not self.bound
         self.quantized_query = int8
         self._values, self._scales = values, sc
         self._fallback: NumpyExactIndex | None = None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = intra_op_threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            blob = _build_graph(values, sc, int8=int8)
-            self._session = ort.InferenceSession(blob, so, providers=asked)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelLoadError(f"onnxruntime refused the top-K graph: {exc}") from exc
-        del blob
+        self._asked, self._threads = asked, intra_op_threads
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._items: Any = None  # the bound path's OrtValue holding the item matrix
+        self._host_items: NDArray[np.float32] | None = None  # what a CPU OrtValue points into
+        self._session = self._open(int8)
         got = self._session.get_providers()
         if asked[0] not in got:
             logger.warning("top-K index asked for %s, onnxruntime gave %s", asked[0], got)
         self.providers: tuple[str, ...] = tuple(got)
+        self.device = "cuda" if got[0] == _CUDA else "cpu"
         self.scores_path = False
         """Rank every call from all scores in numpy (tests; the default uses it only for sparse masks)."""
         logger.debug("onnx index: %d x %d %s on %s", self.n_items, self.dim, values.dtype, got[0])
+
+    def _open(self, int8: bool) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self._threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            blob = _build_graph(self._values, self._scales, int8=int8, bound=self.bound)
+            session = ort.InferenceSession(blob, so, providers=self._asked)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadError(f"onnxruntime refused the top-K graph: {exc}") from exc
+        self._pid = os.getpid()
+        if self.bound:
+            self._items = None  # uploaded on first use, in the process that uses it
+        return session
+
+    def _bound_state(self) -> tuple[Any, Any]:
+        """This process's session and device-resident item matrix (rebuilt after a fork)."""
+        session, items = self._session, self._items
+        if items is not None and self._pid == os.getpid():
+            return session, items
+        with self._lock:
+            if self._pid != os.getpid():
+                self._session = self._open(False)
+            if self._items is None:
+                import onnxruntime as ort
+
+                host = _float32_items(self._values, self._scales)
+                device = "cuda" if self._session.get_providers()[0] == _CUDA else "cpu"
+                try:
+                    self._items = ort.OrtValue.ortvalue_from_numpy(host, device, 0)
+                except Exception as exc:  # e.g. out of device memory
+                    raise ModelLoadError(f"could not place the item matrix on {device}: {exc}") from exc
+                # A CPU OrtValue points into ``host``; a device one holds its own copy.
+                self._host_items = host if device == "cpu" else None
+            return self._session, self._items
+
+    def _run(self, names: list[str], q: NDArray[np.float32], k: int) -> list[NDArray[Any]]:
+        """Run the graph for ``names``; the bound path goes through I/O binding."""
+        kk = np.array([k], np.int64)
+        if not self.bound:
+            return list(self._session.run(names, {"q": q, "k": kk}))
+        session, items = self._bound_state()
+        io = session.io_binding()
+        io.bind_ortvalue_input("W", items)
+        io.bind_cpu_input("q", np.ascontiguousarray(q, dtype=np.float32))
+        io.bind_cpu_input("k", kk)
+        for name in names:
+            io.bind_output(name, "cpu")  # only these come back to the host
+        session.run_with_iobinding(io)
+        return list(io.copy_outputs_to_cpu())
 
     def search(
         self,
@@ -181,7 +250,7 @@ class OnnxTopKIndex:
         if complete:  # a sparse mask: ranking all scores in numpy beats a huge TopK
             vals, idx = self._from_scores(ql, need, live, call)
         else:
-            vals, idx = self._session.run(["vals", "idx"], {"q": ql, "k": np.array([fetch], np.int64)})
+            vals, idx = self._run(["vals", "idx"], ql, fetch)
         bad = np.isnan(vals) | (vals == np.inf)
         for j, i in enumerate(live.tolist()):
             if bad[j].any():  # float overflow: redo this query exactly in numpy
@@ -211,7 +280,7 @@ class OnnxTopKIndex:
         self, ql: NDArray[np.float32], need: int, live: NDArray[np.intp], call: SearchCall
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """All scores from the graph, masks written in as ``-inf``, then the exact selection of ``_select``."""
-        (scores,) = self._session.run(["s"], {"q": ql, "k": np.array([1], np.int64)})
+        (scores,) = self._run(["s"], ql, 1)
         if not scores.flags.writeable:
             scores = scores.copy()
         if call.allow is not None:

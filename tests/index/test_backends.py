@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerec_sdk.index import HAS_CUDA, NumpyExactIndex, OnnxTopKIndex, VectorIndex
+from edgerec_sdk.index import NumpyExactIndex, OnnxTopKIndex, VectorIndex, cuda_usable
 
 from .contract import IndexContract, quantize
 
@@ -69,15 +69,36 @@ class TestOnnxFloat16(_Onnx):
     exact = False
 
 
+class _OnnxBound(_Onnx):
+    """The I/O-binding path CUDA uses (item matrix in a bound OrtValue), run on the CPU provider."""
+
+    def make_index_from_stored(self, values: np.ndarray, scales: np.ndarray | None) -> VectorIndex:
+        idx = OnnxTopKIndex(values, scales, providers=list(self.providers), bind_items=True)
+        assert idx.bound and not idx.quantized_query
+        return idx
+
+
+class TestOnnxBoundFloat32(_OnnxBound):
+    dtype = "float32"
+
+
+class TestOnnxBoundInt8(_OnnxBound):
+    dtype = "int8"
+    exact = False
+
+
+_NO_GPU = "no usable CUDA GPU (needs onnxruntime-gpu and an NVIDIA GPU)"
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="onnxruntime has no CUDA provider")
+@pytest.mark.skipif(not cuda_usable(), reason=_NO_GPU)
 class TestOnnxCuda(_Onnx):
     dtype = "float32"
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="onnxruntime has no CUDA provider")
+@pytest.mark.skipif(not cuda_usable(), reason=_NO_GPU)
 class TestOnnxCudaInt8(_Onnx):
     dtype = "int8"
     exact = False
