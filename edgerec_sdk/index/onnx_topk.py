@@ -2,14 +2,21 @@
 
 Graph (built at construction with a hand-written protobuf encoder, so ``onnx`` is not needed)::
 
-    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n]) ─Cast─Mul(scales [n]) ─┐ s ─TopK(k)─> vals, idx
-    float:  q ─Gemm(transB=1, W float32 [n,d])──────────────────────────────────────────────┘
+    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n']) ─Cast─Mul(scales [n']) ─> s
+            s ─Reshape [b, n'/256, 256]─ReduceMax─TopK(kb)─> blocks ─GatherND─TopK(k)─> vals, local
+    float:  q ─Gemm(transB=1, W float32 [n,d]) ─> s ─TopK(k)─> vals, idx
 
 Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
 
 * ``MatMulInteger`` with a prepacked ``[d, n]`` weight scans 1M x 64 int8 at least as fast as ``QGemm`` with
-  ``transB=1``. The per-query quantization scale is left out: it is one positive factor per query and does
-  not change the ranking.
+  ``transB=1``, and faster than the fused ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat`` contrib ops
+  (16 ms against 12.6 ms at 1M x 64). The per-query quantization scale is left out: it is one positive
+  factor per query and does not change the ranking.
+* Two-stage TopK for int8: a flat TopK over 1M scores took 2.7 ms of a 12.5 ms call; the block maxima
+  (0.5 ms), a TopK over them and over the ``kb`` best blocks' rows take 0.65 ms, the same answer (see
+  :func:`_select` for why it is exact). ``n'`` is ``n`` padded to whole blocks with zero rows, whose
+  score is exactly 0: one more block and the padding count of extra candidates keep them from
+  displacing real rows, and they are dropped after the graph.
 * No mask inside the graph: onnxruntime ran every node of a masked branch (``Add``/``Where`` + a second
   TopK) even when only the unmasked outputs were requested, adding 3-5 ms to every 1M-row call. Instead
   TopK fetches extra candidates and numpy drops the excluded and disallowed ones: the excluded count (a
@@ -40,8 +47,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ModelLoadError
-from . import _onnx_proto as pb
 from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
+from ._topk_graph import BLOCK as _BLOCK
+from ._topk_graph import build_graph as _build_graph
+from ._topk_graph import float32_items as _float32_items
 from .numpy_exact import NumpyExactIndex
 
 __all__ = ["OnnxTopKIndex"]
@@ -52,45 +61,8 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _RESCORE_MARGIN = 32
 """Extra candidates the int8 graph returns per query for exact rescoring (at least ``k`` more)."""
-_BLOCK = 256
 _FILTER_SLACK = 1.25
 """How many more candidates than the allow mask's density predicts TopK fetches before filtering."""
-
-
-def _build_graph(
-    values: NDArray[Any], scales: NDArray[np.float32] | None, *, int8: bool, bound: bool = False
-) -> bytes:
-    n, d = values.shape
-    if int8:
-        if scales is None:  # internal invariant: int8 values always come with scales
-            raise RuntimeError("internal invariant broken: scales is None")
-        front = [
-            pb.node("DynamicQuantizeLinear", ["q"], ["qa", "qs", "qz"]),
-            pb.node("MatMulInteger", ["qa", "Wt", "qz"], ["si"]),
-            pb.node("Cast", ["si"], ["sf"], to=pb.FLOAT),
-            pb.node("Mul", ["sf", "ws"], ["s"]),
-        ]
-        inits = [pb.tensor("Wt", np.ascontiguousarray(values.T)), pb.tensor("ws", scales)]
-    else:
-        front = [pb.node("Gemm", ["q", "W"], ["s"], transB=1)]
-        inits = [] if bound else [pb.tensor("W", _float32_items(values, scales))]
-    nodes = [*front, pb.node("TopK", ["s", "k"], ["vals", "idx"])]
-    inputs = [pb.value_info("q", pb.FLOAT, ["b", d]), pb.value_info("k", pb.INT64, [1])]
-    if bound:
-        inputs.append(pb.value_info("W", pb.FLOAT, [n, d]))
-    outputs = [
-        pb.value_info("vals", pb.FLOAT, ["b", "k_out"]),
-        pb.value_info("idx", pb.INT64, ["b", "k_out"]),
-        pb.value_info("s", pb.FLOAT, ["b", n]),
-    ]
-    return pb.model(nodes, inputs, outputs, inits, opsets={"": 17})
-
-
-def _float32_items(values: NDArray[Any], scales: NDArray[np.float32] | None) -> NDArray[np.float32]:
-    w = values.astype(np.float32)
-    if scales is not None:
-        w *= scales[:, None]
-    return np.ascontiguousarray(w)
 
 
 class OnnxTopKIndex:
@@ -196,11 +168,35 @@ class OnnxTopKIndex:
                 self._host_items = host if device == "cpu" else None
             return self._session, self._items
 
+    def _topk(self, q: NDArray[np.float32], fetch: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """The graph's top ``fetch`` (values descending); the int8 graph's block rows mapped back to rows."""
+        if not self.quantized_query:
+            vals, idx = self._run(["vals", "idx"], q, fetch)
+            return vals, idx
+        n_blocks = -(-self.n_items // _BLOCK)
+        pad = n_blocks * _BLOCK - self.n_items
+        # The padding block may outrank every block holding a top row (its zeros): one block more, and
+        # room for all of its padding rows among the candidates.
+        kb = min(n_blocks, fetch + 1)
+        kk = min(fetch + pad, kb * _BLOCK)
+        vals, local, blocks = self._session.run(
+            ["vals", "local", "blocks"],
+            {"q": q, "k": np.array([kk], np.int64), "kb": np.array([kb], np.int64)},
+        )
+        idx = np.take_along_axis(blocks, local // _BLOCK, axis=1) * _BLOCK + local % _BLOCK
+        if pad:  # padding rows become (-inf, row 0), which the caller drops like any -inf row
+            real = idx < self.n_items
+            vals, idx = np.where(real, vals, np.float32(-np.inf)), np.where(real, idx, 0)
+        return vals, idx
+
     def _run(self, names: list[str], q: NDArray[np.float32], k: int) -> list[NDArray[Any]]:
         """Run the graph for ``names``; the bound path goes through I/O binding."""
         kk = np.array([k], np.int64)
         if not self.bound:
-            return list(self._session.run(names, {"q": q, "k": kk}))
+            feeds = {"q": q, "k": kk}
+            if self.quantized_query:
+                feeds["kb"] = np.array([1], np.int64)
+            return list(self._session.run(names, feeds))
         session, items = self._bound_state()
         io = session.io_binding()
         io.bind_ortvalue_input("W", items)
@@ -250,7 +246,7 @@ class OnnxTopKIndex:
         if complete:  # a sparse mask: ranking all scores in numpy beats a huge TopK
             vals, idx = self._from_scores(ql, need, live, call)
         else:
-            vals, idx = self._run(["vals", "idx"], ql, fetch)
+            vals, idx = self._topk(ql, fetch)
         bad = np.isnan(vals) | (vals == np.inf)
         for j, i in enumerate(live.tolist()):
             if bad[j].any():  # float overflow: redo this query exactly in numpy
@@ -262,7 +258,7 @@ class OnnxTopKIndex:
             if excl is not None and excl[i].size:
                 ok &= ~np.isin(idx[j], excl[i])
             rows, scores = idx[j][ok], vals[j][ok]
-            if not complete and rows.size < need and vals.shape[1] < n and not ok.all():
+            if not complete and rows.size < need and fetch < n and not ok.all():
                 # Filtered below what is needed while unseen rows remain: rank this query on all scores.
                 v1, i1 = self._from_scores(q[i : i + 1], need, np.array([i]), call)
                 keep = v1[0] > -np.inf
@@ -281,6 +277,7 @@ class OnnxTopKIndex:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """All scores from the graph, masks written in as ``-inf``, then the exact selection of ``_select``."""
         (scores,) = self._run(["s"], ql, 1)
+        scores = scores[:, : self.n_items]  # the int8 graph's padding rows
         if not scores.flags.writeable:
             scores = scores.copy()
         if call.allow is not None:

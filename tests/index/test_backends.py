@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerec_sdk.index import NumpyExactIndex, OnnxTopKIndex, VectorIndex, cuda_usable
+from edgerec_sdk.index import NumpyExactIndex, OnnxTopKIndex, VectorIndex, brute_force_topk, cuda_usable
 
 from .contract import IndexContract, quantize
 
@@ -154,3 +154,23 @@ def test_sparse_and_unlucky_masks_still_fill_k() -> None:
         ref = NumpyExactIndex(v, s).search(q, 10, allow=allow, exclude=[order[-5:], np.array([], np.int64)])
         assert res.counts.tolist() == [10, 10]
         np.testing.assert_array_equal(res.rows, ref.rows)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 300, 1000])
+def test_int8_block_graph_never_returns_padding_rows_even_when_every_score_is_negative(n: int) -> None:
+    """The int8 graph pads the catalog to whole blocks with zero-score rows; they must not displace real rows."""
+    rng = np.random.default_rng(n)
+    q = rng.standard_normal((2, 16)).astype(np.float32)
+    base = -np.abs(rng.standard_normal((n, 16))).astype(np.float32)
+    v = base * np.sign(q[0])[None, :]  # every row scores negative for the first query
+    v8, s8 = quantize(v, "int8")
+    idx = OnnxTopKIndex(v8, s8)
+    assert idx.quantized_query
+    ref = brute_force_topk(v8, s8, q, 10)
+    got = idx.search(q, 10)
+    assert (got.scores[0][: got.counts[0]] < 0).all()
+    assert got.rows.tolist() == ref.rows.tolist()
+    assert (got.counts == min(10, n)).all()
+    excl = [np.arange(0, n, 2), np.array([], np.int64)]
+    ref = brute_force_topk(v8, s8, q, 10, exclude=excl)
+    assert idx.search(q, 10, exclude=excl).rows.tolist() == ref.rows.tolist()
