@@ -8,6 +8,7 @@ Usage::
 
     python benchmarks/bench_kernels.py --sizes 100000 1000000 5000000 --dims 64 128 --ann-sizes > grid.jsonl
     python benchmarks/kernel_table.py grid.jsonl
+    python benchmarks/kernel_table.py --compact peers.jsonl sdk.jsonl   # merged; a later run's rows win
 """
 
 from __future__ import annotations
@@ -47,12 +48,27 @@ def render(lines: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def render_compact(lines: list[dict[str, Any]], k: int = 10) -> str:
+    """One table: a row per (d, n, batch), a column per backend: median ms per call at ``k``."""
+    exact = [x for x in lines if x.get("bench") == "kernel" and x.get("kind") == "exact" and x["k"] == k]
+    cell = {(x["backend"], x["d"], x["n"], x["batch"]): x["median_ms"] for x in exact}
+    backends = sorted({x["backend"] for x in exact})
+    out = ["| d | n | batch | " + " | ".join(backends) + " |", "|---|---|---|" + "---|" * len(backends)]
+    for d, n, b in sorted({(x["d"], x["n"], x["batch"]) for x in exact}):
+        vals = [cell.get((name, d, n, b)) for name in backends]
+        best = min(v for v in vals if v is not None)
+        shown = ["" if v is None else (f"**{v:,.1f}**" if v == best else f"{v:,.1f}") for v in vals]
+        out.append(f"| {d} | {_size(n)} | {b} | " + " | ".join(shown) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("jsonl", type=Path)
+    ap.add_argument("jsonl", type=Path, nargs="+", help="one or more runs (with --compact a later run's row replaces an earlier one)")
+    ap.add_argument("--compact", action="store_true", help="one (d, n, batch) x backend table of medians")
     args = ap.parse_args(argv)
-    lines = [json.loads(s) for s in args.jsonl.read_text().splitlines() if s.startswith("{")]
-    print(render(lines))
+    lines = [json.loads(s) for f in args.jsonl for s in f.read_text().splitlines() if s.startswith("{")]
+    print(render_compact(lines) if args.compact else render(lines))
     return 0
 
 

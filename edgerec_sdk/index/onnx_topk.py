@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from ..errors import ModelLoadError
 from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
 from ._topk_graph import BLOCK as _BLOCK
+from ._topk_graph import blocked
 from ._topk_graph import build_graph as _build_graph
 from ._topk_graph import float32_items as _float32_items
 from .numpy_exact import NumpyExactIndex
@@ -113,6 +114,7 @@ class OnnxTopKIndex:
         self.bound = on_cuda if bind_items is None else bool(bind_items)
         int8 = values.dtype == np.int8 and not on_cuda and not self.bound
         self.quantized_query = int8
+        self._blocked = int8 and blocked(self.n_items)
         self._values, self._scales = values, sc
         self._fallback: NumpyExactIndex | None = None
         self._asked, self._threads = asked, intra_op_threads
@@ -170,7 +172,7 @@ class OnnxTopKIndex:
 
     def _topk(self, q: NDArray[np.float32], fetch: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The graph's top ``fetch`` (values descending); the int8 graph's block rows mapped back to rows."""
-        if not self.quantized_query:
+        if not self._blocked:
             vals, idx = self._run(["vals", "idx"], q, fetch)
             return vals, idx
         n_blocks = -(-self.n_items // _BLOCK)
@@ -187,6 +189,9 @@ class OnnxTopKIndex:
         if pad:  # padding rows become (-inf, row 0), which the caller drops like any -inf row
             real = idx < self.n_items
             vals, idx = np.where(real, vals, np.float32(-np.inf)), np.where(real, idx, 0)
+            if vals.shape[0] == 1 and vals.shape[1] > fetch:  # keep the best ``fetch`` real rows only
+                keep = np.flatnonzero(real[0])[:fetch]
+                vals, idx = vals[:, keep], idx[:, keep]
         return vals, idx
 
     def _run(self, names: list[str], q: NDArray[np.float32], k: int) -> list[NDArray[Any]]:
@@ -194,7 +199,7 @@ class OnnxTopKIndex:
         kk = np.array([k], np.int64)
         if not self.bound:
             feeds = {"q": q, "k": kk}
-            if self.quantized_query:
+            if self._blocked:
                 feeds["kb"] = np.array([1], np.int64)
             return list(self._session.run(names, feeds))
         session, items = self._bound_state()

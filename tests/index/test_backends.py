@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerec_sdk.index import NumpyExactIndex, OnnxTopKIndex, VectorIndex, brute_force_topk, cuda_usable
+from edgerec_sdk.index import (
+    NumpyExactIndex,
+    OnnxTopKIndex,
+    VectorIndex,
+    _topk_graph,
+    brute_force_topk,
+    cuda_usable,
+)
 
 from .contract import IndexContract, quantize
 
@@ -67,6 +74,23 @@ class TestOnnxInt8(_Onnx):
 class TestOnnxFloat16(_Onnx):
     dtype = "float16"
     exact = False
+
+
+class TestOnnxInt8Blocked(_Onnx):
+    """The two-stage (block maxima) int8 graph that catalogs from BLOCKED_MIN_ROWS rows get, on small matrices."""
+
+    dtype = "int8"
+    exact = False
+
+    def make_index_from_stored(self, values: np.ndarray, scales: np.ndarray | None) -> VectorIndex:
+        saved = _topk_graph.BLOCKED_MIN_ROWS
+        _topk_graph.BLOCKED_MIN_ROWS = 1
+        try:
+            idx = OnnxTopKIndex(values, scales, providers=list(self.providers))
+        finally:
+            _topk_graph.BLOCKED_MIN_ROWS = saved
+        assert idx._blocked == (values.dtype == np.int8)
+        return idx
 
 
 class _OnnxBound(_Onnx):
@@ -157,15 +181,19 @@ def test_sparse_and_unlucky_masks_still_fill_k() -> None:
 
 
 @pytest.mark.parametrize("n", [1, 255, 256, 257, 300, 1000])
-def test_int8_block_graph_never_returns_padding_rows_even_when_every_score_is_negative(n: int) -> None:
-    """The int8 graph pads the catalog to whole blocks with zero-score rows; they must not displace real rows."""
+def test_int8_block_graph_never_returns_padding_rows_even_when_every_score_is_negative(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blocked int8 graph pads the catalog to whole blocks with zero-score rows; they must not displace
+    real rows."""
+    monkeypatch.setattr(_topk_graph, "BLOCKED_MIN_ROWS", 1)
     rng = np.random.default_rng(n)
     q = rng.standard_normal((2, 16)).astype(np.float32)
     base = -np.abs(rng.standard_normal((n, 16))).astype(np.float32)
     v = base * np.sign(q[0])[None, :]  # every row scores negative for the first query
     v8, s8 = quantize(v, "int8")
     idx = OnnxTopKIndex(v8, s8)
-    assert idx.quantized_query
+    assert idx.quantized_query and idx._blocked
     ref = brute_force_topk(v8, s8, q, 10)
     got = idx.search(q, 10)
     assert (got.scores[0][: got.counts[0]] < 0).all()

@@ -33,14 +33,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     workdir: Path = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--protected-mode", "yes", "--loglevel", "notice"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    log: list[str] = []
+    for _attempt in range(5):  # a free port can be taken between probing and redis binding it: retry
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--protected-mode", "yes", "--loglevel", "notice"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        log = _wait_ready(proc, deadline_s=20.0)
+        if not log:
+            break
+        if proc.stdout is not None:
+            proc.stdout.close()
+    else:
+        pytest.fail("redis-server did not start:\n" + "".join(log[-20:]))
     try:
-        _wait_ready(proc, deadline_s=20.0)
         yield RedisServer(proc, port)
     finally:
         proc.terminate()
@@ -53,8 +61,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             proc.stdout.close()
 
 
-def _wait_ready(proc: subprocess.Popen[str], *, deadline_s: float) -> None:
-    """Read the server's log until it says it accepts connections (no polling sleeps)."""
+def _wait_ready(proc: subprocess.Popen[str], *, deadline_s: float) -> list[str]:
+    """Read the server's log until it says it accepts connections (no polling sleeps).
+
+    Returns an empty list when ready, else the log lines of a server that exited or never got ready
+    (it is killed).
+    """
     assert proc.stdout is not None
     end = time.monotonic() + deadline_s
     lines: list[str] = []
@@ -68,6 +80,7 @@ def _wait_ready(proc: subprocess.Popen[str], *, deadline_s: float) -> None:
                 break
             lines.append(line)
             if "Ready to accept connections" in line:
-                return
+                return []
     proc.kill()
-    pytest.fail("redis-server did not start:\n" + "".join(lines[-20:]))
+    proc.wait(timeout=10)
+    return lines or ["(no output)\n"]
