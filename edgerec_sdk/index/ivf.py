@@ -247,32 +247,30 @@ class IvfIndex:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Exact scores and item rows of the best ``want`` eligible rows of ``lists`` (ties kept).
 
-        Why rows are resolved after selection: without an allow mask only the few selected buffer
-        positions need their item row, not every scanned one.
+        The probed slices are concatenated (int8 rows, scales and item rows alike), so buffer position
+        ``i`` maps to item ``rows[i]`` without a search over span offsets.
         """
         starts, ends = self._starts, self._ends
         spans = [(starts[li], ends[li]) for li in lists if ends[li] > starts[li]]
-        m = sum(b - a for a, b in spans)
-        if m == 0:
+        if not spans:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        buf = self._scratch.take(m, self.dim)
-        scale = np.empty(m, np.float32)
-        rows = np.empty(m, np.int64) if allow is not None else None
-        at = 0
         values, scales, order = self._values, self._scales, self._order
-        for a, b in spans:
-            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
-            scale[at : at + b - a] = scales[a:b]
-            if rows is not None:
-                rows[at : at + b - a] = order[a:b]
-            at += b - a
+        if len(spans) == 1:
+            a, b = spans[0]
+            v, scale, rows = values[a:b], scales[a:b], order[a:b]
+        else:
+            v = np.concatenate([values[a:b] for a, b in spans])
+            scale = np.concatenate([scales[a:b] for a, b in spans])
+            rows = np.concatenate([order[a:b] for a, b in spans])
+        buf = self._scratch.take(v.shape[0], self.dim)
+        np.copyto(buf, v, casting="unsafe")
         with np.errstate(all="ignore"):
             s = buf @ q
             s *= scale
             if not np.isfinite(s.sum()):  # an overflow somewhere (rare): such rows are never returned
                 s[~np.isfinite(s)] = _NEG_INF
-        if rows is not None:
-            np.copyto(s, _NEG_INF, where=~allow[rows])  # type: ignore[index]
+        if allow is not None:
+            np.copyto(s, _NEG_INF, where=~allow[rows])
         if excl is not None and excl.size:
             s[self._excluded(excl, spans)] = _NEG_INF
         if s.size > want:
@@ -280,12 +278,7 @@ class IvfIndex:
             sel = np.flatnonzero(s >= t) if t > _NEG_INF else np.flatnonzero(s > _NEG_INF)
         else:
             sel = np.flatnonzero(s > _NEG_INF)
-        if rows is not None:
-            return s[sel], rows[sel]
-        span_at = np.fromiter(_cumulative(spans), np.int64, len(spans))
-        span_start = np.array([a for a, _ in spans], np.int64)
-        j = np.searchsorted(span_at, sel, side="right") - 1
-        return s[sel], np.asarray(order[span_start[j] + sel - span_at[j]], dtype=np.int64)
+        return s[sel], np.asarray(rows[sel], dtype=np.int64)
 
     def _excluded(self, excl: NDArray[np.int64], spans: list[tuple[int, int]]) -> list[int]:
         """Buffer indices of the excluded rows that lie in the scanned ``spans``.
@@ -348,12 +341,3 @@ def _keep_best(
     t = np.partition(s, s.size - want)[s.size - want]
     keep = s >= t
     return s[keep], r[keep]
-
-
-def _cumulative(spans: list[tuple[int, int]]) -> list[int]:
-    """Buffer offset at which each span starts."""
-    out, at = [], 0
-    for a, b in spans:
-        out.append(at)
-        at += b - a
-    return out
