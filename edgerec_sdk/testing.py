@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import os
+import select
+import signal
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -212,12 +214,13 @@ def _columns(rng: np.random.Generator, n: int) -> dict[str, list[Any]]:
     }
 
 
-def fork_probe(checks: Callable[[], Sequence[object]]) -> str:
+def fork_probe(checks: Callable[[], Sequence[object]], *, timeout_s: float = 60.0) -> str:
     """Run ``checks`` in a forked child and return its verdict, one ``"1"``/``"0"`` per check.
 
     The child reports through a pipe and leaves with ``os._exit`` (never running the parent's atexit or test
-    teardown); a child that raises or dies gives a verdict shorter than the checks, so the caller's equality
-    assertion fails.
+    teardown); a child that raises or dies gives a verdict shorter than the checks, and one that has not
+    answered within ``timeout_s`` (a deadlock inherited across the fork) is killed and gives ``"!timeout"``,
+    so the caller's equality assertion fails instead of hanging.
     """
     r, w = os.pipe()
     with warnings.catch_warnings():
@@ -231,7 +234,10 @@ def fork_probe(checks: Callable[[], Sequence[object]]) -> str:
         finally:
             os._exit(code)
     os.close(w)
-    verdict = os.read(r, 1024).decode()
+    ready, _, _ = select.select([r], [], [], timeout_s)
+    verdict = os.read(r, 1024).decode() if ready else "!timeout"
     os.close(r)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    return verdict if status == 0 else verdict + "!exit"
+    return verdict if status == 0 or not ready else verdict + "!exit"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgerec_sdk.bundle import load_bundle
-from edgerec_sdk.testing import make_bundle, make_interest_model, make_tiny_bundle
+from edgerec_sdk.testing import fork_probe, make_bundle, make_interest_model, make_tiny_bundle
 
 
 def _session(model: bytes) -> ort.InferenceSession:
@@ -102,3 +103,9 @@ def test_make_bundle_into_empty_existing_dir_and_tiny(tmp_path: Path) -> None:
     assert load_bundle(make_bundle(tmp_path / "empty", n_items=3, dim=2)).manifest.n_items == 3
     tiny = load_bundle(make_tiny_bundle(tmp_path / "tiny", signing_key=b"k"), signing_key=b"k")
     assert (tiny.manifest.n_items, tiny.manifest.dim) == (20, 8)
+
+
+def test_fork_probe_reports_checks_failures_and_a_hung_child() -> None:
+    assert fork_probe(lambda: [True, 0, "x"]) == "101"
+    assert fork_probe(lambda: [1 / 0]).endswith("!exit")
+    assert fork_probe(lambda: [threading.Event().wait()], timeout_s=0.5) == "!timeout"  # never set: killed

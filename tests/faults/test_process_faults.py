@@ -5,14 +5,12 @@ from __future__ import annotations
 import errno
 import gc
 import os
-import select
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 from edgerec_sdk import ClosedError, Recommender, RecommenderConfig
 from edgerec_sdk.bundle import Bundle, load_bundle
 from edgerec_sdk.sync import client as client_mod
-from edgerec_sdk.testing import FakeClock, FakeHub, Fault
+from edgerec_sdk.testing import FakeClock, FakeHub, Fault, fork_probe
 
 from .conftest import RAW_USERS, SIGNING, TOKEN, USER_KEY, balanced, click, connect, edge, leaked, outbox
 
@@ -206,30 +204,6 @@ def test_d18_wall_clock_jump_moves_no_deadline(hub: FakeHub, tmp_path: Path, clo
 # --- D: fork ----------------------------------------------------------------------------------------------
 
 
-def _fork(child: Any) -> bytes:
-    """Run ``child()`` (returns bytes) in a forked child; return what it wrote, failing after 60 s."""
-    r, w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.write(w, child())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    ready, _, _ = select.select([r], [], [], 60.0)
-    out = os.read(r, 256) if ready else b"timeout"
-    os.close(r)
-    if not ready:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert status == 0 or not ready, f"child status {status}"
-    return out
-
-
 def test_d01_fork_after_connect_child_recommends_ships_and_updates(hub: FakeHub, tmp_path: Path,
                                                                   bundles: dict[str, Path]) -> None:
     with hub.serve() as url:
@@ -239,18 +213,17 @@ def test_d01_fork_after_connect_child_recommends_ships_and_updates(hub: FakeHub,
         assert rec.flush(10.0)
         hub.publish(bundles["v2"])
 
-        def child() -> bytes:
-            checks = [
+        def child() -> list[object]:
+            return [
                 rec.recommend(RAW_USERS[1], k=3).model_version == "v1",
                 rec.feedback(click(RAW_USERS[1], 2)),
                 rec.flush(10.0),
                 edgerec_threads() == ["edgerec-uploader"],
                 rec.poll_once() > 0 and rec.recommend(RAW_USERS[1], k=3).model_version == "v2",
             ]
-            return "".join("1" if c else "0" for c in checks).encode()
 
         threads_before = edgerec_threads()
-        assert _fork(child) == b"11111"
+        assert fork_probe(child) == "11111"
         assert sorted(hub.events) == ["ev-ali-1", "ev-bob-2"] and edgerec_threads() == threads_before
         rec.feedback(click(RAW_USERS[0], 3))
         assert rec.flush(10.0) and len(hub.events) == 3 and balanced(outbox(rec))
@@ -269,11 +242,10 @@ def test_d02_fork_while_updater_holds_its_lock(hub: FakeHub, tmp_path: Path, bun
         updater = rec._sync.updater
         assert updater._lock.acquire(timeout=1.0)  # the parent is "mid-poll" when it forks
         try:
-            def child() -> bytes:
-                ok = rec.poll_once() > 0 and rec.status().model_version == "v2"
-                return b"1" if ok else b"0"
+            def child() -> list[object]:
+                return [rec.poll_once() > 0 and rec.status().model_version == "v2"]
 
-            assert _fork(child) == b"1"
+            assert fork_probe(child) == "1"
         finally:
             updater._lock.release()
         assert (parent_staging / "items.int8.npy").read_bytes() == b"parent's half"  # never adopted
