@@ -17,7 +17,8 @@ BLOCK = 256
 
 BLOCKED_MIN_ROWS = 65_536
 """Catalog size from which the int8 graph selects in two stages. Below it a flat TopK is as fast, and the
-blocked graph's extra nodes and padding candidates cost ~0.1 ms per call (measured at 12k rows)."""
+blocked graph gains nothing (100k rows: 1.38 vs 1.32 ms flat, ``benchmarks/bench_graph_variants.py``) and its
+padding candidates cost the demo bundle 0.3 ms per ``search()`` in its first version."""
 
 
 def blocked(n_items: int) -> bool:

@@ -10,10 +10,10 @@ Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
 
 * ``MatMulInteger`` with a prepacked ``[d, n]`` weight scans 1M x 64 int8 at least as fast as ``QGemm`` with
   ``transB=1``, and faster than the fused ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat`` contrib ops
-  (16 ms against 12.6 ms at 1M x 64). The per-query quantization scale is left out: it is one positive
-  factor per query and does not change the ranking.
-* Two-stage TopK for int8: a flat TopK over 1M scores took 2.7 ms of a 12.5 ms call; the block maxima
-  (0.5 ms), a TopK over them and over the ``kb`` best blocks' rows take 0.65 ms, the same answer (see
+  (15.9-16.0 ms against 12.1 ms at 1M x 64, ``benchmarks/bench_graph_variants.py``). The per-query
+  quantization scale is left out: it is one positive factor per query and does not change the ranking.
+* Two-stage TopK for int8: a flat TopK over 1M scores took 2.64 ms of a 12.1 ms call; the block maxima
+  (0.52 ms), a TopK over them and over the ``kb`` best blocks' rows take 0.65 ms, the same answer (see
   :func:`_select` for why it is exact). ``n'`` is ``n`` padded to whole blocks with zero rows, whose
   score is exactly 0: one more block and the padding count of extra candidates keep them from
   displacing real rows, and they are dropped after the graph.

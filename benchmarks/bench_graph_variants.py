@@ -1,0 +1,182 @@
+"""Alternative int8 top-K graphs, timed against each other in one process (JSON lines).
+
+The evidence behind the shape of ``edgerec_sdk/index/_topk_graph.py`` (docs/benchmarks.md, "Why the exact
+graph looks the way it does"): every variant scores the same int8 matrix for the same queries, calls are
+interleaved (one query per variant in turn) so machine noise hits them alike, and the answers are compared
+with the flat graph's. ``--profile`` adds onnxruntime's per-node times for the flat and blocked graphs.
+
+Variants: ``flat`` (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, TopK), ``blocked`` (the same scores,
+then block maxima and a TopK over the best blocks: the shipped graph from 65,536 rows), ``dqmm``
+(com.microsoft DynamicQuantizeMatMul), ``mmi2f`` (com.microsoft MatMulIntegerToFloat), ``dequant``
+(DequantizeLinear on the int32 scores instead of Cast + Mul, blocked), ``chunked16`` (the matrix split
+into 16 column chunks whose block maxima are concatenated, blocked).
+
+Usage::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_graph_variants.py --n 1000000 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench import emit, machine_state
+
+from edgerec_sdk.bundle import quantize_rows_int8
+from edgerec_sdk.index import _onnx_proto as pb
+
+BLOCK = 256
+_MS = {"com.microsoft": 1}
+
+
+def _quant() -> list[Any]:
+    return [pb.node("DynamicQuantizeLinear", ["q"], ["qa", "qs", "qz"])]
+
+
+def _scores() -> list[Any]:
+    return [*_quant(), pb.node("MatMulInteger", ["qa", "Wt", "qz"], ["si"]),
+            pb.node("Cast", ["si"], ["sf"], to=pb.FLOAT), pb.node("Mul", ["sf", "ws"], ["s"])]
+
+
+def _two_stage(bm: str = "bm") -> list[Any]:
+    """From ``s`` (and block maxima ``bm``): the best ``kb`` blocks, then TopK inside them."""
+    return [pb.node("TopK", [bm, "kb"], ["bv", "blocks"]), pb.node("Unsqueeze", ["blocks", "ax"], ["b3"]),
+            pb.node("Reshape", ["s", "shape3"], ["s3g"]),
+            pb.node("GatherND", ["s3g", "b3"], ["g"], batch_dims=1), pb.node("Reshape", ["g", "shape2"], ["g2"]),
+            pb.node("TopK", ["g2", "k"], ["vals", "local"])]
+
+
+def _block_max(src: str = "s", out: str = "bm") -> list[Any]:
+    return [pb.node("Reshape", [src, "shape3"], [src + "3"]),
+            pb.node("ReduceMax", [src + "3", "ax"], [out], keepdims=0)]
+
+
+Spec = tuple[list[Any], list[Any], dict[str, int], bool]  # nodes, initializers, extra opsets, two-stage
+
+
+def variants(wt: np.ndarray, ws: np.ndarray, chunks: int = 16) -> dict[str, Spec]:
+    npad = wt.shape[1]
+    nb = npad // BLOCK
+    mats = [pb.tensor("Wt", wt), pb.tensor("ws", ws)]
+    shapes = [pb.tensor("shape3", np.array([0, nb, BLOCK], np.int64)),
+              pb.tensor("shape2", np.array([0, -1], np.int64)), pb.tensor("ax", np.array([2], np.int64))]
+    out: dict[str, Spec] = {
+        "flat": ([*_scores(), pb.node("TopK", ["s", "k"], ["vals", "idx"])], mats, {}, False),
+        "blocked": ([*_scores(), *_block_max(), *_two_stage()], mats + shapes, {}, True),
+        "dqmm": ([pb.node("DynamicQuantizeMatMul", ["q", "Wt", "ws"], ["s"], domain="com.microsoft"),
+                  pb.node("TopK", ["s", "k"], ["vals", "idx"])], mats, _MS, False),
+        "mmi2f": ([*_quant(), pb.node("MatMulIntegerToFloat", ["qa", "Wt", "qs", "ws", "qz"], ["s"],
+                                      domain="com.microsoft"),
+                   pb.node("TopK", ["s", "k"], ["vals", "idx"])], mats, _MS, False),
+        "dequant": ([*_quant(), pb.node("MatMulInteger", ["qa", "Wt", "qz"], ["si"]),
+                     pb.node("DequantizeLinear", ["si", "ws"], ["s"], axis=1), *_block_max(), *_two_stage()],
+                    mats + shapes, {}, True),
+    }
+    if npad % (BLOCK * chunks) == 0:
+        nc = npad // chunks
+        nodes, inits = _quant(), [*shapes, pb.tensor("shape3c", np.array([0, nc // BLOCK, BLOCK], np.int64))]
+        for c in range(chunks):
+            part = slice(c * nc, (c + 1) * nc)
+            inits += [pb.tensor(f"c{c}_Wt", np.ascontiguousarray(wt[:, part])), pb.tensor(f"c{c}_ws", ws[part])]
+            nodes += [pb.node("MatMulInteger", ["qa", f"c{c}_Wt", "qz"], [f"c{c}_si"]),
+                      pb.node("Cast", [f"c{c}_si"], [f"c{c}_sf"], to=pb.FLOAT),
+                      pb.node("Mul", [f"c{c}_sf", f"c{c}_ws"], [f"c{c}_s"]),
+                      pb.node("Reshape", [f"c{c}_s", "shape3c"], [f"c{c}_s3"]),
+                      pb.node("ReduceMax", [f"c{c}_s3", "ax"], [f"c{c}_bm"], keepdims=0)]
+        nodes += [pb.node("Concat", [f"c{c}_bm" for c in range(chunks)], ["bm"], axis=1),
+                  pb.node("Concat", [f"c{c}_s" for c in range(chunks)], ["s"], axis=1), *_two_stage()]
+        out[f"chunked{chunks}"] = (nodes, inits, {}, True)
+    return out
+
+
+def session(spec: Spec, d: int, *, profile: bool) -> tuple[Any, bool]:
+    nodes, inits, opsets, two_stage = spec
+    outs = [pb.value_info("vals", pb.FLOAT, ["b", "ko"]),
+            pb.value_info("local" if two_stage else "idx", pb.INT64, ["b", "ko"])]
+    if two_stage:
+        outs.append(pb.value_info("blocks", pb.INT64, ["b", "kbo"]))
+    ins = [pb.value_info("q", pb.FLOAT, ["b", d]), pb.value_info("k", pb.INT64, [1])]
+    if two_stage:
+        ins.append(pb.value_info("kb", pb.INT64, [1]))
+    blob = pb.model(nodes, ins, outs, inits, opsets={"": 18, **opsets})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), "edgerec-graph-profile")
+    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"]), two_stage
+
+
+def rows_of(sess: Any, two_stage: bool, q: np.ndarray, k: int, kb: int) -> np.ndarray:
+    feeds = {"q": q, "k": np.array([k], np.int64)}
+    if not two_stage:
+        return np.asarray(sess.run(["idx"], feeds)[0])
+    feeds["kb"] = np.array([kb], np.int64)
+    _, local, blocks = sess.run(["vals", "local", "blocks"], feeds)
+    return np.asarray(np.take_along_axis(blocks, local // BLOCK, axis=1) * BLOCK + local % BLOCK)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--k", type=int, default=42, help="candidates fetched (10 + the rescoring margin of 32)")
+    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--profile", action="store_true", help="per-node times of the flat and blocked graphs")
+    args = p.parse_args(argv)
+    emit(bench="machine", **machine_state())
+    rng = np.random.default_rng(0)
+    v8, s8 = quantize_rows_int8(rng.standard_normal((args.n, args.d), dtype=np.float32))
+    npad = -(-args.n // (BLOCK * 16)) * BLOCK * 16  # whole blocks, and whole chunks for the chunked variant
+    wt = np.zeros((args.d, npad), np.int8)
+    wt[:, : args.n] = v8.T
+    ws = np.zeros(npad, np.float32)
+    ws[: args.n] = s8
+    qs = rng.standard_normal((64, args.d), dtype=np.float32)
+    kb = args.k + 1
+    sessions = {name: session(spec, args.d, profile=False) for name, spec in variants(wt, ws).items()}
+    ref = rows_of(*sessions["flat"], qs[:8], args.k, kb)
+    times: dict[str, list[float]] = defaultdict(list)
+    for r in range(args.rounds):
+        q = qs[r % 64 : r % 64 + 1]
+        for name, (sess, two) in sessions.items():
+            t0 = time.perf_counter()
+            rows_of(sess, two, q, args.k, kb)
+            times[name].append(time.perf_counter() - t0)
+    for name, (sess, two) in sessions.items():
+        got = rows_of(sess, two, qs[:8], args.k, kb)
+        same = float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ref, got, strict=True)]))
+        t = np.asarray(times[name]) * 1e3
+        emit(bench="graph_variant", variant=name, n=args.n, d=args.d, k=args.k, median_ms=round(float(np.median(t)), 3),
+             best_ms=round(float(t.min()), 3), top10_overlap_with_flat=same)
+    if args.profile:
+        specs = variants(wt, ws)
+        for name in ("flat", "blocked"):
+            sess, two = session(specs[name], args.d, profile=True)
+            for r in range(40):
+                rows_of(sess, two, qs[r % 64 : r % 64 + 1], args.k, kb)
+            path = sess.end_profiling()
+            per_node: dict[str, list[float]] = defaultdict(list)
+            with open(path) as fh:
+                for ev in json.load(fh):
+                    if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                        per_node[ev["name"].removesuffix("_kernel_time")].append(ev["dur"])
+            os.unlink(path)
+            emit(bench="graph_profile", variant=name, n=args.n, d=args.d,
+                 median_us={node: float(np.median(v[5:])) for node, v in per_node.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Where one IVF query's time goes, and how the list count trades recall for time (JSON lines).
+
+On the clustered 1M x 64 vectors of ``bench_kernels.py`` (same seed), single-threaded: the median time of each
+step of a single top-10 query at nprobe 3 (centroid scores, list ranking, gather + int8-to-float32 copy,
+gemv, scales, finiteness check, selection) next to a whole ``IvfIndex.search``; then, for each ``--nlists``,
+the build time and recall@10 / median per nprobe (the breakdown uses the first ``--nlists`` value).
+
+Usage::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_ivf_breakdown.py --nlists 2000 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench import clustered, emit, machine_state, one_thread, recall
+
+from edgerec_sdk.bundle import quantize_rows_int8
+from edgerec_sdk.index import IvfIndex, NumpyExactIndex, build_ivf
+from edgerec_sdk.index.ivf import _rank_lists
+
+
+def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
+    values, scales, starts, ends = ivf._values, ivf._scales, ivf._starts, ivf._ends
+    buf = np.empty((16_384, ivf.dim), np.float32)
+    steps: dict[str, list[float]] = {k: [] for k in
+                                     ("centroids", "rank", "copy", "gemv", "scale", "finite", "select", "steps")}
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for q in qs:
+            t0 = clock()
+            cs = ivf._centroids @ q
+            t1 = clock()
+            spans = [(starts[li], ends[li]) for li in _rank_lists(cs, 3)]
+            t2 = clock()
+            v = np.concatenate([values[a:b] for a, b in spans])
+            m = v.shape[0]
+            np.copyto(buf[:m], v, casting="unsafe")
+            t3 = clock()
+            s = buf[:m] @ q
+            t4 = clock()
+            s *= np.concatenate([scales[a:b] for a, b in spans])
+            t5 = clock()
+            np.isfinite(s.sum())
+            t6 = clock()
+            t = np.partition(s, m - 10)[m - 10]
+            np.flatnonzero(s >= t)
+            t7 = clock()
+            for name, (a, b) in zip(steps, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7),
+                                            (t0, t7)), strict=True):
+                steps[name].append(b - a)
+    whole = []
+    ivf.nprobe = 3
+    for _ in range(rounds):
+        for q in qs:
+            t0 = clock()
+            ivf.search(q[None, :], 10)
+            whole.append(clock() - t0)
+    emit(bench="ivf_breakdown", nprobe=3, **{f"{k}_us": round(float(np.median(v)) * 1e6, 1) for k, v in steps.items()},
+         search_us=round(float(np.median(whole)) * 1e6, 1))
+
+
+def sweep(v8: np.ndarray, s8: np.ndarray, qs: np.ndarray, truth: np.ndarray, nlist: int, rounds: int) -> IvfIndex:
+    t0 = time.perf_counter()
+    layout = build_ivf(v8, s8, nlist=nlist)
+    emit(bench="ivf_build", nlist=nlist, tuned_nprobe=layout.nprobe, build_s=round(time.perf_counter() - t0, 1))
+    ivf = IvfIndex(layout)
+    for nprobe in sorted({max(1, layout.nprobe - 1), layout.nprobe, layout.nprobe + 1}):
+        ivf.nprobe = nprobe
+        with one_thread():
+            rows = np.stack([ivf.search(q[None, :], 10).rows[0] for q in qs])
+            ts = []
+            for _ in range(rounds):
+                for q in qs:
+                    t1 = time.perf_counter()
+                    ivf.search(q[None, :], 10)
+                    ts.append(time.perf_counter() - t1)
+        emit(bench="ivf_sweep", nlist=nlist, nprobe=nprobe, recall_at_10=round(recall(rows, truth), 4),
+             median_us=round(float(np.median(ts)) * 1e6, 1))
+    return ivf
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nlists", type=int, nargs="+", default=[2000])
+    p.add_argument("--rounds", type=int, default=4)
+    args = p.parse_args(argv)
+    emit(bench="machine", **machine_state())
+    n, d = 1_000_000, 64
+    vf, qs = clustered(n, d, queries=200, seed=7 * n + d)  # the vectors of bench_kernels.py's ANN part
+    v8, s8 = quantize_rows_int8(vf)
+    truth = NumpyExactIndex(v8, s8).search(qs, 10).rows
+    for i, nlist in enumerate(args.nlists):
+        ivf = sweep(v8, s8, qs, truth, nlist, args.rounds)
+        if i == 0:  # the step breakdown, on the first list count
+            with one_thread():
+                breakdown(ivf, qs, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
