@@ -16,6 +16,12 @@ Search, per query:
    still gets ``k`` rows: when fewer than ``k`` eligible candidates were found, the next-best lists are
    probed too (doubling) until ``k`` are found or every list was scanned.
 
+Most requests take a one-round path (``_fast``) with about half the numpy calls, since at 1M rows those
+calls, not the arithmetic, are most of a query; any request whose answer could differ from the rounds above
+(a score tie at the ``k`` boundary, too few eligible rows, a non-finite score) is handed to them.
+Items are listed under the centroid with the largest *inner product* (``build_ivf``), the same ranking
+the probe uses.
+
 The result is approximate only in *which* rows are considered: returned scores, order and tie-breaking
 follow the :class:`~edgerec_sdk.index.VectorIndex` contract. Recall against the exact kernel is measured by
 ``benchmarks/bench_kernels.py`` and tuned at build time (``nprobe`` in the manifest's ``index`` section).
@@ -206,10 +212,66 @@ class IvfIndex:
             else:
                 cscores = call.q[call.live] @ self._centroids.T
         for j, i in enumerate(call.live.tolist()):
-            self._one(call, i, cscores[j])
+            if not self._fast(call, i, cscores[j]):
+                self._one(call, i, cscores[j])
         return call.result()
 
     # ------------------------------------------------------------------------------------------------
+
+    def _fast(self, call: SearchCall, i: int, cscore: NDArray[np.float32]) -> bool:
+        """Answer query ``i`` in one round over the ``nprobe`` best lists, or return False untouched.
+
+        The common web request (default ``nprobe``, a few exclusions, a permissive or no mask) needs no
+        ranked list order, no tie bookkeeping and no second round, and at 1M rows its fixed numpy overhead
+        is most of the query (``benchmarks/bench_ivf_breakdown.py``): so this path makes about half as many
+        numpy calls as :meth:`_one`. It gives up (False) whenever its answer could differ from
+        :meth:`_one`'s contract answer: a score tie across the ``want`` boundary, fewer than ``want``
+        eligible rows among the probed lists, or a non-finite score among the best.
+        """
+        nlist, nprobe = self.nlist, self.nprobe
+        want = call.width + (_RESCORE_MARGIN if self._exact is not None else 0)
+        if nprobe >= nlist:
+            return False
+        starts, ends = self._starts, self._ends
+        probed = np.argpartition(cscore, nlist - nprobe)[nlist - nprobe :].tolist()  # unordered: one round
+        spans = [(starts[li], ends[li]) for li in probed]
+        total = sum(b - a for a, b in spans)
+        if total <= want:
+            return False
+        values, scales, order = self._values, self._scales, self._order
+        buf = self._scratch.take(total, self.dim)
+        at = 0
+        for a, b in spans:
+            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
+            at += b - a
+        q = call.q[i]
+        rows = np.concatenate([order[a:b] for a, b in spans])
+        with np.errstate(all="ignore"):
+            s = buf @ q
+            s *= np.concatenate([scales[a:b] for a, b in spans])
+        if call.allow is not None:
+            np.copyto(s, _NEG_INF, where=~call.allow[rows])
+        excl = None if call.exclude is None else call.exclude[i]
+        if excl is not None and excl.size:
+            s[self._excluded(excl, spans)] = _NEG_INF
+        # Strictly above the (want + 1)-th best: exactly ``want`` rows unless a tie straddles the boundary
+        # (or too few rows are eligible); NaN sorts last in partition and never compares greater.
+        t = np.partition(s, total - want - 1)[total - want - 1]
+        top = np.flatnonzero(s > t)
+        if top.size != want:
+            return False
+        best = s[top]
+        if not best.max() < np.inf:
+            return False
+        self._finish(call, i, np.asarray(rows[top], dtype=np.int64), best)
+        return True
+
+    def _finish(self, call: SearchCall, i: int, rows: NDArray[np.int64], scores: NDArray[np.float32]) -> None:
+        """Rescore (float bundles), order by (-score, row) and store query ``i``'s best ``width`` rows."""
+        if self._exact is not None and rows.size:
+            scores, rows = self._rescore(call.q[i], rows)
+        order = order_by_score_then_row(scores, rows)[: call.width]
+        call.put(i, rows[order], scores[order])
 
     def _one(self, call: SearchCall, i: int, cscore: NDArray[np.float32]) -> None:
         """Answer query ``i``: probe lists in rounds until ``width`` eligible rows are held."""
@@ -231,11 +293,7 @@ class IvfIndex:
             # Too few eligible rows (filters, exclusions): probe twice as many lists, best first.
             more = _rank_lists(cscore, min(self.nlist, 2 * len(seen)))
             lists = [li for li in more if li not in seen]
-        rows, scores = best_r, best_s
-        if self._exact is not None and rows.size:
-            scores, rows = self._rescore(q, rows)
-        order = order_by_score_then_row(scores, rows)[: call.width]
-        call.put(i, rows[order], scores[order])
+        self._finish(call, i, best_r, best_s)
 
     def _scan(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,6 +114,62 @@ def test_exclusions_applied_inside(catalog: tuple) -> None:
     for i in range(4):
         assert not np.isin(res.rows[i], excl[i]).any()
         np.testing.assert_array_equal(res.rows[i, :5], first.rows[i, 15:20])
+
+
+class _CountingIvf(IvfIndex):
+    """Counts the queries the general probing loop answered (the one-round fast path answers the rest)."""
+
+    general = 0
+
+    def _one(self, *args: Any, **kwargs: Any) -> None:
+        self.general += 1
+        super()._one(*args, **kwargs)
+
+
+class _GeneralOnlyIvf(IvfIndex):
+    def _fast(self, *args: Any) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("case", ["plain", "exclude", "allow", "exclude+allow", "k100"])
+def test_fast_path_gives_the_general_answer(catalog: tuple, case: str) -> None:
+    """The one-round path must return what the general loop returns, row for row."""
+    _v, _s, layout, q = catalog
+    rng = np.random.default_rng(11)
+    n = layout.n_items
+    k = 100 if case == "k100" else 10
+    excl = [rng.choice(n, 30, replace=False) for _ in range(len(q))] if "exclude" in case else None
+    if excl is not None:  # exclude some of each query's true best rows too, so exclusion really bites
+        best = IvfIndex(layout).search(q, 5).rows
+        excl = [np.concatenate([e, best[i]]) for i, e in enumerate(excl)]
+    allow = rng.random(n) < 0.7 if "allow" in case else None
+    fast = _CountingIvf(layout)
+    got = fast.search(q, k, exclude=excl, allow=allow)
+    want = _GeneralOnlyIvf(layout).search(q, k, exclude=excl, allow=allow)
+    assert fast.general < len(q) // 10  # the fast path answered nearly all of them
+    np.testing.assert_array_equal(got.rows, want.rows)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    np.testing.assert_array_equal(got.counts, want.counts)
+
+
+def test_fast_path_hands_ties_and_short_lists_to_the_general_loop() -> None:
+    """A tie across the k boundary, or too few eligible rows, must reach the general loop, which breaks
+    ties by the lower row and probes further."""
+    base = clustered(40, 16, centers=4, seed=3)
+    v, s = quantize_rows_int8(np.tile(base, (50, 1)))  # every row has 49 bitwise-equal copies
+    layout = build_ivf(v, s, nlist=8, nprobe=2, seed=1)
+    q = base[:6] + 0.1
+    idx = _CountingIvf(layout)
+    got = idx.search(q, 10)
+    assert idx.general == len(q)  # every top-10 ends inside a run of 50 tied copies
+    for i in range(len(q)):
+        r, sc = got.rows[i], got.scores[i]
+        assert all(sc[j] > sc[j + 1] or r[j] < r[j + 1] for j in range(9))
+    few = np.zeros(layout.n_items, bool)
+    few[:5] = True  # 5 eligible rows: no probe of two lists can find 10
+    idx.general = 0
+    res = idx.search(q[:2], 10, allow=few)
+    assert idx.general == 2 and res.counts.tolist() == [5, 5]
 
 
 def test_threads_share_one_index(catalog: tuple) -> None:
