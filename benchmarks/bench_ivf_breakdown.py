@@ -1,9 +1,10 @@
 """Where one IVF query's time goes, and how the list count trades recall for time (JSON lines).
 
-On the clustered 1M x 64 vectors of ``bench_kernels.py`` (same seed), single-threaded: the median time of each
-step of a single top-10 query at nprobe 3 (centroid scores, list ranking, gather + int8-to-float32 copy,
-gemv, scales, finiteness check, selection) next to a whole ``IvfIndex.search``; then, for each ``--nlists``,
-the build time and recall@10 / median per nprobe (the breakdown uses the first ``--nlists`` value).
+On the clustered 1M x 64 vectors of ``bench_kernels.py`` (same seed), single-threaded: for each ``--nlists``,
+the build time and recall@10 / median per nprobe around the tuned one; then, for the first ``--nlists`` value
+at its tuned nprobe, the median time of each step of ``IvfIndex``'s one-round path (centroid scores, picking
+the lists, int8-to-float32 copy of the probed slices, their rows and scales, gemv and scaling, selection,
+ordering the result) next to a whole ``IvfIndex.search``.
 
 Usage::
 
@@ -24,46 +25,54 @@ from _bench import clustered, emit, machine_state, one_thread, recall
 
 from edgerec_sdk.bundle import quantize_rows_int8
 from edgerec_sdk.index import IvfIndex, NumpyExactIndex, build_ivf
-from edgerec_sdk.index.ivf import _rank_lists
+from edgerec_sdk.index._common import order_by_score_then_row
 
 
 def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
-    values, scales, starts, ends = ivf._values, ivf._scales, ivf._starts, ivf._ends
+    """Median time of each step of ``IvfIndex``'s one-round path (``_fast``), at the tuned nprobe."""
+    values, scales, order, starts, ends = ivf._values, ivf._scales, ivf._order, ivf._starts, ivf._ends
+    nlist, nprobe, want = ivf.nlist, ivf.nprobe, 10
     buf = np.empty((16_384, ivf.dim), np.float32)
-    steps: dict[str, list[float]] = {k: [] for k in
-                                     ("centroids", "rank", "copy", "gemv", "scale", "finite", "select", "steps")}
+    names = ("centroids", "pick_lists", "copy", "rows_scales", "gemv_scale", "select", "finish", "steps")
+    steps: dict[str, list[float]] = {k: [] for k in names}
     clock = time.perf_counter
     for _ in range(rounds):
         for q in qs:
             t0 = clock()
             cs = ivf._centroids @ q
             t1 = clock()
-            spans = [(starts[li], ends[li]) for li in _rank_lists(cs, 3)]
+            spans = [(starts[li], ends[li]) for li in np.argpartition(cs, nlist - nprobe)[nlist - nprobe :].tolist()]
             t2 = clock()
-            v = np.concatenate([values[a:b] for a, b in spans])
-            m = v.shape[0]
-            np.copyto(buf[:m], v, casting="unsafe")
+            at = 0
+            for a, b in spans:
+                np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
+                at += b - a
             t3 = clock()
-            s = buf[:m] @ q
+            rows = np.concatenate([order[a:b] for a, b in spans])
+            sc = np.concatenate([scales[a:b] for a, b in spans])
             t4 = clock()
-            s *= np.concatenate([scales[a:b] for a, b in spans])
+            s = buf[:at] @ q
+            s *= sc
             t5 = clock()
-            np.isfinite(s.sum())
+            t = np.partition(s, at - want - 1)[at - want - 1]
+            top = np.flatnonzero(s > t)
             t6 = clock()
-            t = np.partition(s, m - 10)[m - 10]
-            np.flatnonzero(s >= t)
+            best = s[top]
+            r = rows[top].astype(np.int64)
+            o = order_by_score_then_row(best, r)
+            r, best = r[o], best[o]
             t7 = clock()
-            for name, (a, b) in zip(steps, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7),
+            for name, (a, b) in zip(names, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7),
                                             (t0, t7)), strict=True):
                 steps[name].append(b - a)
     whole = []
-    ivf.nprobe = 3
     for _ in range(rounds):
         for q in qs:
             t0 = clock()
             ivf.search(q[None, :], 10)
             whole.append(clock() - t0)
-    emit(bench="ivf_breakdown", nprobe=3, **{f"{k}_us": round(float(np.median(v)) * 1e6, 1) for k, v in steps.items()},
+    emit(bench="ivf_breakdown", nprobe=nprobe, **{f"{k}_us": round(float(np.median(v)) * 1e6, 1)
+                                                  for k, v in steps.items()},
          search_us=round(float(np.median(whole)) * 1e6, 1))
 
 
@@ -84,6 +93,7 @@ def sweep(v8: np.ndarray, s8: np.ndarray, qs: np.ndarray, truth: np.ndarray, nli
                     ts.append(time.perf_counter() - t1)
         emit(bench="ivf_sweep", nlist=nlist, nprobe=nprobe, recall_at_10=round(recall(rows, truth), 4),
              median_us=round(float(np.median(ts)) * 1e6, 1))
+    ivf.nprobe = layout.nprobe
     return ivf
 
 
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = NumpyExactIndex(v8, s8).search(qs, 10).rows
     for i, nlist in enumerate(args.nlists):
         ivf = sweep(v8, s8, qs, truth, nlist, args.rounds)
-        if i == 0:  # the step breakdown, on the first list count
+        if i == 0:  # the step breakdown, on the first list count, at its tuned nprobe
             with one_thread():
                 breakdown(ivf, qs, args.rounds)
 

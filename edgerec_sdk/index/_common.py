@@ -6,6 +6,7 @@ Every backend validates its arguments through the helpers here so that the same 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -185,7 +186,9 @@ def prepare_search(
     excl = check_exclude(exclude, b, n_items)
     width = min(k, n_items)
     rows, scores, counts = empty_result(b, width)
-    return SearchCall(q, width, allow_m, excl, np.flatnonzero(finite_rows(q)), rows, scores, counts)
+    # A finite sum means every entry is finite: one reduction for the common case instead of two passes.
+    live = np.arange(b) if math.isfinite(q.sum()) else np.flatnonzero(finite_rows(q))
+    return SearchCall(q, width, allow_m, excl, live, rows, scores, counts)
 
 
 def finite_rows(q: NDArray[np.float32]) -> NDArray[np.bool_]:
@@ -195,11 +198,11 @@ def finite_rows(q: NDArray[np.float32]) -> NDArray[np.bool_]:
 
 def empty_result(b: int, width: int) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
     """Allocate padded output arrays."""
-    return (
-        np.full((b, width), -1, dtype=np.int64),
-        np.full((b, width), -np.inf, dtype=np.float32),
-        np.zeros(b, dtype=np.int64),
-    )
+    rows = np.empty((b, width), np.int64)
+    rows.fill(-1)
+    scores = np.empty((b, width), np.float32)
+    scores.fill(-np.inf)
+    return rows, scores, np.zeros(b, dtype=np.int64)
 
 
 def order_by_score_then_row(scores: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.intp]:

@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 _NEG_INF = np.float32(-np.inf)
 _RESCORE_MARGIN = 32
 """Extra int8 candidates rescored from the stored float vectors of float16/float32 bundles."""
+_ARGMAX_PROBES = 8
+"""Up to this ``nprobe`` the one-round path picks lists by repeated argmax instead of argpartition."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity equality: arrays have no single truth value
@@ -206,14 +208,14 @@ class IvfIndex:
         call = prepare_search(queries, k, dim=self.dim, n_items=self.n_items, exclude=exclude, allow=allow)
         if call.live.size == 0:
             return call.result()
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # overflowed scores are handled as values, never as warnings
             if call.live.size == 1:  # one gemv over the contiguous centroids: the common web request
                 cscores = (self._centroids @ call.q[int(call.live[0])])[None, :]
             else:
                 cscores = call.q[call.live] @ self._centroids.T
-        for j, i in enumerate(call.live.tolist()):
-            if not self._fast(call, i, cscores[j]):
-                self._one(call, i, cscores[j])
+            for j, i in enumerate(call.live.tolist()):
+                if not self._fast(call, i, cscores[j]):
+                    self._one(call, i, cscores[j])
         return call.result()
 
     # ------------------------------------------------------------------------------------------------
@@ -233,7 +235,17 @@ class IvfIndex:
         if nprobe >= nlist:
             return False
         starts, ends = self._starts, self._ends
-        probed = np.argpartition(cscore, nlist - nprobe)[nlist - nprobe :].tolist()  # unordered: one round
+        if nprobe <= _ARGMAX_PROBES:  # a few argmax passes beat one argpartition over thousands of lists
+            taken = []
+            for _ in range(nprobe):
+                li = int(cscore.argmax())
+                taken.append((li, cscore[li]))
+                cscore[li] = _NEG_INF
+            for li, score in taken:  # the general loop may still need the scores
+                cscore[li] = score
+            probed = [li for li, _ in taken]
+        else:
+            probed = np.argpartition(cscore, nlist - nprobe)[nlist - nprobe :].tolist()
         spans = [(starts[li], ends[li]) for li in probed]
         total = sum(b - a for a, b in spans)
         if total <= want:
@@ -245,11 +257,10 @@ class IvfIndex:
             np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
             at += b - a
         q = call.q[i]
-        rows = np.concatenate([order[a:b] for a, b in spans])
-        with np.errstate(all="ignore"):
-            s = buf @ q
-            s *= np.concatenate([scales[a:b] for a, b in spans])
+        s = buf @ q
+        s *= np.concatenate([scales[a:b] for a, b in spans])
         if call.allow is not None:
+            rows = np.concatenate([order[a:b] for a, b in spans])
             np.copyto(s, _NEG_INF, where=~call.allow[rows])
         excl = None if call.exclude is None else call.exclude[i]
         if excl is not None and excl.size:
@@ -260,10 +271,27 @@ class IvfIndex:
         top = np.flatnonzero(s > t)
         if top.size != want:
             return False
-        best = s[top]
-        if not best.max() < np.inf:
+        scores = s[top]
+        if not scores.max() < np.inf:
             return False
-        self._finish(call, i, np.asarray(rows[top], dtype=np.int64), best)
+        # Buffer positions -> list positions through the few spans (cheaper than concatenating ``order``).
+        pos: list[int] = []
+        for p in top.tolist():
+            at = 0
+            for a, b in spans:
+                if p < at + b - a:
+                    pos.append(a + p - at)
+                    break
+                at += b - a
+        if self._exact is not None:
+            self._finish(call, i, order[pos].astype(np.int64), scores)
+            return True
+        # Ten-odd rows: ordering them by (-score, row) in Python costs less than lexsort and its gathers.
+        ranked = sorted(zip(scores.tolist(), order[pos].tolist(), strict=True), key=_by_score_then_row)
+        c = len(ranked)  # == want == width here
+        call.rows[i, :c] = [r for _, r in ranked]
+        call.scores[i, :c] = [v for v, _ in ranked]
+        call.counts[i] = c
         return True
 
     def _finish(self, call: SearchCall, i: int, rows: NDArray[np.int64], scores: NDArray[np.float32]) -> None:
@@ -376,6 +404,10 @@ class IvfIndex:
             s = np.asarray(self._exact[sel], dtype=np.float32) @ q
         ok = np.isfinite(s)
         return s[ok].astype(np.float32, copy=False), sel[ok]
+
+
+def _by_score_then_row(item: tuple[float, int]) -> tuple[float, int]:
+    return -item[0], item[1]
 
 
 def _rank_lists(cscore: NDArray[np.float32], count: int) -> list[int]:
