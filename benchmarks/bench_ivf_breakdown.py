@@ -31,7 +31,7 @@ from edgerec_sdk.index._common import order_by_score_then_row
 def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
     """Median time of each step of ``IvfIndex``'s one-round path (``_fast``), at the tuned nprobe."""
     values, scales, order, starts, ends = ivf._values, ivf._scales, ivf._order, ivf._starts, ivf._ends
-    nlist, nprobe, want = ivf.nlist, ivf.nprobe, 10
+    nprobe, want = ivf.nprobe, 10
     buf = np.empty((16_384, ivf.dim), np.float32)
     names = ("centroids", "pick_lists", "copy", "rows_scales", "gemv_scale", "select", "finish", "steps")
     steps: dict[str, list[float]] = {k: [] for k in names}
@@ -41,7 +41,12 @@ def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
             t0 = clock()
             cs = ivf._centroids @ q
             t1 = clock()
-            spans = [(starts[li], ends[li]) for li in np.argpartition(cs, nlist - nprobe)[nlist - nprobe :].tolist()]
+            picked = []
+            for _ in range(nprobe):  # IvfIndex picks a few lists by repeated argmax
+                li = int(cs.argmax())
+                picked.append(li)
+                cs[li] = -np.inf
+            spans = [(starts[li], ends[li]) for li in picked]
             t2 = clock()
             at = 0
             for a, b in spans:
