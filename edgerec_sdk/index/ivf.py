@@ -286,7 +286,7 @@ class IvfIndex:
         if self._exact is not None:
             self._finish(call, i, order[pos].astype(np.int64), scores)
             return True
-        # Ten-odd rows: ordering them by (-score, row) in Python costs less than lexsort and its gathers.
+        # ``k`` rows (ten for a web page): ordering them in Python costs less than lexsort and its gathers.
         ranked = sorted(zip(scores.tolist(), order[pos].tolist(), strict=True), key=_by_score_then_row)
         c = len(ranked)  # == want == width here
         call.rows[i, :c] = [r for _, r in ranked]

@@ -1,8 +1,8 @@
 """Build an :class:`~edgerec_sdk.index.IvfLayout`: k-means lists, list-ordered int8 copy, a tuned ``nprobe``.
 
 Runs when a bundle is written (never on the request path), in numpy only: k-means is a few float32 GEMMs
-per iteration on a sample of at most ``48 * nlist`` rows, then one blocked pass puts every row in the list whose
-centroid has the largest inner product with it (see :func:`_assign`).
+per iteration on a sample of at most ``48 * nlist`` rows, then one blocked pass puts every row in the list
+whose centroid has the largest inner product with it (see :func:`_assign`).
 The result is deterministic for a given ``seed`` and input (up to BLAS rounding across machines).
 
 ``nprobe`` is tuned on the data itself: a seeded sample of item vectors is used as queries (each with its
