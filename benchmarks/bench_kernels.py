@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", choices=["clustered", "gaussian"], default="clustered")
     p.add_argument("--peers", nargs="*", default=["faiss", "usearch", "hnswlib"])
     p.add_argument("--hnsw-m", type=int, default=16)
-    p.add_argument("--ef-construction", type=int, default=100)
+    # 200: hnswlib's README value. The runs before 2026-11-23 01:33 used 100, a weaker graph that needs a larger
+    # ef for the same recall (docs/benchmarks.md).
+    p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--budget-s", type=float, default=1.0, help="time budget per timed case")
     args = p.parse_args(argv)
     peers = set(args.peers)
