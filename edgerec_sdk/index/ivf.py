@@ -250,21 +250,8 @@ class IvfIndex:
         total = sum(b - a for a, b in spans)
         if total <= want:
             return False
-        values, scales, order = self._values, self._scales, self._order
-        buf = self._scratch.take(total, self.dim)
-        at = 0
-        for a, b in spans:
-            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
-            at += b - a
-        q = call.q[i]
-        s = buf @ q
-        s *= np.concatenate([scales[a:b] for a, b in spans])
-        if call.allow is not None:
-            rows = np.concatenate([order[a:b] for a, b in spans])
-            np.copyto(s, _NEG_INF, where=~call.allow[rows])
         excl = None if call.exclude is None else call.exclude[i]
-        if excl is not None and excl.size:
-            s[self._excluded(excl, spans)] = _NEG_INF
+        s, rows = self._span_scores(call.q[i], spans, excl, call.allow)
         # Strictly above the (want + 1)-th best: exactly ``want`` rows unless a tie straddles the boundary
         # (or too few rows are eligible); NaN sorts last in partition and never compares greater.
         t = np.partition(s, total - want - 1)[total - want - 1]
@@ -274,24 +261,7 @@ class IvfIndex:
         scores = s[top]
         if not scores.max() < np.inf:
             return False
-        # Buffer positions -> list positions through the few spans (cheaper than concatenating ``order``).
-        pos: list[int] = []
-        for p in top.tolist():
-            at = 0
-            for a, b in spans:
-                if p < at + b - a:
-                    pos.append(a + p - at)
-                    break
-                at += b - a
-        if self._exact is not None:
-            self._finish(call, i, order[pos].astype(np.int64), scores)
-            return True
-        # ``k`` rows (ten for a web page): ordering them in Python costs less than lexsort and its gathers.
-        ranked = sorted(zip(scores.tolist(), order[pos].tolist(), strict=True), key=_by_score_then_row)
-        c = len(ranked)  # == want == width here
-        call.rows[i, :c] = [r for _, r in ranked]
-        call.scores[i, :c] = [v for v, _ in ranked]
-        call.counts[i] = c
+        self._finish(call, i, rows[top].astype(np.int64), scores)
         return True
 
     def _finish(self, call: SearchCall, i: int, rows: NDArray[np.int64], scores: NDArray[np.float32]) -> None:
@@ -331,40 +301,53 @@ class IvfIndex:
         allow: NDArray[np.bool_] | None,
         want: int,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Exact scores and item rows of the best ``want`` eligible rows of ``lists`` (ties kept).
-
-        The probed slices are concatenated (int8 rows, scales and item rows alike), so buffer position
-        ``i`` maps to item ``rows[i]`` without a search over span offsets.
-        """
+        """Exact scores and item rows of the best ``want`` eligible rows of ``lists`` (ties kept)."""
         starts, ends = self._starts, self._ends
         spans = [(starts[li], ends[li]) for li in lists if ends[li] > starts[li]]
         if not spans:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        values, scales, order = self._values, self._scales, self._order
-        if len(spans) == 1:
-            a, b = spans[0]
-            v, scale, rows = values[a:b], scales[a:b], order[a:b]
-        else:
-            v = np.concatenate([values[a:b] for a, b in spans])
-            scale = np.concatenate([scales[a:b] for a, b in spans])
-            rows = np.concatenate([order[a:b] for a, b in spans])
-        buf = self._scratch.take(v.shape[0], self.dim)
-        np.copyto(buf, v, casting="unsafe")
-        with np.errstate(all="ignore"):
-            s = buf @ q
-            s *= scale
-            if not np.isfinite(s.sum()):  # an overflow somewhere (rare): such rows are never returned
-                s[~np.isfinite(s)] = _NEG_INF
-        if allow is not None:
-            np.copyto(s, _NEG_INF, where=~allow[rows])
-        if excl is not None and excl.size:
-            s[self._excluded(excl, spans)] = _NEG_INF
+        s, rows = self._span_scores(q, spans, excl, allow)
+        if not np.isfinite(s.sum()):  # an overflow somewhere (rare): such rows are never returned
+            s[~np.isfinite(s)] = _NEG_INF
         if s.size > want:
             t = np.partition(s, s.size - want)[s.size - want]
             sel = np.flatnonzero(s >= t) if t > _NEG_INF else np.flatnonzero(s > _NEG_INF)
         else:
             sel = np.flatnonzero(s > _NEG_INF)
         return s[sel], np.asarray(rows[sel], dtype=np.int64)
+
+    def _span_scores(
+        self,
+        q: NDArray[np.float32],
+        spans: list[tuple[int, int]],
+        excl: NDArray[np.int64] | None,
+        allow: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+        """Exact scores and item rows of every row in ``spans`` (list positions ``a:b``), in span order;
+        rows that are excluded or not allowed score ``-inf``.
+
+        The int8 slices are widened straight into a per-thread float32 buffer and scored with one gemv;
+        scales and item rows are concatenated alike, so position ``p`` is item ``rows[p]``.
+        """
+        values, scales, order = self._values, self._scales, self._order
+        buf = self._scratch.take(sum(b - a for a, b in spans), self.dim)
+        at = 0
+        for a, b in spans:
+            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
+            at += b - a
+        if len(spans) == 1:
+            a, b = spans[0]
+            scale, rows = scales[a:b], order[a:b]
+        else:
+            scale = np.concatenate([scales[a:b] for a, b in spans])
+            rows = np.concatenate([order[a:b] for a, b in spans])
+        s = buf @ q
+        s *= scale
+        if allow is not None:
+            np.copyto(s, _NEG_INF, where=~allow[rows])
+        if excl is not None and excl.size:
+            s[self._excluded(excl, spans)] = _NEG_INF
+        return s, rows
 
     def _excluded(self, excl: NDArray[np.int64], spans: list[tuple[int, int]]) -> list[int]:
         """Buffer indices of the excluded rows that lie in the scanned ``spans``.
@@ -404,10 +387,6 @@ class IvfIndex:
             s = np.asarray(self._exact[sel], dtype=np.float32) @ q
         ok = np.isfinite(s)
         return s[ok].astype(np.float32, copy=False), sel[ok]
-
-
-def _by_score_then_row(item: tuple[float, int]) -> tuple[float, int]:
-    return -item[0], item[1]
 
 
 def _rank_lists(cscore: NDArray[np.float32], count: int) -> list[int]:
