@@ -4,7 +4,7 @@ On the clustered 1M x 64 vectors of ``bench_kernels.py`` (same seed), single-thr
 the build time and recall@10 / median per nprobe around the tuned one; then, for the first ``--nlists`` value
 at its tuned nprobe, the median time of each step of ``IvfIndex``'s one-round path (centroid scores, picking
 the lists, int8-to-float32 copy of the probed slices, their rows and scales, gemv and scaling, selection,
-ordering the result) next to a whole ``IvfIndex.search``.
+ordering the result) next to a whole ``IvfIndex.search``, and picking the lists by ``argpartition`` instead.
 
 Usage::
 
@@ -35,9 +35,15 @@ def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
     buf = np.empty((16_384, ivf.dim), np.float32)
     names = ("centroids", "pick_lists", "copy", "rows_scales", "gemv_scale", "select", "finish", "steps")
     steps: dict[str, list[float]] = {k: [] for k in names}
+    steps["pick_lists_by_argpartition"] = []  # the alternative to the argmax passes, outside the step sum
     clock = time.perf_counter
+    nlist = ivf.nlist
     for _ in range(rounds):
         for q in qs:
+            cs = ivf._centroids @ q
+            ta = clock()
+            np.argpartition(cs, nlist - nprobe)[nlist - nprobe :].tolist()
+            steps["pick_lists_by_argpartition"].append(clock() - ta)
             t0 = clock()
             cs = ivf._centroids @ q
             t1 = clock()

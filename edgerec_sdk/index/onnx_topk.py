@@ -67,7 +67,8 @@ _FILTER_SLACK = 1.25
 
 
 class OnnxTopKIndex:
-    """Top-K through an onnxruntime MatMul + mask + TopK graph with the item matrix as an initializer.
+    """Exact top-K through the onnxruntime scan + TopK graph of this module (item matrix inside the graph,
+    or bound per call on CUDA).
 
     Args:
         values: ``(n, d)`` int8 (with ``scales``), float16 or float32 item matrix. The session keeps its own
