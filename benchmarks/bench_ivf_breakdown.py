@@ -4,7 +4,8 @@ On the clustered 1M x 64 vectors of ``bench_kernels.py`` (same seed), single-thr
 the build time and recall@10 / median per nprobe around the tuned one; then, for the first ``--nlists`` value
 at its tuned nprobe, the median time of each step of ``IvfIndex``'s one-round path (centroid scores, picking
 the lists, int8-to-float32 copy of the probed slices, their rows and scales, gemv and scaling, selection,
-ordering the result) next to a whole ``IvfIndex.search``, and picking the lists by ``argpartition`` instead.
+ordering the result) next to a whole ``IvfIndex.search``, and two alternatives: picking the lists by
+``argpartition``, and scoring row-major ``(nlist, dim)`` centroids.
 
 Usage::
 
@@ -36,16 +37,21 @@ def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
     names = ("centroids", "pick_lists", "copy", "rows_scales", "gemv_scale", "select", "finish", "steps")
     steps: dict[str, list[float]] = {k: [] for k in names}
     steps["pick_lists_by_argpartition"] = []  # the alternative to the argmax passes, outside the step sum
+    steps["centroids_row_major"] = []  # the (nlist, dim) layout IvfIndex stored before, outside the sum
+    rowwise = np.ascontiguousarray(ivf._centroids_t.T)
     clock = time.perf_counter
     nlist = ivf.nlist
     for _ in range(rounds):
         for q in qs:
-            cs = ivf._centroids @ q
+            ta = clock()
+            rowwise @ q
+            steps["centroids_row_major"].append(clock() - ta)
+            cs = q @ ivf._centroids_t
             ta = clock()
             np.argpartition(cs, nlist - nprobe)[nlist - nprobe :].tolist()
             steps["pick_lists_by_argpartition"].append(clock() - ta)
             t0 = clock()
-            cs = ivf._centroids @ q
+            cs = q @ ivf._centroids_t
             t1 = clock()
             picked = []
             for _ in range(nprobe):  # IvfIndex picks a few lists by repeated argmax
@@ -54,10 +60,8 @@ def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
                 cs[li] = -np.inf
             spans = [(starts[li], ends[li]) for li in picked]
             t2 = clock()
-            at = 0
-            for a, b in spans:
-                np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
-                at += b - a
+            at = sum(b - a for a, b in spans)
+            np.concatenate([values[a:b] for a, b in spans], out=buf[:at], casting="unsafe")
             t3 = clock()
             rows = np.concatenate([order[a:b] for a, b in spans])
             sc = np.concatenate([scales[a:b] for a, b in spans])
@@ -65,11 +69,12 @@ def breakdown(ivf: IvfIndex, qs: np.ndarray, rounds: int) -> None:
             s = buf[:at] @ q
             s *= sc
             t5 = clock()
-            t = np.partition(s, at - want - 1)[at - want - 1]
-            top = np.flatnonzero(s > t)
+            part = np.argpartition(s, at - want - 1)[at - want - 1 :]
+            near = s[part]
+            best = near[1:]
+            _final = best.min() > near[0] and best.max() < np.inf
             t6 = clock()
-            best = s[top]
-            r = rows[top].astype(np.int64)
+            r = rows[part[1:]].astype(np.int64)
             o = order_by_score_then_row(best, r)
             r, best = r[o], best[o]
             t7 = clock()

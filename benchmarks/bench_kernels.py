@@ -8,7 +8,9 @@ dim x batch x K: median, p99, queries per second, bytes scanned per second, and 
 
 Approximate (top-10, single query): the SDK IVF (nprobe sweep) against hnswlib and usearch HNSW (ef sweep)
 and faiss IVF-Flat: recall@10 against the exact answer on the same vectors, latency, and for each method
-the cheapest setting reaching ``--target-recall``.
+the cheapest setting reaching ``--target-recall``. Then a head-to-head: the SDK IVF at its tuned nprobe
+against hnswlib at the cheapest ef reaching the same recall, in alternating blocks of every query
+(``kernel_head_to_head``: medians, p99 and their ratios), the figure the acceptance compares.
 
 Usage (about 8-10 minutes with the defaults on the 2-core dev box)::
 
@@ -134,8 +136,9 @@ def run_exact(args: argparse.Namespace, n: int, d: int, bw: float, peers: set[st
 
 def _sweep(name: str, fn: Callable[[np.ndarray, int, int], np.ndarray], settings: list[int],
            qs: np.ndarray, truth: np.ndarray, n: int, d: int, target: float, build_s: float,
-           budget_s: float) -> dict[str, Any] | None:
-    """Time ``fn(query, k, setting)`` one query at a time for each setting; return the cheapest on target."""
+           budget_s: float, lines: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Time ``fn(query, k, setting)`` one query at a time for each setting; return the cheapest on target
+    (and append every setting's line to ``lines``)."""
     best: dict[str, Any] | None = None
     for setting in settings:
         rows = np.stack([np.asarray(fn(qs[i : i + 1], 10, setting)).reshape(-1)[:10] for i in range(len(qs))])
@@ -150,6 +153,8 @@ def _sweep(name: str, fn: Callable[[np.ndarray, int, int], np.ndarray], settings
         line = {"backend": name, "n": n, "d": d, "batch": 1, "k": 10, "setting": setting,
                 "recall_at_10": round(rec, 4), **s, "build_s": round(build_s, 1)}
         emit(bench="kernel", kind="ann", **line)
+        if lines is not None:
+            lines.append(line)
         if rec >= target and best is None:
             best = line
         if rec >= min(0.999, target + 0.04):
@@ -171,10 +176,12 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
          tuned_nprobe=layout.nprobe, build_s=round(build_s, 1))
     ivf = IvfIndex(layout)
     settings = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, layout.nprobe})
+    sdk_lines: list[dict[str, Any]] = []
     with one_thread():
         best["sdk-ivf"] = _sweep(
             "sdk-ivf", lambda q, k, p: _ivf_rows(ivf, q, k, p), settings, qs, truth, n, d,
-            args.target_recall, build_s, args.budget_s)
+            args.target_recall, build_s, args.budget_s, sdk_lines)
+    tuned = next((line for line in sdk_lines if line["setting"] == layout.nprobe), None)
 
     hnswlib = _peer("hnswlib") if "hnswlib" in peers else None
     if hnswlib is not None:
@@ -189,8 +196,19 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
             h.set_ef(max(ef, k))
             return h.knn_query(q, k=k, num_threads=1)[0]
 
+        h_lines: list[dict[str, Any]] = []
         best["hnswlib"] = _sweep("hnswlib", hq, [10, 16, 24, 32, 48, 64, 96, 128, 192, 256], qs, truth, n, d,
-                                 args.target_recall, build_s, args.budget_s)
+                                 args.target_recall, build_s, args.budget_s, h_lines)
+        peer = next((line for line in h_lines if tuned and line["recall_at_10"] >= tuned["recall_at_10"]), None)
+        if tuned is not None and peer is not None and args.head_to_head_rounds > 0:
+            ivf.nprobe = layout.nprobe
+            ef = int(peer["setting"])
+            with one_thread():
+                head_to_head(
+                    {"sdk-ivf": lambda q: ivf.search(q, 10), "hnswlib": lambda q: hq(q, 10, ef)},
+                    qs, args.head_to_head_rounds,
+                    n=n, d=d, settings={"sdk-ivf": layout.nprobe, "hnswlib": ef},
+                    recalls={"sdk-ivf": tuned["recall_at_10"], "hnswlib": peer["recall_at_10"]})
         del h
 
     usearch = _peer("usearch.index") if "usearch" in peers else None
@@ -245,6 +263,29 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
     emit(**summary_line)
 
 
+def head_to_head(contenders: dict[str, Callable[[np.ndarray], object]], qs: np.ndarray, rounds: int, *,
+                 n: int, d: int, settings: dict[str, int], recalls: dict[str, float]) -> None:
+    """Time the contenders in alternating blocks (every query once per block, the order reversed every
+    round), so that the machine's drift over minutes and the caches' state hit each of them alike; the
+    sweeps above time each method minutes apart, in a tight loop over the same queries."""
+    clock = time.perf_counter
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
+            fn, out = contenders[name], times[name]
+            for i in range(len(qs)):
+                q = qs[i : i + 1]
+                t0 = clock()
+                fn(q)
+                out.append(clock() - t0)
+    stats = {name: summary(np.asarray(ts)) for name, ts in times.items()}
+    first, second = list(contenders)
+    emit(bench="kernel_head_to_head", n=n, d=d, k=10, rounds=rounds, queries=len(qs),
+         **{name: {"setting": settings[name], "recall_at_10": recalls[name], **stats[name]} for name in contenders},
+         median_ratio=round(stats[first]["median_ms"] / stats[second]["median_ms"], 3),
+         p99_ratio=round(stats[first]["p99_ms"] / stats[second]["p99_ms"], 3))
+
+
 def _ivf_rows(ivf: IvfIndex, q: np.ndarray, k: int, nprobe: int) -> np.ndarray:
     ivf.nprobe = min(nprobe, ivf.nlist)
     return ivf.search(q, k).rows
@@ -266,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     # ef for the same recall (docs/benchmarks.md).
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--budget-s", type=float, default=1.0, help="time budget per timed case")
+    p.add_argument("--head-to-head-rounds", type=int, default=10,
+                   help="alternating blocks of SDK IVF (tuned nprobe) against hnswlib at the same recall (0: skip)")
     args = p.parse_args(argv)
     peers = set(args.peers)
     emit(bench="machine", **machine_state())

@@ -18,7 +18,9 @@ Search, per query:
 
 Most requests take a one-round path (``_fast``) with about half the numpy calls, since at 1M rows those
 calls, not the arithmetic, are most of a query; any request whose answer could differ from the rounds above
-(a score tie at the ``k`` boundary, too few eligible rows, a non-finite score) is handed to them.
+(a score tie at the ``k`` boundary, too few eligible rows, a non-finite score) is handed to them. A
+one-query request with well-formed arguments (the web request) also skips the batch bookkeeping
+(``_single``).
 Items are listed under the centroid with the largest *inner product* (``build_ivf``), the same ranking
 the probe uses.
 
@@ -38,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +49,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
+from ._common import (
+    SearchCall,
+    SearchResult,
+    check_exclude,
+    check_values,
+    order_by_score_then_row,
+    prepare_search,
+)
 
 __all__ = ["IvfIndex", "IvfLayout"]
 
@@ -177,7 +187,9 @@ class IvfIndex:
             if exact_values.shape != (self.n_items, self.dim):
                 raise ValueError(f"exact_values must have shape ({self.n_items}, {self.dim})")
         self._exact = exact_values
-        self._centroids = np.ascontiguousarray(layout.centroids, dtype=np.float32)
+        # Stored transposed: ``q @ (dim, nlist)`` runs BLAS's column gemv, ~1.5 x faster here than the row
+        # gemv over ``(nlist, dim)`` with short rows (``benchmarks/bench_ivf_breakdown.py``).
+        self._centroids_t = np.ascontiguousarray(np.asarray(layout.centroids, dtype=np.float32).T)
         self._offsets = np.asarray(layout.offsets, dtype=np.int64)
         self._starts: list[int] = self._offsets[:-1].tolist()
         self._ends: list[int] = self._offsets[1:].tolist()
@@ -205,35 +217,89 @@ class IvfIndex:
             exclude: per query, rows that must not appear (out-of-range rows are ignored).
             allow: shared ``(n_items,)`` mask; False rows never appear.
         """
+        single = self._single(queries, k, exclude, allow)
+        if single is not None:
+            return single
         call = prepare_search(queries, k, dim=self.dim, n_items=self.n_items, exclude=exclude, allow=allow)
         if call.live.size == 0:
             return call.result()
         with np.errstate(all="ignore"):  # overflowed scores are handled as values, never as warnings
-            if call.live.size == 1:  # one gemv over the contiguous centroids: the common web request
-                cscores = (self._centroids @ call.q[int(call.live[0])])[None, :]
-            else:
-                cscores = call.q[call.live] @ self._centroids.T
+            cscores = call.q[call.live] @ self._centroids_t
             for j, i in enumerate(call.live.tolist()):
-                if not self._fast(call, i, cscores[j]):
+                excl = None if call.exclude is None else call.exclude[i]
+                got = self._fast(call.q[i], cscores[j], call.width, excl, call.allow)
+                if got is None:
                     self._one(call, i, cscores[j])
+                else:
+                    call.put(i, *got)
         return call.result()
 
     # ------------------------------------------------------------------------------------------------
 
-    def _fast(self, call: SearchCall, i: int, cscore: NDArray[np.float32]) -> bool:
-        """Answer query ``i`` in one round over the ``nprobe`` best lists, or return False untouched.
+    def _single(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[NDArray[np.int64]] | None,
+        allow: NDArray[np.bool_] | None,
+    ) -> SearchResult | None:
+        """The web request (one float32 query, well-formed arguments) without ``prepare_search``'s batch
+        bookkeeping, or None to take the general route (which also raises for bad arguments).
+
+        Why: at 1M rows an IVF query is a few dozen small numpy calls, and in a serving process, where the
+        caches hold other code between requests, each costs several microseconds
+        (``benchmarks/bench_ivf_breakdown.py`` times the whole request against its steps).
+        """
+        n = self.n_items
+        if (
+            type(queries) is not np.ndarray
+            or queries.shape != (1, self.dim)
+            or queries.dtype != np.float32
+            or type(k) is not int
+            or k < 1
+            or self.nprobe >= self.nlist
+        ):
+            return None
+        if allow is not None and (
+            type(allow) is not np.ndarray or allow.dtype != np.bool_ or allow.shape != (n,)
+        ):
+            return None
+        excl_all = None if exclude is None else check_exclude(exclude, 1, n)
+        q = queries[0]  # its finiteness is checked on the picked centroid scores (see _fast)
+        width = min(k, n)
+        excl = None if excl_all is None else excl_all[0]
+        with np.errstate(all="ignore"):  # overflowed scores are handled as values, never as warnings
+            cscore = q @ self._centroids_t
+            got = self._fast(q, cscore, width, excl, allow)
+            if got is None:  # the general loop answers, on the same centroid scores
+                call = prepare_search(queries, k, dim=self.dim, n_items=n, exclude=exclude, allow=allow)
+                self._one(call, 0, cscore)
+                return call.result()
+        rows, scores = got
+        return SearchResult(rows[None], scores[None], np.array((rows.size,), np.int64))
+
+    def _fast(
+        self,
+        q: NDArray[np.float32],
+        cscore: NDArray[np.float32],
+        width: int,
+        excl: NDArray[np.int64] | None,
+        allow: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+        """The best ``width`` rows of query ``q`` (ordered) in one round over the ``nprobe`` best lists,
+        or None, with ``cscore`` as it came.
 
         The common web request (default ``nprobe``, a few exclusions, a permissive or no mask) needs no
         ranked list order, no tie bookkeeping and no second round, and at 1M rows its fixed numpy overhead
         is most of the query (``benchmarks/bench_ivf_breakdown.py``): so this path makes about half as many
-        numpy calls as :meth:`_one`. It gives up (False) whenever its answer could differ from
+        numpy calls as :meth:`_one`. It gives up (None) whenever its answer could differ from
         :meth:`_one`'s contract answer: a score tie across the ``want`` boundary, fewer than ``want``
         eligible rows among the probed lists, or a non-finite score among the best.
         """
         nlist, nprobe = self.nlist, self.nprobe
-        want = call.width + (_RESCORE_MARGIN if self._exact is not None else 0)
+        want = width + (_RESCORE_MARGIN if self._exact is not None else 0)
         if nprobe >= nlist:
-            return False
+            return None
         starts, ends = self._starts, self._ends
         if nprobe <= _ARGMAX_PROBES:  # a few argmax passes beat one argpartition over thousands of lists
             taken = []
@@ -244,32 +310,38 @@ class IvfIndex:
             for li, score in taken:  # the general loop may still need the scores
                 cscore[li] = score
             probed = [li for li, _ in taken]
+            picked = sum(float(score) for _, score in taken)
         else:
             probed = np.argpartition(cscore, nlist - nprobe)[nlist - nprobe :].tolist()
+            picked = float(cscore[probed].sum())
+        # A non-finite query makes every centroid score NaN or infinite, and so may an overflow: both are
+        # the general loop's to answer, so the query's own finiteness check is saved here.
+        if not math.isfinite(picked):
+            return None
         spans = [(starts[li], ends[li]) for li in probed]
         total = sum(b - a for a, b in spans)
         if total <= want:
-            return False
-        excl = None if call.exclude is None else call.exclude[i]
-        s, rows = self._span_scores(call.q[i], spans, excl, call.allow)
-        # Strictly above the (want + 1)-th best: exactly ``want`` rows unless a tie straddles the boundary
-        # (or too few rows are eligible); NaN sorts last in partition and never compares greater.
-        t = np.partition(s, total - want - 1)[total - want - 1]
-        top = np.flatnonzero(s > t)
-        if top.size != want:
-            return False
-        scores = s[top]
-        if not scores.max() < np.inf:
-            return False
-        self._finish(call, i, rows[top].astype(np.int64), scores)
-        return True
+            return None
+        s, rows = self._span_scores(q, spans, excl, allow)
+        # The best ``want`` rows and the next one in one pass; the answer is final only when all of them
+        # lie strictly above that next one (no tie across the boundary, enough eligible rows, no NaN:
+        # argpartition sorts NaN last, and a NaN minimum compares false) and none is infinite.
+        part = np.argpartition(s, total - want - 1)[total - want - 1 :]
+        near = s[part]
+        scores = near[1:]
+        if not scores.min() > near[0] or not scores.max() < np.inf:
+            return None
+        best_r, best_s = self._ordered(q, rows[part[1:]].astype(np.int64), scores, width)
+        return (best_r, best_s) if best_r.size == width else None  # a float rescore may drop rows
 
-    def _finish(self, call: SearchCall, i: int, rows: NDArray[np.int64], scores: NDArray[np.float32]) -> None:
-        """Rescore (float bundles), order by (-score, row) and store query ``i``'s best ``width`` rows."""
+    def _ordered(
+        self, q: NDArray[np.float32], rows: NDArray[np.int64], scores: NDArray[np.float32], width: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Rescore (float bundles), order by (-score, row) and keep the best ``width`` rows."""
         if self._exact is not None and rows.size:
-            scores, rows = self._rescore(call.q[i], rows)
-        order = order_by_score_then_row(scores, rows)[: call.width]
-        call.put(i, rows[order], scores[order])
+            scores, rows = self._rescore(q, rows)
+        order = order_by_score_then_row(scores, rows)[:width]
+        return rows[order], scores[order]
 
     def _one(self, call: SearchCall, i: int, cscore: NDArray[np.float32]) -> None:
         """Answer query ``i``: probe lists in rounds until ``width`` eligible rows are held."""
@@ -291,7 +363,7 @@ class IvfIndex:
             # Too few eligible rows (filters, exclusions): probe twice as many lists, best first.
             more = _rank_lists(cscore, min(self.nlist, 2 * len(seen)))
             lists = [li for li in more if li not in seen]
-        self._finish(call, i, best_r, best_s)
+        call.put(i, *self._ordered(q, best_r, best_s, call.width))
 
     def _scan(
         self,
@@ -331,14 +403,12 @@ class IvfIndex:
         """
         values, scales, order = self._values, self._scales, self._order
         buf = self._scratch.take(sum(b - a for a, b in spans), self.dim)
-        at = 0
-        for a, b in spans:
-            np.copyto(buf[at : at + b - a], values[a:b], casting="unsafe")
-            at += b - a
         if len(spans) == 1:
             a, b = spans[0]
+            np.copyto(buf, values[a:b], casting="unsafe")
             scale, rows = scales[a:b], order[a:b]
-        else:
+        else:  # one call widens every slice into the buffer: per-call cost is most of a query here
+            np.concatenate([values[a:b] for a, b in spans], out=buf, casting="unsafe")
             scale = np.concatenate([scales[a:b] for a, b in spans])
             rows = np.concatenate([order[a:b] for a, b in spans])
         s = buf @ q

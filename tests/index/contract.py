@@ -130,6 +130,28 @@ class IndexContract:
         assert res.counts.tolist() == [0, 5, 0]
         assert res.rows[1, 0] == 1 or not self.exact
 
+    def test_one_query_requests_answer_like_batches(self) -> None:
+        """A one-query request (the web request, which a backend may serve by a shorter route) gets what
+        the same query gets inside a batch: masks, exclusions, a k past the catalog and bad values too."""
+        rng = np.random.default_rng(6)
+        vf = rng.standard_normal((400, 16)).astype(np.float32)
+        idx = self.make_index(vf, self.dtype)
+        q = rng.standard_normal((5, 16)).astype(np.float32)
+        q[1, 3] = np.nan
+        q[2, 0] = -np.inf
+        allow = rng.random(400) < 0.6
+        excl = [rng.integers(0, 400, 15) for _ in range(5)]
+        for masks in ({}, {"allow": allow}, {"exclude": excl}, {"allow": allow, "exclude": excl}):
+            for k in (1, 10, 500):
+                batch = idx.search(q, k, **masks)
+                for i in range(5):
+                    own = dict(masks, exclude=[excl[i]]) if "exclude" in masks else masks
+                    one = idx.search(q[i : i + 1], k, **own)
+                    self.check_shape(one, 1, min(k, 400))
+                    assert one.counts[0] == batch.counts[i]
+                    np.testing.assert_array_equal(one.rows[0], batch.rows[i])
+                    np.testing.assert_allclose(one.scores[0], batch.scores[i], rtol=1e-5, atol=1e-5)
+
     def test_ties_break_by_lower_row(self) -> None:
         # Integer-valued rows: every score is exact in float32, duplicates tie bitwise.
         base = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]], np.float32)

@@ -127,8 +127,8 @@ class _CountingIvf(IvfIndex):
 
 
 class _GeneralOnlyIvf(IvfIndex):
-    def _fast(self, *args: Any) -> bool:
-        return False
+    def _fast(self, *args: Any) -> None:
+        return None
 
 
 @pytest.mark.parametrize("case", ["plain", "exclude", "allow", "exclude+allow", "k100"])
@@ -150,6 +150,12 @@ def test_fast_path_gives_the_general_answer(catalog: tuple, case: str) -> None:
     np.testing.assert_array_equal(got.rows, want.rows)
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
     np.testing.assert_array_equal(got.counts, want.counts)
+    fast.general = 0
+    for i in range(len(q)):  # one-query requests take their own route to the same path
+        one = fast.search(q[i : i + 1], k, exclude=None if excl is None else [excl[i]], allow=allow)
+        np.testing.assert_array_equal(one.rows[0], want.rows[i])
+        np.testing.assert_allclose(one.scores[0], want.scores[i], rtol=1e-6)
+    assert fast.general < len(q) // 10
 
 
 def test_fast_path_hands_ties_and_short_lists_to_the_general_loop() -> None:
@@ -170,6 +176,9 @@ def test_fast_path_hands_ties_and_short_lists_to_the_general_loop() -> None:
     idx.general = 0
     res = idx.search(q[:2], 10, allow=few)
     assert idx.general == 2 and res.counts.tolist() == [5, 5]
+    idx.general = 0
+    one = idx.search(q[:1], 10, allow=few)  # and so must a one-query request's
+    assert idx.general == 1 and one.counts.tolist() == [5] and one.rows[0].tolist() == res.rows[0].tolist()
 
 
 def test_threads_share_one_index(catalog: tuple) -> None:
