@@ -25,6 +25,7 @@ Needs ``pip install -e ".[bench]"`` for the peers; a missing peer is skipped wit
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -202,7 +203,7 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
         if args.head_to_head_rounds > 0:
             # At the tuned nprobe and one list more, each against the smallest ef reaching the same recall
             # (the sweep's ef grid is coarse, 48, 64, ...: hnswlib is not charged for recall not asked for).
-            pairs = []
+            pairs: list[tuple[Contender, Contender]] = []
             for line in sdk_lines:
                 if int(line["setting"]) not in (layout.nprobe, layout.nprobe + 1):
                     continue
@@ -211,9 +212,9 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
                                    h_lines, line["recall_at_10"])
                 if got is not None:
                     probe = IvfIndex(layout, nprobe=int(line["setting"]), check=False)
-                    pairs.append(((f"sdk-ivf-nprobe-{probe.nprobe}", lambda q, probe=probe: probe.search(q, 10),
+                    pairs.append(((f"sdk-ivf-nprobe-{probe.nprobe}", functools.partial(probe.search, k=10),
                                    probe.nprobe, line["recall_at_10"]),
-                                  (f"hnswlib-ef-{got[0]}", lambda q, ef=got[0]: hq(q, 10, ef), got[0], got[1])))
+                                  (f"hnswlib-ef-{got[0]}", functools.partial(hq, k=10, ef=got[0]), *got)))
             if pairs:
                 with one_thread():
                     head_to_head(pairs, qs, args.head_to_head_rounds, n=n, d=d)
@@ -272,23 +273,30 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
 
 
 def _cheapest_ef(recall_at: Callable[[int], float], lines: list[dict[str, Any]],
-                 target: float) -> tuple[int, float] | None:
+                 target: float, cap: int = 1024) -> tuple[int, float] | None:
     """The smallest ef whose recall reaches ``target``: bisection between the sweep's last setting below
-    it and its first setting at or above it (recall grows with ef, up to noise)."""
-    hi = next((line for line in lines if line["recall_at_10"] >= target), None)
-    if hi is None:
-        return None
-    below = [int(line["setting"]) for line in lines if line["recall_at_10"] < target
-             and int(line["setting"]) < int(hi["setting"])]
-    lo, best = (max(below) if below else 0), (int(hi["setting"]), float(hi["recall_at_10"]))
-    while best[0] - lo > 1:
-        mid = (lo + best[0]) // 2
+    it and its first setting at or above it (recall grows with ef, up to noise); where the sweep stopped
+    short of ``target``, ef keeps doubling (up to ``cap``) first."""
+    known = sorted((int(line["setting"]), float(line["recall_at_10"])) for line in lines)
+    hi = next(((ef, r) for ef, r in known if r >= target), None)
+    lo = max((ef for ef, r in known if r < target and (hi is None or ef < hi[0])), default=0)
+    while hi is None:
+        ef = 2 * max(lo, 8)
+        if ef > cap:
+            return None
+        r = recall_at(ef)
+        if r >= target:
+            hi = (ef, r)
+        else:
+            lo = ef
+    while hi[0] - lo > 1:
+        mid = (lo + hi[0]) // 2
         r = recall_at(mid)
         if r >= target:
-            best = (mid, r)
+            hi = (mid, r)
         else:
             lo = mid
-    return best
+    return hi
 
 
 Contender = tuple[str, Callable[[np.ndarray], object], int, float]  # name, search(q), setting, recall@10
