@@ -52,7 +52,6 @@ from numpy.typing import NDArray
 from ._common import (
     SearchCall,
     SearchResult,
-    check_exclude,
     check_values,
     order_by_score_then_row,
     prepare_search,
@@ -264,10 +263,17 @@ class IvfIndex:
             type(allow) is not np.ndarray or allow.dtype != np.bool_ or allow.shape != (n,)
         ):
             return None
-        excl_all = None if exclude is None else check_exclude(exclude, 1, n)
+        excl = None
+        if exclude is not None:  # check_exclude's sorting is not needed here: duplicates mask alike
+            if len(exclude) != 1:
+                return None
+            excl = np.asarray(exclude[0], dtype=np.int64).reshape(-1)
+            if excl.size == 0:
+                excl = None
+            elif excl.min() < 0 or excl.max() >= n:  # out-of-range rows are ignored, by contract
+                excl = excl[(excl >= 0) & (excl < n)]
         q = queries[0]  # its finiteness is checked on the picked centroid scores (see _fast)
         width = min(k, n)
-        excl = None if excl_all is None else excl_all[0]
         with np.errstate(all="ignore"):  # overflowed scores are handled as values, never as warnings
             cscore = q @ self._centroids_t
             got = self._fast(q, cscore, width, excl, allow)

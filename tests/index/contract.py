@@ -140,7 +140,8 @@ class IndexContract:
         q[1, 3] = np.nan
         q[2, 0] = -np.inf
         allow = rng.random(400) < 0.6
-        excl = [rng.integers(0, 400, 15) for _ in range(5)]
+        # duplicates and out-of-range rows too (ignored by contract)
+        excl = [np.concatenate([rng.integers(0, 400, 15), [-1, 10**9, 7, 7]]) for _ in range(5)]
         for masks in ({}, {"allow": allow}, {"exclude": excl}, {"allow": allow, "exclude": excl}):
             for k in (1, 10, 500):
                 batch = idx.search(q, k, **masks)
