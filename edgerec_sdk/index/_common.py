@@ -117,9 +117,10 @@ def check_allow(allow: NDArray[np.bool_] | None, n: int) -> NDArray[np.bool_] | 
 
 
 def check_exclude(
-    exclude: Sequence[NDArray[np.int64]] | None, b: int, n: int
+    exclude: Sequence[NDArray[np.int64]] | None, b: int, n: int, *, sort: bool = True
 ) -> list[NDArray[np.int64]] | None:
-    """Return per-query sorted unique in-range rows to exclude (out-of-range rows are ignored)."""
+    """Return per-query in-range rows to exclude (out-of-range rows are ignored), sorted and unique unless
+    ``sort`` is False: duplicates mask alike, and only the numpy kernel's block ranges need the order."""
     if exclude is None:
         return None
     if len(exclude) != b:
@@ -127,7 +128,9 @@ def check_exclude(
     out: list[NDArray[np.int64]] = []
     for rows in exclude:
         r = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out.append(np.unique(r[(r >= 0) & (r < n)]))
+        if r.size and (r.min() < 0 or r.max() >= n):
+            r = r[(r >= 0) & (r < n)]
+        out.append(np.unique(r) if sort else r)
     return out if any(r.size for r in out) else None
 
 

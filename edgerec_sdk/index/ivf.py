@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 from ._common import (
     SearchCall,
     SearchResult,
+    check_exclude,
     check_values,
     order_by_score_then_row,
     prepare_search,
@@ -256,22 +257,14 @@ class IvfIndex:
             or queries.dtype != np.float32
             or type(k) is not int
             or k < 1
-            or self.nprobe >= self.nlist
         ):
             return None
         if allow is not None and (
             type(allow) is not np.ndarray or allow.dtype != np.bool_ or allow.shape != (n,)
         ):
             return None
-        excl = None
-        if exclude is not None:  # check_exclude's sorting is not needed here: duplicates mask alike
-            if len(exclude) != 1:
-                return None
-            excl = np.asarray(exclude[0], dtype=np.int64).reshape(-1)
-            if excl.size == 0:
-                excl = None
-            elif excl.min() < 0 or excl.max() >= n:  # out-of-range rows are ignored, by contract
-                excl = excl[(excl >= 0) & (excl < n)]
+        excl_all = check_exclude(exclude, 1, n, sort=False)  # the masking below needs no order
+        excl = None if excl_all is None else excl_all[0]
         q = queries[0]  # its finiteness is checked on the picked centroid scores (see _fast)
         width = min(k, n)
         with np.errstate(all="ignore"):  # overflowed scores are handled as values, never as warnings
