@@ -25,7 +25,7 @@ import orjson
 from numpy.typing import NDArray
 
 from ..errors import ModelFormatError
-from ..index import ANN_MIN_ITEMS, IvfLayout, build_ivf
+from ..index import ANN_MIN_ITEMS, DEFAULT_TARGET_RECALL, IvfLayout, build_ivf
 from . import manifest as mf
 from .catalog import Catalog
 from .manifest import (
@@ -75,6 +75,7 @@ def write_bundle(
     index: Literal["auto", "ivf", "none"] = "auto",
     ivf_nlist: int | None = None,
     ivf_nprobe: int | None = None,
+    ivf_target_recall: float = DEFAULT_TARGET_RECALL,
 ) -> Path:
     """Write a complete bundle directory atomically.
 
@@ -103,7 +104,9 @@ def write_bundle(
             tuned ``nprobe`` exceeds 10% of the lists (vectors without cluster structure, where the exact
             kernel is faster); ``"none"`` never. Building costs k-means plus an nprobe tuning pass (about a minute at 1M x 64).
         ivf_nlist: IVF lists; default :func:`~edgerec_sdk.index.default_nlist`.
-        ivf_nprobe: lists probed by default; None tunes it to recall@10 >= 0.95 on sample queries.
+        ivf_nprobe: lists probed by default; None tunes it to ``ivf_target_recall`` on sample queries.
+        ivf_target_recall: recall@10 against the exact answer that the tuned ``nprobe`` reaches on item-to-item
+            sample queries; default 0.99 (see :data:`~edgerec_sdk.index.DEFAULT_TARGET_RECALL` for why).
 
     Returns:
         The bundle directory.
@@ -137,7 +140,7 @@ def write_bundle(
     if len(catalog) != n_items:
         raise ModelFormatError(f"{len(catalog)} catalog ids for {n_items} vectors", path=mf.CATALOG_NAME)
     pop = _popular(popular, n_items)
-    ivf = _ivf_layout(arrays, vectors, index, ivf_nlist, ivf_nprobe)
+    ivf = _ivf_layout(arrays, vectors, index, ivf_nlist, ivf_nprobe, ivf_target_recall)
     if tokenizer_json is not None and not isinstance(tokenizer_json, str):
         raise ModelFormatError("tokenizer_json must be a str", path=mf.TOKENIZER_NAME)
 
@@ -289,6 +292,7 @@ def _ivf_layout(
     index: str,
     nlist: int | None,
     nprobe: int | None,
+    target_recall: float,
 ) -> IvfLayout | None:
     n_items = arrays[0][1].shape[0]
     if index == "none" or (index == "auto" and n_items < ANN_MIN_ITEMS):
@@ -298,7 +302,7 @@ def _ivf_layout(
     else:  # float bundles: an int8 copy for the lists; the index rescores from the stored floats
         values, scales = quantize_rows_int8(np.asarray(vectors))
     try:
-        layout = build_ivf(values, scales, nlist=nlist, nprobe=nprobe)
+        layout = build_ivf(values, scales, nlist=nlist, nprobe=nprobe, target_recall=target_recall)
     except ValueError as exc:
         raise ModelFormatError(f"cannot build the IVF index: {exc}") from exc
     if index == "auto" and layout.nprobe > _IVF_MAX_PROBE_FRACTION * layout.nlist:

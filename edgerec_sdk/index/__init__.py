@@ -16,7 +16,7 @@ from ._caps import AUTO_CUDA_MIN_ROWS, HAS_CUDA, Device, cuda_usable, providers_
 from ._common import SearchResult, VectorIndex, brute_force_topk
 from .factory import ANN_MIN_ITEMS, AUTO_ONNX_MIN_ROWS, make_index
 from .ivf import IvfIndex, IvfLayout
-from .ivf_build import build_ivf, default_nlist
+from .ivf_build import DEFAULT_TARGET_RECALL, build_ivf, default_nlist
 from .numpy_exact import NumpyExactIndex
 from .onnx_topk import OnnxTopKIndex
 
@@ -24,6 +24,7 @@ __all__ = [
     "ANN_MIN_ITEMS",
     "AUTO_CUDA_MIN_ROWS",
     "AUTO_ONNX_MIN_ROWS",
+    "DEFAULT_TARGET_RECALL",
     "HAS_CUDA",
     "Device",
     "IvfIndex",

@@ -53,6 +53,17 @@ def test_written_and_loaded(ivf_bundle: Path) -> None:
     np.testing.assert_array_equal(bundle.ivf.values, np.asarray(bundle.vectors.values)[bundle.ivf.order])
 
 
+def test_target_recall_sets_the_tuned_nprobe(ivf_bundle: Path, tmp_path: Path) -> None:
+    default = load_bundle(ivf_bundle).manifest.index
+    assert default is not None and default.recall is not None and default.recall >= 0.99
+    low = load_bundle(_write(tmp_path / "low", ivf_target_recall=0.5)).manifest.index
+    assert low is not None and low.recall is not None and low.recall >= 0.5
+    assert low.nprobe < default.nprobe  # a lower target probes fewer lists on the same vectors
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ModelFormatError, match="target_recall"):
+            _write(tmp_path / "bad", ivf_target_recall=bad)
+
+
 def test_no_index_below_threshold_or_when_refused(tmp_path: Path) -> None:
     for index in ("auto", "none"):  # 3000 items: auto builds nothing
         bundle = load_bundle(_write(tmp_path / index, index=index))
@@ -161,7 +172,8 @@ def test_auto_builds_from_ann_min_items_and_only_when_it_pays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("edgerec_sdk.bundle.writer.ANN_MIN_ITEMS", 1000)
-    clustered_bundle = load_bundle(_write(tmp_path / "c", index="auto"))
+    # 3000 rows in 93 lists: 0.95 needs 4 lists, the default 0.99 needs 12 (past the 10% cut-off).
+    clustered_bundle = load_bundle(_write(tmp_path / "c", index="auto", ivf_target_recall=0.95))
     assert clustered_bundle.manifest.index is not None
     x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)  # no structure at all
     path = write_bundle(
