@@ -218,7 +218,11 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
                 got = _cheapest_ef(lambda ef: recall(np.stack([hq(qs[i : i + 1], 10, ef)[0]
                                                                for i in range(len(qs))]), truth),
                                    h_lines, line["recall_at_10"])
-                if got is not None:
+                if got is None:
+                    emit(bench="kernel_head_to_head", n=n, d=d, k=10, note=(
+                        f"hnswlib reached no recall >= {line['recall_at_10']} (the IVF at nprobe "
+                        f"{line['setting']}) up to ef 1024: no pair timed"))
+                else:
                     probe = IvfIndex(layout, nprobe=int(line["setting"]), check=False)
                     pairs.append(((f"sdk-ivf-nprobe-{probe.nprobe}", functools.partial(probe.search, k=10),
                                    probe.nprobe, line["recall_at_10"]),
