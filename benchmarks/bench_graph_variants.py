@@ -6,7 +6,10 @@ interleaved (one query per variant in turn) so machine noise hits them alike, an
 with the flat graph's. ``--profile`` adds onnxruntime's per-node times for the flat and blocked graphs.
 
 Variants: ``flat`` (DynamicQuantizeLinear, MatMulInteger, Cast, Mul, TopK), ``blocked`` (the same scores,
-then block maxima and a TopK over the best blocks: the shipped graph from 65,536 rows), ``dqmm``
+then block maxima and a TopK over the best blocks: the graph shipped from 65,536 rows until 2026-11-23),
+``sorted`` (the graph shipped now, built by ``_topk_graph.build_graph``: columns in ``block_order``, block
+maxima taken on the int32 scores and bounded by the block's scales, only the gathered blocks scaled; its
+``bound_check_failures`` counts the queries ``OnnxTopKIndex`` would rank from all scores), ``dqmm``
 (com.microsoft DynamicQuantizeMatMul), ``mmi2f`` (com.microsoft MatMulIntegerToFloat), ``dequant``
 (DequantizeLinear on the int32 scores instead of Cast + Mul, blocked), ``chunked16`` (the matrix split
 into 16 column chunks whose block maxima are concatenated, blocked).
@@ -34,6 +37,8 @@ from _bench import emit, machine_state
 
 from edgerec_sdk.bundle import quantize_rows_int8
 from edgerec_sdk.index import _onnx_proto as pb
+from edgerec_sdk.index._topk_graph import block_order, build_graph
+from edgerec_sdk.index.onnx_topk import _SPARE_BLOCKS
 
 BLOCK = 256
 _MS = {"com.microsoft": 1}
@@ -108,7 +113,34 @@ def session(spec: Spec, d: int, *, profile: bool) -> tuple[Any, bool]:
     ins = [pb.value_info("q", pb.FLOAT, ["b", d]), pb.value_info("k", pb.INT64, [1])]
     if two_stage:
         ins.append(pb.value_info("kb", pb.INT64, [1]))
-    blob = pb.model(nodes, ins, outs, inits, opsets={"": 18, **opsets})
+    return open_session(pb.model(nodes, ins, outs, inits, opsets={"": 18, **opsets}), profile=profile), two_stage
+
+
+class Sorted:
+    """The shipped blocked graph and the column order it needs (``rows_of`` maps columns back to rows)."""
+
+    def __init__(self, v8: np.ndarray, s8: np.ndarray, *, profile: bool) -> None:
+        self.n = v8.shape[0]
+        self.order = block_order(s8)
+        self.sess = open_session(build_graph(v8, s8, int8=True, order=self.order), profile=profile)
+        self.failures = 0
+
+    def rows(self, q: np.ndarray, k: int) -> np.ndarray:
+        nb = self.order.shape[0] // BLOCK
+        kb = min(nb, k + 1 + _SPARE_BLOCKS)
+        feeds = {"q": q, "k": np.array([min(k + self.order.shape[0] - self.n, kb * BLOCK)], np.int64),
+                 "kb": np.array([kb], np.int64)}
+        vals, local, blocks, bounds = self.sess.run(["vals", "local", "blocks", "bounds"], feeds)
+        col = np.take_along_axis(blocks, local // BLOCK, axis=1) * BLOCK + local % BLOCK
+        out = []
+        for j in range(q.shape[0]):
+            real = col[j] < self.n
+            self.failures += int(kb < nb and not vals[j][real][k - 1] >= bounds[j, -1])
+            out.append(self.order[col[j][real]][:k])
+        return np.stack(out)
+
+
+def open_session(blob: bytes, *, profile: bool) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
@@ -116,10 +148,12 @@ def session(spec: Spec, d: int, *, profile: bool) -> tuple[Any, bool]:
     if profile:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), "edgerec-graph-profile")
-    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"]), two_stage
+    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
 
 
 def rows_of(sess: Any, two_stage: bool, q: np.ndarray, k: int, kb: int) -> np.ndarray:
+    if isinstance(sess, Sorted):
+        return sess.rows(q, k)
     feeds = {"q": q, "k": np.array([k], np.int64)}
     if not two_stage:
         return np.asarray(sess.run(["idx"], feeds)[0])
@@ -146,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     ws[: args.n] = s8
     qs = rng.standard_normal((64, args.d), dtype=np.float32)
     kb = args.k + 1
-    sessions = {name: session(spec, args.d, profile=False) for name, spec in variants(wt, ws).items()}
+    sessions: dict[str, tuple[Any, bool]] = {
+        name: session(spec, args.d, profile=False) for name, spec in variants(wt, ws).items()}
+    sessions["sorted"] = (Sorted(v8, s8, profile=False), True)
     ref = rows_of(*sessions["flat"], qs[:8], args.k, kb)
     times: dict[str, list[float]] = defaultdict(list)
     for r in range(args.rounds):
@@ -159,15 +195,17 @@ def main(argv: list[str] | None = None) -> None:
         got = rows_of(sess, two, qs[:8], args.k, kb)
         same = float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ref, got, strict=True)]))
         t = np.asarray(times[name]) * 1e3
+        extra = {"bound_check_failures": sess.failures, "calls": len(t) + 8} if isinstance(sess, Sorted) else {}
         emit(bench="graph_variant", variant=name, n=args.n, d=args.d, k=args.k, median_ms=round(float(np.median(t)), 3),
-             best_ms=round(float(t.min()), 3), top10_overlap_with_flat=same)
+             best_ms=round(float(t.min()), 3), top10_overlap_with_flat=same, **extra)
     if args.profile:
         specs = variants(wt, ws)
-        for name in ("flat", "blocked"):
-            sess, two = session(specs[name], args.d, profile=True)
+        for name in ("flat", "blocked", "sorted"):
+            sess, two = (Sorted(v8, s8, profile=True), True) if name == "sorted" else session(
+                specs[name], args.d, profile=True)
             for r in range(40):
                 rows_of(sess, two, qs[r % 64 : r % 64 + 1], args.k, kb)
-            path = sess.end_profiling()
+            path = (sess.sess if isinstance(sess, Sorted) else sess).end_profiling()
             per_node: dict[str, list[float]] = defaultdict(list)
             with open(path) as fh:
                 for ev in json.load(fh):

@@ -15,11 +15,12 @@ from numpy.typing import NDArray
 Chunks = list["bytes | memoryview"]
 
 # onnx.TensorProto.DataType
-FLOAT, UINT8, INT8, INT64, BOOL, FLOAT16 = 1, 2, 3, 7, 9, 10
+FLOAT, UINT8, INT8, INT32, INT64, BOOL, FLOAT16 = 1, 2, 3, 6, 7, 9, 10
 _DTYPES = {
     np.dtype(np.float32): FLOAT,
     np.dtype(np.uint8): UINT8,
     np.dtype(np.int8): INT8,
+    np.dtype(np.int32): INT32,
     np.dtype(np.int64): INT64,
     np.dtype(np.bool_): BOOL,
     np.dtype(np.float16): FLOAT16,

@@ -2,8 +2,11 @@
 
 Graph (built at construction with a hand-written protobuf encoder, so ``onnx`` is not needed)::
 
-    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n']) ─Cast─Mul(scales [n']) ─> s
-            s ─Reshape [b, n'/256, 256]─ReduceMax─TopK(kb)─> blocks ─GatherND─TopK(k)─> vals, local
+    int8:   q ─DynamicQuantizeLinear─> MatMulInteger(W^T int8 [d,n]) ─Cast─Mul(scales [n]) ─> s ─TopK(k)
+    int8, from 65,536 rows, columns in block_order (rows by scale, padded to n' = whole blocks):
+            q ─DynamicQuantizeLinear─> MatMulInteger(W^T [d,n']) ─> si (int32)
+            si ─Reshape [b, n'/256, 256]─ReduceMax─> block max ─x block scale range─> bounds ─TopK(kb)─> blocks
+            blocks ─GatherND(si), Gather(scales)─Cast─Mul─TopK(k)─> vals, local
     float:  q ─Gemm(transB=1, W float32 [n,d]) ─> s ─TopK(k)─> vals, idx
 
 Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
@@ -13,16 +16,21 @@ Why this shape (measured on the 2-core dev box, docs/benchmarks.md):
   (15.9-16.0 ms against 12.1 ms at 1M x 64, ``benchmarks/bench_graph_variants.py``). The per-query
   quantization scale is left out: it is one positive factor per query and does not change the ranking.
 * Two-stage TopK for int8: a flat TopK over 1M scores took 2.64 ms of a 12.1 ms call; the block maxima
-  (0.52 ms), a TopK over them and over the ``kb`` best blocks' rows take 0.65 ms, the same answer (see
-  :func:`_select` for why it is exact). ``n'`` is ``n`` padded to whole blocks with zero rows, whose
-  score is exactly 0: one more block and the padding count of extra candidates keep them from
-  displacing real rows, and they are dropped after the graph.
+  (0.52 ms), a TopK over them and over the ``kb`` best blocks' rows take 0.65 ms (see :func:`_select` for
+  why that is exact). Scaling every int32 score (``Cast`` + ``Mul``, ~1.7 ms at 1M) is avoided too: the
+  columns are sorted by row scale, so a block's int32 maximum times its largest scale (its smallest, for a
+  negative maximum) bounds every score in it within a fraction of a percent; the ``kb`` blocks with the
+  best bounds are gathered and only they are scaled. ``_topk`` accepts the answer when the ``fetch``-th
+  candidate reaches the smallest gathered bound (no block left out can hold a better row) and otherwise
+  ranks that query from all scores; ``_SPARE_BLOCKS`` extra blocks make that rare. The padding columns
+  repeat a real row (so bounds stay bounds on real scores) and are dropped after the graph.
 * No mask inside the graph: onnxruntime ran every node of a masked branch (``Add``/``Where`` + a second
   TopK) even when only the unmasked outputs were requested, adding 3-5 ms to every 1M-row call. Instead
   TopK fetches extra candidates and numpy drops the excluded and disallowed ones: the excluded count (a
   few hundred rows at most), and for an allow mask as many more as its density predicts. A query left
-  with too few rows (an unlucky mask) is redone from all scores (output ``s``): the mask is written in as
-  ``-inf`` and :func:`_select` picks the top exactly. A sparse mask goes that way directly.
+  with too few rows (an unlucky mask) is redone from all scores (output ``s``, or ``si`` times the
+  scales): the mask is written in as ``-inf`` and :func:`_select` picks the top exactly. A sparse mask goes
+  that way directly.
 * The int8 path quantizes the query to uint8 per call (DynamicQuantizeLinear), so it takes
   ``k + max(k, 32)`` candidates that are rescored exactly in numpy (a gather of a few rows) and re-sorted
   by (-score, row); the float graph relies on TopK breaking ties by the lower index (ONNX TopK spec).
@@ -49,7 +57,7 @@ from numpy.typing import NDArray
 from ..errors import ModelLoadError
 from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
 from ._topk_graph import BLOCK as _BLOCK
-from ._topk_graph import blocked
+from ._topk_graph import block_order, blocked
 from ._topk_graph import build_graph as _build_graph
 from ._topk_graph import float32_items as _float32_items
 from .numpy_exact import NumpyExactIndex
@@ -64,6 +72,9 @@ _RESCORE_MARGIN = 32
 """Extra candidates the int8 graph returns per query for exact rescoring (at least ``k`` more)."""
 _FILTER_SLACK = 1.25
 """How many more candidates than the allow mask's density predicts TopK fetches before filtering."""
+_SPARE_BLOCKS = 4
+"""Blocks the blocked int8 graph gathers beyond ``fetch + 1``, so its exactness check rarely fails (on
+clustered 1M x 64 vectors, 200 queries: 20 failures with none spare, 0 with 4)."""
 
 
 class OnnxTopKIndex:
@@ -117,6 +128,9 @@ class OnnxTopKIndex:
         self.quantized_query = int8
         self._blocked = int8 and blocked(self.n_items)
         self._values, self._scales = values, sc
+        # Column order of the blocked graph (rows by scale, padded); None for the other graphs.
+        self._order = block_order(sc) if self._blocked and sc is not None else None
+        self._rechecks = 0  # blocked-graph answers the bound check refused (redone from all scores)
         self._fallback: NumpyExactIndex | None = None
         self._asked, self._threads = asked, intra_op_threads
         self._lock = threading.Lock()
@@ -141,7 +155,7 @@ class OnnxTopKIndex:
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            blob = _build_graph(self._values, self._scales, int8=int8, bound=self.bound)
+            blob = _build_graph(self._values, self._scales, int8=int8, bound=self.bound, order=self._order)
             session = ort.InferenceSession(blob, so, providers=self._asked)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(f"onnxruntime refused the top-K graph: {exc}") from exc
@@ -172,28 +186,52 @@ class OnnxTopKIndex:
             return self._session, self._items
 
     def _topk(self, q: NDArray[np.float32], fetch: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """The graph's top ``fetch`` (values descending); the int8 graph's block rows mapped back to rows."""
-        if not self._blocked:
+        """The graph's top ``fetch`` (values descending); the blocked graph's columns mapped back to rows."""
+        order = self._order
+        if order is None:
             vals, idx = self._run(["vals", "idx"], q, fetch)
             return vals, idx
-        n_blocks = -(-self.n_items // _BLOCK)
-        pad = n_blocks * _BLOCK - self.n_items
-        # The padding block may outrank every block holding a top row (its zeros): one block more, and
-        # room for all of its padding rows among the candidates.
-        kb = min(n_blocks, fetch + 1)
-        kk = min(fetch + pad, kb * _BLOCK)
-        vals, local, blocks = self._session.run(
-            ["vals", "local", "blocks"],
+        n, n_blocks = self.n_items, order.shape[0] // _BLOCK
+        pad = order.shape[0] - n
+        kb = min(n_blocks, fetch + 1 + _SPARE_BLOCKS)
+        kk = min(fetch + pad, kb * _BLOCK)  # room for the padding copies among the candidates
+        vals, local, blocks, bounds = self._session.run(
+            ["vals", "local", "blocks", "bounds"],
             {"q": q, "k": np.array([kk], np.int64), "kb": np.array([kb], np.int64)},
         )
-        idx = np.take_along_axis(blocks, local // _BLOCK, axis=1) * _BLOCK + local % _BLOCK
-        if pad:  # padding rows become (-inf, row 0), which the caller drops like any -inf row
-            real = idx < self.n_items
-            vals, idx = np.where(real, vals, np.float32(-np.inf)), np.where(real, idx, 0)
-            if vals.shape[0] == 1 and vals.shape[1] > fetch:  # keep the best ``fetch`` real rows only
-                keep = np.flatnonzero(real[0])[:fetch]
-                vals, idx = vals[:, keep], idx[:, keep]
+        col = np.take_along_axis(blocks, local // _BLOCK, axis=1) * _BLOCK + local % _BLOCK
+        real = col < n  # padding columns repeat a real row: drop the copies as -inf
+        vals, idx = np.where(real, vals, np.float32(-np.inf)), np.where(real, order[col], 0)
+        if kb < n_blocks:
+            # Every score in a block left out is at most its bound, and so at most the smallest chosen
+            # bound: when the fetch-th candidate reaches it, these are the top ``fetch``. Otherwise (scales
+            # spread within the chosen blocks, near-ties, NaN) this query is ranked from all scores.
+            for j in range(vals.shape[0]):
+                got = vals[j][real[j]]
+                if got.size >= fetch and got[fetch - 1] >= bounds[j, -1]:
+                    continue
+                self._rechecks += 1
+                v1, i1 = _select(self._all_scores(q[j : j + 1]), fetch)
+                vals[j], idx[j] = -np.inf, 0
+                vals[j, : v1.shape[1]], idx[j, : v1.shape[1]] = v1[0], i1[0]
+        if vals.shape[0] == 1 and vals.shape[1] > fetch:  # keep the best ``fetch`` real rows only
+            keep = np.flatnonzero(vals[0] > -np.inf)[:fetch]
+            vals, idx = vals[:, keep], idx[:, keep]
         return vals, idx
+
+    def _all_scores(self, ql: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Every row's score for each query, in row order (a writable array)."""
+        if self._order is None:
+            (scores,) = self._run(["s"], ql, 1)
+            return scores if scores.flags.writeable else scores.copy()
+        if self._scales is None:  # internal invariant: only int8 graphs are blocked
+            raise RuntimeError("internal invariant broken: self._scales is None")
+        (si,) = self._run(["si"], ql, 1)
+        n = self.n_items
+        out = np.empty((si.shape[0], n), np.float32)
+        out[:, self._order[:n]] = si[:, :n]  # int32 scores, columns back in row order
+        out *= self._scales
+        return out
 
     def _run(self, names: list[str], q: NDArray[np.float32], k: int) -> list[NDArray[Any]]:
         """Run the graph for ``names``; the bound path goes through I/O binding."""
@@ -282,10 +320,7 @@ class OnnxTopKIndex:
         self, ql: NDArray[np.float32], need: int, live: NDArray[np.intp], call: SearchCall
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """All scores from the graph, masks written in as ``-inf``, then the exact selection of ``_select``."""
-        (scores,) = self._run(["s"], ql, 1)
-        scores = scores[:, : self.n_items]  # the int8 graph's padding rows
-        if not scores.flags.writeable:
-            scores = scores.copy()
+        scores = self._all_scores(ql)
         if call.allow is not None:
             np.copyto(scores, np.float32(-np.inf), where=~call.allow)
         if call.exclude is not None:

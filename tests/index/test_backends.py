@@ -146,6 +146,38 @@ class TestOnnxFloat32FromScores(TestOnnxInt8FromScores):
     exact = True
 
 
+class TestOnnxInt8BlockedFromScores(TestOnnxInt8Blocked):
+    """All scores from the blocked graph's int32 output, its columns put back in row order."""
+
+    def make_index_from_stored(self, values: np.ndarray, scales: np.ndarray | None) -> VectorIndex:
+        idx = super().make_index_from_stored(values, scales)
+        assert isinstance(idx, OnnxTopKIndex)
+        idx.scores_path = True
+        return idx
+
+
+def test_blocked_graph_answers_exactly_when_its_bound_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Far fewer blocks gathered than the check needs: it refuses most answers (those queries are ranked from
+    all scores instead) and accepts some, and every answer equals the brute-force one."""
+    from edgerec_sdk.index import onnx_topk
+
+    monkeypatch.setattr(onnx_topk, "_SPARE_BLOCKS", -25)  # gather fetch - 24 blocks, not fetch + 5
+    monkeypatch.setattr(_topk_graph, "BLOCKED_MIN_ROWS", 1)
+    rng = np.random.default_rng(4)
+    n = 100 * 256 + 17  # a partial last block: padding copies
+    v8 = rng.integers(-127, 128, (n, 16), dtype=np.int8)
+    s8 = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    idx = OnnxTopKIndex(v8, s8)
+    assert idx._blocked
+    q = rng.standard_normal((30, 16)).astype(np.float32)
+    for k, step in ((1, n), (5, n), (5, 1999)):  # the last: ~13 exclusions a query, more blocks gathered
+        excl = [np.arange(j, n, step) for j in range(30)]
+        got = idx.search(q, k, exclude=excl)
+        ref = brute_force_topk(v8, s8, q, k, exclude=excl)
+        np.testing.assert_array_equal(got.rows, ref.rows)
+    assert 0 < idx._rechecks < 90
+
+
 def test_two_stage_select_matches_a_full_sort() -> None:
     from edgerec_sdk.index.onnx_topk import _select
 
