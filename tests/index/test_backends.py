@@ -178,6 +178,27 @@ def test_blocked_graph_answers_exactly_when_its_bound_check_fails(monkeypatch: p
     assert 0 < idx._rechecks < 90
 
 
+def test_blocked_graph_overflow_is_redone_like_the_numpy_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose scale makes their score overflow float32: the blocked graph's bounds and candidates turn
+    inf, the query is redone exactly in numpy, and the answer is the numpy kernel's (overflowing rows
+    dropped), for one query and for a batch."""
+    monkeypatch.setattr(_topk_graph, "BLOCKED_MIN_ROWS", 1)
+    rng = np.random.default_rng(6)
+    n = 100 * 256 + 3
+    v8 = rng.integers(-127, 128, (n, 16), dtype=np.int8)
+    s8 = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    big = [5, 700, 20_000]
+    v8[big], s8[big] = 127, 1e36  # finite rows (1.27e38), scores past float32 for positive queries
+    idx = OnnxTopKIndex(v8, s8)
+    assert idx._blocked
+    q = (np.abs(rng.standard_normal((4, 16))) + 0.1).astype(np.float32)
+    ref = NumpyExactIndex(v8, s8).search(q, 10)
+    np.testing.assert_array_equal(idx.search(q, 10).rows, ref.rows)
+    assert not np.isin(ref.rows, big).any()
+    for j in range(4):
+        np.testing.assert_array_equal(idx.search(q[j : j + 1], 10).rows[0], ref.rows[j])
+
+
 def test_two_stage_select_matches_a_full_sort() -> None:
     from edgerec_sdk.index.onnx_topk import _select
 
