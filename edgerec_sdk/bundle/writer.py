@@ -102,11 +102,13 @@ def write_bundle(
         index: ``"ivf"`` adds an approximate IVF index (``ivf.*.npy`` and the manifest's ``index``
             section); ``"auto"`` does so from :data:`~edgerec_sdk.index.ANN_MIN_ITEMS` items on, unless the
             tuned ``nprobe`` exceeds 10% of the lists (vectors without cluster structure, where the exact
-            kernel is faster); ``"none"`` never. Building costs k-means plus an nprobe tuning pass (about a minute at 1M x 64).
+            kernel is faster); ``"none"`` never. Building costs k-means plus an nprobe tuning pass (14 s at
+            1M x 64 on the 2-core dev box: ``ann_build`` in ``benchmarks/bench_kernels.py``).
         ivf_nlist: IVF lists; default :func:`~edgerec_sdk.index.default_nlist`.
         ivf_nprobe: lists probed by default; None tunes it to ``ivf_target_recall`` on sample queries.
-        ivf_target_recall: recall@10 against the exact answer that the tuned ``nprobe`` reaches on item-to-item
-            sample queries; default 0.99 (see :data:`~edgerec_sdk.index.DEFAULT_TARGET_RECALL` for why).
+        ivf_target_recall: recall@10 against the exact answer that the tuned ``nprobe`` reaches on
+            item-to-item sample queries; default 0.99 (:data:`~edgerec_sdk.index.DEFAULT_TARGET_RECALL` says
+            why).
 
     Returns:
         The bundle directory.

@@ -86,8 +86,9 @@ def build_ivf(
     lists = default_nlist(n) if nlist is None else nlist
     if isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= n:
         raise ValueError(f"nlist must be an int in [1, {n}], got {lists!r}")
-    if not 0.0 < target_recall <= 1.0:
-        raise ValueError("target_recall must lie in (0, 1]")
+    number = isinstance(target_recall, (int, float)) and not isinstance(target_recall, bool)
+    if not number or not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
     rng = np.random.default_rng(seed)
     centroids = _kmeans(values, sc, lists, rng)
     assign = _assign(values, sc, centroids)

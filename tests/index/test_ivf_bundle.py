@@ -59,7 +59,7 @@ def test_target_recall_sets_the_tuned_nprobe(ivf_bundle: Path, tmp_path: Path) -
     low = load_bundle(_write(tmp_path / "low", ivf_target_recall=0.5)).manifest.index
     assert low is not None and low.recall is not None and low.recall >= 0.5
     assert low.nprobe < default.nprobe  # a lower target probes fewer lists on the same vectors
-    for bad in (0.0, 1.5, float("nan")):
+    for bad in (0.0, 1.5, float("nan"), True, "0.9"):
         with pytest.raises(ModelFormatError, match="target_recall"):
             _write(tmp_path / "bad", ivf_target_recall=bad)
 
