@@ -9,9 +9,9 @@ dim x batch x K: median, p99, queries per second, bytes scanned per second, and 
 Approximate (top-10, single query): the SDK IVF (nprobe sweep) against hnswlib and usearch HNSW (ef sweep)
 and faiss IVF-Flat: recall@10 against the exact answer on the same vectors, latency, and for each method
 the cheapest setting reaching ``--target-recall`` (default: the bundle writer's tuning target). Then a
-head-to-head: the SDK IVF at its tuned nprobe, one list fewer and one more, each against hnswlib at the smallest ef reaching the same recall, all in alternating
-blocks of every query (``kernel_head_to_head``: medians, p99 and their ratios), the figure the acceptance
-compares.
+head-to-head: the SDK IVF at its tuned nprobe, one list fewer and one more, each against hnswlib at the
+smallest ef reaching the same recall, all in alternating blocks of every query (``kernel_head_to_head``:
+medians, p99 and their ratios), the figure the acceptance compares.
 
 Usage (about 8-10 minutes with the defaults on the 2-core dev box)::
 
@@ -209,8 +209,9 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
         best["hnswlib"] = _sweep("hnswlib", hq, [10, 16, 24, 32, 48, 64, 96, 128, 192, 256], qs, truth, n, d,
                                  args.target_recall, build_s, args.budget_s, h_lines)
         if args.head_to_head_rounds > 0:
-            # At the tuned nprobe, one list fewer and one more, each against the smallest ef reaching the same recall
-            # (the sweep's ef grid is coarse, 48, 64, ...: hnswlib is not charged for recall not asked for).
+            # At the tuned nprobe, one list fewer and one more, each against the smallest ef reaching the
+            # same recall (the sweep's ef grid is coarse, 48, 64, ...: hnswlib is not charged for recall
+            # not asked for).
             pairs: list[tuple[Contender, Contender]] = []
             for line in sdk_lines:
                 if abs(int(line["setting"]) - layout.nprobe) > 1:
@@ -221,7 +222,7 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
                 if got is None:
                     emit(bench="kernel_head_to_head", n=n, d=d, k=10, note=(
                         f"hnswlib reached no recall >= {line['recall_at_10']} (the IVF at nprobe "
-                        f"{line['setting']}) up to ef 1024: no pair timed"))
+                        f"{line['setting']}) up to ef {_EF_CAP}: no pair timed"))
                 else:
                     probe = IvfIndex(layout, nprobe=int(line["setting"]), check=False)
                     pairs.append(((f"sdk-ivf-nprobe-{probe.nprobe}", functools.partial(probe.search, k=10),
@@ -284,8 +285,12 @@ def run_ann(args: argparse.Namespace, n: int, d: int, exact_ms: dict[str, float]
     emit(**summary_line)
 
 
+_EF_CAP = 1024
+"""Largest ef the head-to-head tries when looking for hnswlib's setting at the IVF's recall."""
+
+
 def _cheapest_ef(recall_at: Callable[[int], float], lines: list[dict[str, Any]],
-                 target: float, cap: int = 1024) -> tuple[int, float] | None:
+                 target: float, cap: int = _EF_CAP) -> tuple[int, float] | None:
     """The smallest ef whose recall reaches ``target``: bisection between the sweep's last setting below
     it and its first setting at or above it (recall grows with ef, up to noise); where the sweep stopped
     short of ``target``, ef keeps doubling (up to ``cap``) first."""
@@ -356,8 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", choices=["clustered", "gaussian"], default="clustered")
     p.add_argument("--peers", nargs="*", default=["faiss", "usearch", "hnswlib"])
     p.add_argument("--hnsw-m", type=int, default=16)
-    # 200: hnswlib's README value. The runs before 2026-11-23 01:33 used 100, a weaker graph that needs a larger
-    # ef for the same recall (docs/benchmarks.md).
+    # 200: hnswlib's README value. The runs before 2026-11-23 01:33 used 100, a weaker graph that needs a
+    # larger ef for the same recall (docs/benchmarks.md).
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--budget-s", type=float, default=1.0, help="time budget per timed case")
     p.add_argument("--head-to-head-rounds", type=int, default=10,

@@ -38,7 +38,7 @@ def block_order(scales: NDArray[np.float32]) -> NDArray[np.int64]:
     n = int(scales.shape[0])
     order = np.argsort(scales, kind="stable")
     padded = -(-n // BLOCK) * BLOCK
-    return np.concatenate((order, np.full(padded - n, order[-1], order.dtype))).astype(np.int64)
+    return np.concatenate((order, np.full(padded - n, order[-1], order.dtype))).astype(np.int64, copy=False)
 
 
 def build_graph(

@@ -272,7 +272,8 @@ class IvfIndex:
             got = self._fast(q, cscore, width, excl, allow)
             if got is None:  # the general loop answers, on the same centroid scores
                 call = prepare_search(queries, k, dim=self.dim, n_items=n, exclude=exclude, allow=allow)
-                self._one(call, 0, cscore)
+                if call.live.size:  # a non-finite query has no answer: no need to probe every list for it
+                    self._one(call, 0, cscore)
                 return call.result()
         rows, scores = got
         return SearchResult(rows[None], scores[None], np.array((rows.size,), np.int64))

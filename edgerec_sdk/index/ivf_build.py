@@ -181,7 +181,7 @@ def _assign(
     Why not the nearest centroid (the k-means assignment): a query ``q`` close to an item ``v`` ranks
     lists by ``q . c ~ v . c``, so ``v`` is found first where ``v . c`` is largest. On the clustered
     1M x 64 benchmark vectors this took recall@10 at 2 of 2,000 lists from 0.93 to 0.98 and at 3 lists
-    from 0.984 to 0.993 (``benchmarks/bench_kernels.py``; docs/benchmarks.md), so builds tune to 2 lists.
+    from 0.984 to 0.993 (``benchmarks/bench_kernels.py``; docs/benchmarks.md).
     """
     out = np.empty(values.shape[0], np.intp)
     for lo in range(0, values.shape[0], _BLOCK):
