@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", nargs="*", default=None, help="data files to re-evaluate on (one per bundle)")
     args = ap.parse_args(argv)
     if args.evaluate:
-        from edgerec_sdk.build.evaluate import evaluate_bundle
+        from edgerec_sdk.train.evaluate import evaluate_bundle
 
         for bundle, data in zip(args.bundles, args.evaluate, strict=False):
             evaluate_bundle(bundle, data)

@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_cmd_inspect)
-    for module in ("edgerec_sdk.build.cli", "edgerec_sdk.hub.cli"):
+    for module in ("edgerec_sdk.train.cli", "edgerec_sdk.hub.cli"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except (ImportError, AttributeError):

@@ -18,7 +18,7 @@
         │   └── HubAuthError                     401, 403
         └── HubProtocolError                     undecodable or incompatible payload
 
-Third-party exceptions are translated into this tree at exactly two boundaries: ``model.py``
+Third-party exceptions are translated into this tree at exactly two boundaries: ``_impl/model.py``
 (onnxruntime) and ``sync/client.py`` (httpx). This module imports neither.
 """
 

@@ -19,18 +19,18 @@ from typing import Any
 import numpy as np
 from cachetools import TTLCache
 
-from . import _log
-from ._checks import check_exclude, check_k
-from ._counters import Counters
-from ._threads import register_postfork
+from ._impl import log as _log
+from ._impl.checks import check_exclude, check_k
+from ._impl.counters import Counters
+from ._impl.events import check_user_id, normalize_event
+from ._impl.items import ItemCatalog
+from ._impl.serving import Ranked, ServingState
+from ._impl.threads import register_postfork
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
 from .errors import ClosedError, EdgerecError, NotReadyError
-from .events import check_user_id, normalize_event
-from .items import ItemCatalog
 from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import check_filters, explain_items
-from .serving import Ranked, ServingState
 from .sync import EdgeSync, NullSync, SyncConfig
 from .types import (
     DegradedReason,
@@ -487,7 +487,7 @@ class Recommender:
         """Opt in: on SIGTERM, ``close()`` (flushing feedback for up to ``timeout_s``, default
         ``config.exit_flush_timeout_s``), then the previous handler or the default action. Main thread only.
         Servers with their own graceful shutdown (gunicorn, uWSGI, Celery) do not need it: atexit flushes."""
-        from ._signals import install_flush_on_signal
+        from ._impl.signals import install_flush_on_signal
 
         limit = self.config.exit_flush_timeout_s if timeout_s is None else timeout_s
         return install_flush_on_signal(self.close, timeout_s=limit)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from edgerec_sdk import _log
+from edgerec_sdk._impl import log as _log
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +29,13 @@ def beauty_dir() -> Path:
     if not (path / "Beauty.txt").exists():
         pytest.skip(f"Beauty data not found under {path}; set EDGEREC_DATA_DIR to the shared data folder")
     return path
+
+
+# Every test module pytest collected in this session, recorded before ``-m`` deselects anything, so
+# tests/test_collection.py can compare it with the test files on disk.
+COLLECTED_FILES = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[COLLECTED_FILES] = {str(item.path) for item in items}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgerec_sdk import EventError, FeedbackEvent
-from edgerec_sdk.events import normalize_event
+from edgerec_sdk._impl.events import normalize_event
 
 NOW = 1_700_000_000.0
 

@@ -6,7 +6,7 @@ def test_import_loads_no_extra() -> None:
     code = (
         "import sys, edgerec_sdk, edgerec_sdk.cli; "
         "r = edgerec_sdk.Recommender.demo(); r.recommend('u', k=3); r.close(); "
-        "bad = [m for m in ('edgerec_sdk.hub', 'edgerec_sdk.build', 'torch', 'django', 'flask', 'onnx', "
+        "bad = [m for m in ('edgerec_sdk.hub', 'edgerec_sdk.train', 'torch', 'django', 'flask', 'onnx', "
         "'matplotlib', 'redis') if m in sys.modules]; "
         "print(','.join(bad))"
     )

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from .._log import warn_once
+from .._impl.log import warn_once
 
 __all__ = ["blas_threads", "check_blas_threads"]
 

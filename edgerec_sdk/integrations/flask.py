@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._optional import require
+from .._impl.optional import require
 from ..recommender import Recommender
 from ._common import ProcessLocalRecommender, create_recommender, parse_settings
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from .._log import redact_url
-from .._optional import require
+from .._impl.log import redact_url
+from .._impl.optional import require
 from .base import ProfileEvent, ProfileUnavailableError
 
 __all__ = ["RedisProfileStore"]

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import orjson
 
-from .._log import redact_url
-from .._threads import Clock, SystemClock
+from .._impl.log import redact_url
+from .._impl.threads import Clock, SystemClock
 from ..errors import HubAuthError, HubError, HubProtocolError, HubStatusError, HubTransportError
 from . import protocol
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .._threads import Clock, SystemClock, register_postfork
+from .._impl.threads import Clock, SystemClock, register_postfork
 from ..bundle import Bundle
 from ..errors import ConfigError
 from . import protocol

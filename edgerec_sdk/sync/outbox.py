@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .._log import warn_once
-from .._threads import Clock, SystemClock, register_fork_guard, register_postfork
+from .._impl.log import warn_once
+from .._impl.threads import Clock, SystemClock, register_fork_guard, register_postfork
 from .config import OutboxConfig
 from .leases import holder_is_dead
 

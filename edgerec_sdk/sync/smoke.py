@@ -73,7 +73,7 @@ def smoke_test(path: str | os.PathLike[str], *, signing_key: bytes | None) -> st
 
 def check_bundle(bundle: Bundle) -> None:
     """Run the model of a loaded bundle on a few histories; raise :class:`SmokeFailure` if anything is off."""
-    from ..model import InterestModel
+    from .._impl.model import InterestModel
 
     m = bundle.manifest
     model = InterestModel(

@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from .._threads import Clock, RepeatingTask, SystemClock
+from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
 from ..bundle.verify import check_signature

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._threads import Clock, RepeatingTask, SystemClock
+from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..errors import HubAuthError, HubError, HubStatusError
 from . import protocol
 from .client import HubClient

@@ -99,7 +99,7 @@ def test_no_warnings_logged_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_blas_thread_check(caplog: pytest.LogCaptureFixture) -> None:
-    from edgerec_sdk import _log
+    from edgerec_sdk._impl import log as _log
     from edgerec_sdk.index._blas import blas_threads, check_blas_threads
 
     assert blas_threads({"OPENBLAS_NUM_THREADS": "1"}) == 1

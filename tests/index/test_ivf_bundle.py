@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from edgerec_sdk import Recommender
+from edgerec_sdk._impl.serving import ServingState
 from edgerec_sdk.bundle import load_bundle, update_metrics, write_bundle
 from edgerec_sdk.bundle.manifest import IVF_FILES, Manifest
 from edgerec_sdk.config import IndexConfig, RecommenderConfig
 from edgerec_sdk.errors import ModelFormatError, ModelIntegrityError
 from edgerec_sdk.index import IvfIndex, NumpyExactIndex
-from edgerec_sdk.serving import ServingState
 from edgerec_sdk.testing import make_interest_model
 
 from .test_ivf import clustered

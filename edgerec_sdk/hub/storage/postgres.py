@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from ..._log import redact_url
-from ..._optional import require
+from ..._impl.log import redact_url
+from ..._impl.optional import require
 from ._base import INSERT_EVENT, Conn, SQLStorage, StorageBusyError, event_params, schema_statements
 
 __all__ = ["PostgresStorage"]

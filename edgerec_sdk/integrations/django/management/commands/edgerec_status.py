@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ....._log import redact_url
+from ....._impl.log import redact_url
 from ... import get_recommender
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from .errors import EventError
-from .types import EVENT_TYPES, EventLike, FeedbackEvent
+from ..errors import EventError
+from ..types import EVENT_TYPES, EventLike, FeedbackEvent
 
 __all__ = ["MAX_ID_CHARS", "check_user_id", "normalize_event"]
 

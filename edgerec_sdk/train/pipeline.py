@@ -140,7 +140,7 @@ def build_bundle(
     popular = np.argsort(-np.bincount(np.concatenate(split.train_full), minlength=data.n_items), kind="stable")
     version = _version(data_path, cfg.seed, exported.int8_bytes)
     extra = {
-        "builder": "edgerec_sdk.build",
+        "builder": "edgerec_sdk.train",
         "model": "sasrec-full-softmax",
         "hyperparameters": result.config,
         "best_epoch": result.best_epoch,

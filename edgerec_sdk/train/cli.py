@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from .._optional import require
+from .._impl.optional import require
 
 __all__ = ["register"]
 

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from edgerec_sdk.build.baselines import ItemKNN, popularity_counts
-from edgerec_sdk.build.metrics import metrics_from_ranks, rank_in_list, ranks_from_scores
+from edgerec_sdk.train.baselines import ItemKNN, popularity_counts
+from edgerec_sdk.train.metrics import metrics_from_ranks, rank_in_list, ranks_from_scores
 
 
 def test_rank_excludes_history_and_counts_ties_pessimistically() -> None:

@@ -22,9 +22,9 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from ._fakehub import FakeClock, FakeHub, Fault, Recorded
-from ._optional import require
-from .bundle import quantize_rows_int8, write_bundle
+from .._impl.optional import require
+from ..bundle import quantize_rows_int8, write_bundle
+from .fakehub import FakeClock, FakeHub, Fault, Recorded
 
 __all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "fork_probe", "make_bundle", "make_interest_model", "make_tiny_bundle"]
 

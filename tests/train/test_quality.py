@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_bundle_meets_beauty_targets(beauty_dir: Path) -> None:
-    from edgerec_sdk.build.evaluate import evaluate_bundle
     from edgerec_sdk.recommender import demo_bundle_path
+    from edgerec_sdk.train.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(demo_bundle_path(), beauty_dir / "Beauty.txt", baselines=False, write=False)
     served = metrics["test"]["served_int8"]

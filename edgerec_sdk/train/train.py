@@ -88,7 +88,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
 
     Why not ``F.cross_entropy``: its log-softmax keeps one more ``[positions, n_items]`` tensor and makes two
     more passes over it; here the logits are turned into probabilities in place during backward. The
-    gradients are identical (checked in tests/build/test_train.py).
+    gradients are identical (checked in tests/train/test_train.py).
     """
 
     @staticmethod

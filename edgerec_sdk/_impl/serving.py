@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _log
-from .bundle import Bundle
-from .config import RecommenderConfig
-from .errors import ModelLoadError
-from .index import VectorIndex, make_index, providers_for, resolve_device
+from ..bundle import Bundle
+from ..config import RecommenderConfig
+from ..errors import ModelLoadError
+from ..index import VectorIndex, make_index, providers_for, resolve_device
+from ..rank import FilterCompiler
+from . import log as _log
 from .model import InterestModel
-from .rank import FilterCompiler
 
 __all__ = ["Ranked", "ServingState"]
 

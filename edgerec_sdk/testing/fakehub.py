@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import orjson
 
-from .bundle.verify import sign_bytes
-from .sync import protocol
+from ..bundle.verify import sign_bytes
+from ..sync import protocol
 
 __all__ = ["FakeClock", "FakeHub", "Fault", "Recorded"]
 

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edgerec_sdk.build.train import TrainConfig, _FullSoftmaxCE  # noqa: E402
+from edgerec_sdk.train.train import TrainConfig, _FullSoftmaxCE  # noqa: E402
 
 
 def _synthetic(path: Path, *, users: int = 300, items: int = 40, seed: int = 0) -> None:
@@ -44,7 +44,7 @@ def test_softmax_loss_gradients_match_cross_entropy() -> None:
 
 def test_tiny_build_writes_a_servable_bundle(tmp_path: Path) -> None:
     from edgerec_sdk import Recommender
-    from edgerec_sdk.build.pipeline import build_bundle
+    from edgerec_sdk.train.pipeline import build_bundle
 
     data = tmp_path / "seq.txt"
     _synthetic(data)
@@ -72,7 +72,7 @@ def test_tiny_build_writes_a_servable_bundle(tmp_path: Path) -> None:
 def test_cli_registers_build_and_evaluate() -> None:
     import argparse
 
-    from edgerec_sdk.build.cli import register
+    from edgerec_sdk.train.cli import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
@@ -83,7 +83,7 @@ def test_cli_registers_build_and_evaluate() -> None:
 
 
 def test_item_text_build_ships_a_tokenizer(tmp_path: Path) -> None:
-    from edgerec_sdk.build.pipeline import build_bundle
+    from edgerec_sdk.train.pipeline import build_bundle
 
     data = tmp_path / "seq.txt"
     _synthetic(data, users=120, items=30)

@@ -5,7 +5,7 @@ runtime. Importing it is cheap; torch is imported by the modules that train (``m
 ``export``, ``pipeline``), which the ``edgerec build`` command loads only when it runs.
 
 Example:
-    >>> from edgerec_sdk.build.pipeline import build_bundle                      # doctest: +SKIP
+    >>> from edgerec_sdk.train.pipeline import build_bundle                      # doctest: +SKIP
     >>> build_bundle("Beauty.txt", "bundles/beauty", titles="item_keywords.tsv")  # doctest: +SKIP
 """
 

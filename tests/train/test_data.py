@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgerec_sdk.build.data import (
+from edgerec_sdk.errors import ConfigError
+from edgerec_sdk.train.data import (
     item_metadata,
     leave_one_out,
     pad_left,
@@ -18,7 +19,6 @@ from edgerec_sdk.build.data import (
     read_sequences,
     read_titles,
 )
-from edgerec_sdk.errors import ConfigError
 
 
 def test_sequences_numeric_ids_keep_numeric_row_order(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 __all__ = ["InterestModel", "session_options"]
 

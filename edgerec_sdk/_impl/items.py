@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .recommender import Recommender
+    from ..recommender import Recommender
 
 __all__ = ["ItemCatalog"]
 
