@@ -307,7 +307,7 @@ class Recommender:
                 interest_items, seen_items = given, given
             else:
                 events = self._read_profile(user)
-                if events is None:  # shared store down (FAULTS D20): answer as for a cold user, flagged
+                if events is None:  # shared store down (fault D20): answer as for a cold user, flagged
                     unavailable.add(i)
                     events = []
                 interest_items = [e.item for e in events if e.type not in _NON_INTEREST_TYPES]
@@ -425,7 +425,7 @@ class Recommender:
             raise
         try:
             self._profiles.append(normalized.user, ProfileEvent(normalized.item, normalized.type, normalized.ts))
-        except Exception as exc:  # shared store down (FAULTS D20): the event still goes to the outbox
+        except Exception as exc:  # shared store down (fault D20): the event still goes to the outbox
             self._counters.incr("profile_write_failed")
             if self.config.strict:
                 self._ship(normalized)

@@ -4,7 +4,7 @@ Why opt-in: a library must not take over a process's signals (gunicorn, uWSGI an
 their graceful shutdown already runs ``atexit``, where the SDK makes its bounded flush). A plain script or a
 container whose PID 1 sends SIGTERM gets no ``atexit`` run at all, because Python's default SIGTERM action
 kills the process; ``Recommender.install_signal_handlers()`` is for that case. Events are durable in the
-outbox either way (FAULTS I3); the handler only makes them *arrive* before the process goes.
+outbox either way (fault I3); the handler only makes them *arrive* before the process goes.
 """
 
 from __future__ import annotations

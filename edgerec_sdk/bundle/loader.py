@@ -1,6 +1,6 @@
 """Load a bundle directory: verify everything, then parse, following the 'Loading rules' of bundle-format.md.
 
-Order (FAULTS.md section B): signature over the raw manifest bytes, manifest schema, size and sha256 of every
+Order (fault class B of docs/reliability.md): signature over the raw manifest bytes, manifest schema, size and sha256 of every
 listed file (streamed, capped at the declared size), ONNX external-data scan, ``.npy`` headers against the
 manifest and file sizes, then parsing and shape agreement. Nothing is parsed before its bytes are verified.
 """

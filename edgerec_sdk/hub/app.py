@@ -1,4 +1,4 @@
-"""The reference hub: a plain WSGI application implementing protocol v1 (ARCHITECTURE.md section 6).
+"""The reference hub: a plain WSGI application implementing protocol v1 (docs/design.md).
 
 No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
 (``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
@@ -6,9 +6,9 @@ in-process through ``httpx.WSGITransport``. State: the database (SQLite under ``
 a ``postgresql://`` URL) and bundle files under ``<root>/bundles/<version>/``, so several hub processes can
 share one root.
 
-Auth (FAULTS F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
+Auth (fault F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
 revealed); an edge token on an admin call is 403. Transient trouble answers 429/503 with ``Retry-After``,
-never 400 (FAULTS G1).
+never 400 (fault G1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Talking to the hub: model updates in, durable feedback out (ARCHITECTURE.md sections 5 to 9).
+"""Talking to the hub: model updates in, durable feedback out (docs/design.md).
 
 :class:`EdgeSync` wires the parts for one process; :class:`NullSync` stands in when there is no hub. The parts
 (:class:`HubClient`, :class:`Outbox`, :class:`Uploader`, :class:`Updater`) are usable on their own, and

@@ -1,9 +1,9 @@
 """``HubClient``: the SDK's one ``httpx.Client`` and the only place httpx errors are translated.
 
 Everything above this module sees :mod:`edgerec_sdk.errors` types only. Requests never follow redirects
-(FAULTS A17), carry ``Authorization`` only to the hub's own origin, and always have connect and read timeouts
-(FAULTS A03). Bundle files are streamed raw with ``Accept-Encoding: identity`` under a size cap, a deadline and
-a minimum throughput, and resumed with ``Range`` after a reset (FAULTS A04, A05, B01, B03, B04).
+(fault A17), carry ``Authorization`` only to the hub's own origin, and always have connect and read timeouts
+(fault A03). Bundle files are streamed raw with ``Accept-Encoding: identity`` under a size cap, a deadline and
+a minimum throughput, and resumed with ``Range`` after a reset (fault A04, A05, B01, B03, B04).
 
 Example:
     >>> client = HubClient("https://hub.example.com", token="...")  # doctest: +SKIP
@@ -142,7 +142,7 @@ class HubClient:
                     timeout=self._timeout,
                     follow_redirects=False,
                     verify=self._verify,
-                    # identity everywhere: a compressed answer could inflate past every cap (FAULTS B04, F08)
+                    # identity everywhere: a compressed answer could inflate past every cap (fault B04, F08)
                     headers={"User-Agent": self._user_agent, "Accept-Encoding": "identity"},
                 )
             return self._client
@@ -336,7 +336,7 @@ class HubClient:
             dest.unlink(missing_ok=True)
             raise
         except OSError:
-            dest.unlink(missing_ok=True)  # disk full (FAULTS D12): never keep a half-written staging file
+            dest.unlink(missing_ok=True)  # disk full (fault D12): never keep a half-written staging file
             raise
         return _sha256_file(dest)
 

@@ -124,7 +124,7 @@ class EdgeSync:
     # --- the Recommender's calls ------------------------------------------------------------------------
 
     def load_last_good(self) -> Bundle | None:
-        """The last good bundle on disk, re-verified, or ``None`` (serve it at once; FAULTS A02, C05)."""
+        """The last good bundle on disk, re-verified, or ``None`` (serve it at once; fault A02, C05)."""
         if not self.state_dir_safe:
             return None
         return self.updater.load_last_good()
@@ -235,7 +235,7 @@ class EdgeSync:
             self.start()
 
     def status(self) -> dict[str, Any]:
-        """Counters and state for ``Recommender.status()``; the outbox counters balance (FAULTS I5)."""
+        """Counters and state for ``Recommender.status()``; the outbox counters balance (fault I5)."""
         counters = self.outbox.counters()
         up = self.uploader.status()
         upd = self.updater.status()
@@ -299,7 +299,7 @@ def _default_edge_id() -> str:
 
 
 def _prepare_state_dir(root: Path) -> bool:
-    """Create ``root`` ``0700``; return whether it is safe to keep bundles and the outbox there (FAULTS D16)."""
+    """Create ``root`` ``0700``; return whether it is safe to keep bundles and the outbox there (fault D16)."""
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = root.stat()

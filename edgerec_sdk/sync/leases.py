@@ -2,7 +2,7 @@
 
 An uploader leases a batch for ``lease_s`` before sending it. When its process dies (``SIGKILL``, OOM, a
 gunicorn worker timeout) the lease would otherwise hold the batch back until it expires; the next process of
-the host that opens the outbox sees that the holder's pid is gone and takes the batch back at once (FAULTS D10).
+the host that opens the outbox sees that the holder's pid is gone and takes the batch back at once (fault D10).
 Holders on another host, or whose pid still exists, are left alone: the lease expires as usual, and a double
 send is harmless because the hub dedupes on ``event_id``.
 """

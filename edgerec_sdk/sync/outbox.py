@@ -1,4 +1,4 @@
-"""The durable feedback outbox: SQLite in WAL mode, shared by the workers of a host (FAULTS G3).
+"""The durable feedback outbox: SQLite in WAL mode, shared by the workers of a host (fault G3).
 
 Every event is inserted before ``feedback()`` returns; rows leave only after the hub acknowledged them
 (delivered), refused them (dead letter), or ``forget(user)`` erased them. Counters live in the same SQLite
@@ -6,9 +6,9 @@ file and change in the same transaction as the rows, so at every moment::
 
     accepted == delivered + pending + dead_lettered + dropped_outbox_full + dropped_memory_full + dropped_forgotten
 
-(FAULTS I5). When the file is unwritable (disk full, read-only, locked past ``busy_timeout_ms``) events spill to
-a bounded memory buffer that drains back to SQLite once it is writable (FAULTS D13); a corrupt file is renamed
-aside and a fresh one opened (FAULTS D15). Rows hold pseudonymised, allow-listed events only.
+(fault I5). When the file is unwritable (disk full, read-only, locked past ``busy_timeout_ms``) events spill to
+a bounded memory buffer that drains back to SQLite once it is writable (fault D13); a corrupt file is renamed
+aside and a fresh one opened (fault D15). Rows hold pseudonymised, allow-listed events only.
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ class Outbox:
             return out
 
     def _reclaim_dead(self, conn: sqlite3.Connection, now: float) -> int:
-        """Inside a transaction: free the leases of dead processes of this host (FAULTS D10); return rows freed.
+        """Inside a transaction: free the leases of dead processes of this host (fault D10); return rows freed.
 
         Checked only when nothing else is leasable, at most once a second.
         """
@@ -477,7 +477,7 @@ class Outbox:
         return self.counters()["pending"]
 
     def counters(self) -> dict[str, int]:
-        """Host-wide counters (from SQLite) plus this process's memory spill; they balance (FAULTS I5)."""
+        """Host-wide counters (from SQLite) plus this process's memory spill; they balance (fault I5)."""
         with self._lock:
             out = dict(self._local)
             out["pending"] = len(self._mem)

@@ -1,7 +1,7 @@
 """Hub protocol v1: paths, the retry rule, backoff, ``Retry-After``, event batches.
 
 Pure code (no I/O, no httpx), imported by both the SDK and ``edgerec_sdk.hub``, so both sides agree on one
-definition of every rule. See ARCHITECTURE.md section 6 and FAULTS.md G1, G3.
+definition of every rule. See docs/design.md and faults G1, G3 in docs/reliability.md.
 
 Example:
     >>> is_retryable(503), is_retryable(404)
@@ -67,7 +67,7 @@ ALLOWED_EVENT_FIELDS: Final = (
     "model_version",
     "edge_id",
 )
-"""The only event fields that ever leave the edge (FAULTS F06)."""
+"""The only event fields that ever leave the edge (fault F06)."""
 MAX_EVENTS_PER_BATCH: Final = 5000
 MAX_ID_CHARS: Final = 256
 
@@ -112,7 +112,7 @@ def is_retryable(status_or_error: int | BaseException) -> bool:
     if isinstance(status_or_error, HubStatusError):
         return is_retryable(status_or_error.status)
     if isinstance(status_or_error, HubProtocolError):
-        # a truncated body or a captive portal page: transient by nature (FAULTS A11)
+        # a truncated body or a captive portal page: transient by nature (fault A11)
         return True
     if isinstance(status_or_error, HubError):
         return False
@@ -121,7 +121,7 @@ def is_retryable(status_or_error: int | BaseException) -> bool:
 
 class Backoff:
     """Exponential backoff with jitter: ``base_s`` doubling to ``max_s``, each delay drawn from
-    ``[1 - jitter_ratio, 1]`` of its value, reset after a success (FAULTS G1).
+    ``[1 - jitter_ratio, 1]`` of its value, reset after a success (fault G1).
 
     Example:
         >>> b = Backoff(rng=random.Random(0))
@@ -170,7 +170,7 @@ def parse_retry_after(value: str | None, *, now_s: float, max_s: float = 300.0) 
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date), or ``None``.
 
     Negative, non-finite, unparseable values and values over ``max_s`` give ``None``: the caller falls back
-    to its computed backoff (FAULTS A07). ``now_s`` is the wall clock, used for HTTP-dates only.
+    to its computed backoff (fault A07). ``now_s`` is the wall clock, used for HTTP-dates only.
     """
     if value is None:
         return None

@@ -1,7 +1,7 @@
 """Smoke test of a candidate bundle: it loads, the model runs, shapes match, scores are finite.
 
 Runs in a child process started with ``subprocess`` (never fork) under a deadline, so a model that crashes
-or hangs onnxruntime kills only the child (FAULTS B09, B14). The signing key reaches the child through an
+or hangs onnxruntime kills only the child (fault B09, B14). The signing key reaches the child through an
 environment variable, never its command line. ``python -m edgerec_sdk.sync.smoke DIR`` prints one JSON line.
 """
 

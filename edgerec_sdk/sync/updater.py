@@ -1,8 +1,8 @@
-"""The model updater: poll the channel manifest, stage, verify, smoke-test, swap (ARCHITECTURE.md section 7).
+"""The model updater: poll the channel manifest, stage, verify, smoke-test, swap (docs/design.md).
 
-``poll_once()`` is the whole loop body. Order of checks (FAULTS B): signature over the exact manifest bytes,
+``poll_once()`` is the whole loop body. Order of checks (fault B): signature over the exact manifest bytes,
 manifest schema, the rollback check (``created_at`` not older than the newest this edge accepted for its
-channel, FAULTS C04), total size under ``max_bundle_bytes``, then every file taken from a verified local bundle
+channel, fault C04), total size under ``max_bundle_bytes``, then every file taken from a verified local bundle
 holding the same sha256 or else streamed into a per-process staging directory under its declared size with its
 sha256 checked, the smoke test in a child process, the move into
 ``state_dir/bundles/``, the in-process load (which re-hashes everything) and only then ``on_bundle(bundle)``
@@ -61,7 +61,7 @@ _SAFE_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class RollbackRefused(ModelIntegrityError):
-    """A validly signed manifest older than the newest this edge accepted for its channel (FAULTS C04)."""
+    """A validly signed manifest older than the newest this edge accepted for its channel (fault C04)."""
 
     reason = "rollback_refused"
 
@@ -154,10 +154,10 @@ class Updater:
     # --- start-up -------------------------------------------------------------------------------------
 
     def load_last_good(self) -> Bundle | None:
-        """Serve at once from disk (FAULTS A02): re-verify the bundle named by ``current``.
+        """Serve at once from disk (fault A02): re-verify the bundle named by ``current``.
 
-        A corrupt one is moved aside and never served (FAULTS C05). Also removes staging leftovers of dead
-        processes (FAULTS D11). Never raises for disk trouble.
+        A corrupt one is moved aside and never served (fault C05). Also removes staging leftovers of dead
+        processes (fault D11). Never raises for disk trouble.
         """
         self._clean_staging()
         pointer = self.state_dir / "current"
@@ -345,7 +345,7 @@ class Updater:
             return
         try:
             self.on_candidate(bundle, percent)
-        except Exception:  # why: a user callback must not break the updater (FAULTS E14)
+        except Exception:  # why: a user callback must not break the updater (fault E14)
             logger.exception("on_candidate callback failed")
 
     def _stage(self, manifest: Manifest, raw: bytes, signature: str | None, sha: str) -> Path:
@@ -387,7 +387,7 @@ class Updater:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # disk full (FAULTS D12)
+            shutil.rmtree(staging, ignore_errors=True)  # disk full (fault D12)
             raise
         return final
 
@@ -423,7 +423,7 @@ class Updater:
         logger.error("candidate bundle %r refused (%s); current %s keeps serving",
                      version, reason_of(exc), self.current_version)
 
-    # --- rollback protection (FAULTS C04) ---------------------------------------------------------------
+    # --- rollback protection (fault C04) ---------------------------------------------------------------
 
     def _high_water_path(self) -> Path:
         ch = self.channel

@@ -1,7 +1,7 @@
-"""The feedback uploader: outbox batches to ``POST /v1/events``, with the retry rule of FAULTS G1/G2.
+"""The feedback uploader: outbox batches to ``POST /v1/events``, with the retry rule of fault G1/G2.
 
 ``upload_once()`` is the whole loop body; the ``edgerec-uploader`` thread only calls it repeatedly. A batch
-keeps its ``batch_id`` and body across retries (a lost ack is answered as duplicates, FAULTS A15); rows are
+keeps its ``batch_id`` and body across retries (a lost ack is answered as duplicates, fault A15); rows are
 deleted only after a 2xx. A 413 splits the batch in halves under new batch ids (A14); a whole-batch 400/422
 dead-letters it (A13); 401/403 back off long and keep everything (A08).
 """
@@ -174,7 +174,7 @@ class Uploader:
                 logger.error("one event is over the hub's size cap; dead-lettered")
             else:
                 half = len(batch.events) // 2
-                # new batch ids: never the same body twice after a 413 (FAULTS A14)
+                # new batch ids: never the same body twice after a 413 (fault A14)
                 self._queue.appendleft(self._encode(_Batch(uuid.uuid4().hex, batch.events[half:])))
                 self._queue.appendleft(self._encode(_Batch(uuid.uuid4().hex, batch.events[:half])))
             self._next_at = 0.0

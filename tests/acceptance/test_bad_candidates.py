@@ -1,4 +1,4 @@
-"""Acceptance 3 (issue 4): each bad candidate is refused with its reason in ``rec.status().sync`` while the old
+"""Acceptance 3: each bad candidate is refused with its reason in ``rec.status().sync`` while the old
 version keeps serving: a truncated download, a wrong sha256, a bad signature, a corrupt ONNX file, a wrong
 dimension, a bundle ten times over the size cap."""
 
@@ -90,7 +90,7 @@ def test_bad_candidate_refused_old_version_keeps_serving(
             r = rec.recommend("shopper", k=5, history=list(hist))
             assert r.model_version == "v1" and not r.degraded and r.item_ids == expected[hist]
         staged = [p.name for p in (tmp_path / "edge" / "staging").glob("*/*")]
-        if reason == "size_mismatch":  # good files stay staged for the retry (FAULTS A05); the bad one is gone
+        if reason == "size_mismatch":  # good files stay staged for the retry (fault A05); the bad one is gone
             assert "popular.npy" not in staged
         else:
             assert not staged

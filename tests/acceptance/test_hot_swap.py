@@ -1,4 +1,4 @@
-"""Acceptance 1 (issue 4): a real hub on a loopback port; v1 serves, v2 is published, the edge swaps within two
+"""Acceptance 1: a real hub on a loopback port; v1 serves, v2 is published, the edge swaps within two
 poll intervals while 8 threads call ``recommend`` throughout, with zero errors and every answer labelled with
 the version that produced it (and holding exactly what that version answers)."""
 

@@ -1,5 +1,5 @@
-"""Lifecycle at the Recommender level (issue 4): ``flush``/``close`` bounded with the hub down or a black hole
-(FAULTS D07, D09, A03), ``forget`` at once (F07), exit without ``close`` (D08), and a real ``os.fork`` (D01)."""
+"""Lifecycle at the Recommender level: ``flush``/``close`` bounded with the hub down or a black hole
+(fault D07, D09, A03), ``forget`` at once (F07), exit without ``close`` (D08), and a real ``os.fork`` (D01)."""
 
 from __future__ import annotations
 

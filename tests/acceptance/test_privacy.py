@@ -1,6 +1,6 @@
-"""Acceptance 4 (issue 4): no raw user id in any request body (nor URL, nor header), in logs at any level, in
+"""Acceptance 4: no raw user id in any request body (nor URL, nor header), in logs at any level, in
 the local outbox or in the hub's database; the user field that leaves is exactly the keyed HMAC of design G5,
-and only allow-listed fields leave (FAULTS F03, F05, F06, F07)."""
+and only allow-listed fields leave (fault F03, F05, F06, F07)."""
 
 from __future__ import annotations
 

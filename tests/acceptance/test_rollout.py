@@ -1,4 +1,4 @@
-"""Rollout channels (issue 4): ``edgerec channel set stable v2 --rollout 30`` splits users stickily between the
+"""Rollout channels: ``edgerec channel set stable v2 --rollout 30`` splits users stickily between the
 versions (the same split in every worker), every answer and every feedback event is labelled with the version
 that served the user, and the hub's status compares the versions; promoting to 100 % moves everyone."""
 

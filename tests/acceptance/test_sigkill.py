@@ -1,4 +1,4 @@
-"""Acceptance 2 (issue 4): the hub is down, 10,000 feedback events go through ``rec.feedback``, the edge process
+"""Acceptance 2: the hub is down, 10,000 feedback events go through ``rec.feedback``, the edge process
 is SIGKILLed; edge and hub restart, and the hub ends with exactly 10,000 distinct events."""
 
 from __future__ import annotations

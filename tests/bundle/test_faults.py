@@ -1,4 +1,4 @@
-"""Every refusal of load_bundle, named after the FAULTS.md section B ids where one applies."""
+"""Every refusal of load_bundle, named after the fault class B of docs/reliability.md ids where one applies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``restamp_bundle``: a deliberate rollback re-issues an old bundle with a fresh signed stamp (FAULTS C04)."""
+"""``restamp_bundle``: a deliberate rollback re-issues an old bundle with a fresh signed stamp (fault C04)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every test in ``tests/faults`` runs with the root logger at DEBUG (httpx and httpcore included) and fails at
 teardown if the edge token, the pseudonymisation key, the signing key or a raw user id reached a log line
-(FAULTS F03: "a test runs the whole fault suite at DEBUG and greps").
+(fault F03: "a test runs the whole fault suite at DEBUG and greps").
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def debug_log(_debug_logs_hold_no_secrets: _Capture) -> _Capture:
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """v1, v2, v3, stamped a day apart (``created_at`` orders a channel: FAULTS C04), signed with SIGNING."""
+    """v1, v2, v3, stamped a day apart (``created_at`` orders a channel: fault C04), signed with SIGNING."""
     root = tmp_path_factory.mktemp("bundles")
     return {v: stamp(make_tiny_bundle(root / v, model_version=v, seed=i, signing_key=SIGNING),
                      f"2020-01-0{i + 1}T00:00:00Z")
@@ -121,7 +121,7 @@ def connect(hub: FakeHub | None, state: Path, *, config: RecommenderConfig | Non
 
 
 def balanced(o: Mapping[str, int]) -> bool:
-    """FAULTS I5: accepted == delivered + pending + dead_lettered + dropped_*."""
+    """Faults I5: accepted == delivered + pending + dead_lettered + dropped_*."""
     dropped = sum(v for k, v in o.items() if k.startswith("dropped_"))
     return o["accepted"] == o["delivered"] + o["pending"] + o["dead_lettered"] + dropped
 

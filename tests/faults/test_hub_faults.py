@@ -1,4 +1,4 @@
-"""FAULTS A and B through the scriptable FakeHub: the hub misbehaves, the edge keeps serving and loses nothing."""
+"""Faults A and B through the scriptable FakeHub: the hub misbehaves, the edge keeps serving and loses nothing."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_c04_replayed_older_manifest_refused(hub: FakeHub, tmp_path: Path, clock
         sync.poll_once()
         sync.poll_once()
     s = sync.status()
-    assert s["model_version"] == "v2"  # FAULTS C04 (issue 7): refused, the current bundle keeps serving
+    assert s["model_version"] == "v2"  # fault C04: refused, the current bundle keeps serving
     assert s["last_update_error"]["reason"] == "rollback_refused" and s["last_update_error"]["version"] == "v1"
     assert [r.route for r in hub.requests[requests_before:]] == ["manifest", "manifest"]  # nothing downloaded
     assert staged(state) == [] and s["updater_refused"] == 1

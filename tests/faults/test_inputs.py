@@ -1,4 +1,4 @@
-"""FAULTS E through the connected facade: bad caller input raises at once, or is handled; nothing is lost."""
+"""Faults E through the connected facade: bad caller input raises at once, or is handled; nothing is lost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FAULTS C and D: swaps under load, fork, signals, SIGKILL, full and read-only disks, close()."""
+"""Faults C and D: swaps under load, fork, signals, SIGKILL, full and read-only disks, close()."""
 
 from __future__ import annotations
 

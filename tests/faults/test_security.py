@@ -1,4 +1,4 @@
-"""FAULTS F: secrets never in logs, messages or repr; TLS verified; raw user ids never on the wire."""
+"""Faults F: secrets never in logs, messages or repr; TLS verified; raw user ids never on the wire."""
 
 from __future__ import annotations
 

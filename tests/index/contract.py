@@ -1,4 +1,4 @@
-"""The contract every top-K backend meets (CONVENTIONS §9, "Kernels share one contract").
+"""The contract every top-K backend meets ("Kernels share one contract").
 
 Subclasses provide ``make_index(values_f32, dtype)``; ``dtype`` is "int8", "float16" or "float32".
 Approximate backends (IVF) set ``approximate = True``: answers that depend on *which* rows were considered

@@ -1,4 +1,4 @@
-"""FAULTS D03 (the part this SDK owns without a hub): real ``gunicorn --preload -w 3`` serving
+"""Faults D03 (the part this SDK owns without a hub): real ``gunicorn --preload -w 3`` serving
 examples/flask_store, sync and gthread workers. Every worker serves, and a click taken by one worker changes
 what another serves next (SQLite profile store shared by the host's workers)."""
 

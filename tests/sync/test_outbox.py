@@ -173,7 +173,7 @@ def test_dead_letter_table_is_capped_but_counted(tmp_path: Path, clock: FakeCloc
 
 
 def test_d10_leases_of_a_dead_process_are_taken_back(box: Outbox) -> None:
-    """A SIGKILLed uploader's lease must not hold its batch back for ``lease_s`` (issue 4, acceptance 2)."""
+    """A SIGKILLed uploader's lease must not hold its batch back for ``lease_s``."""
     import subprocess
     import sys
 

@@ -4,7 +4,7 @@ The SQL is written once, with ``?`` placeholders and the column types as ``{text
 ``{int}``; a backend supplies connections, its type names and its placeholder style. Only constructs that
 SQLite (3.24 or newer) and PostgreSQL read alike are used: ``ON CONFLICT (...) DO NOTHING``/``DO UPDATE``,
 ``CASE`` inside ``SUM``, the reserved column name ``"user"`` quoted. Every value travels as a parameter
-(FAULTS E10: ids are opaque strings).
+(fault E10: ids are opaque strings).
 """
 
 from __future__ import annotations
