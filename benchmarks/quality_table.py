@@ -5,7 +5,7 @@ Reads the metrics that ``edgerec build`` / ``edgerec evaluate`` stored in each b
 
 Usage:
     python benchmarks/quality_table.py runs/beauty runs/toys runs/games
-    python benchmarks/quality_table.py runs/beauty --evaluate ../shared/data/amazon_beauty/Beauty.txt
+    python benchmarks/quality_table.py runs/beauty --evaluate $EDGEREC_DATA_DIR/amazon_beauty/Beauty.txt
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A baseline that needs nothing but numpy and onnx, useful to see the bundle format end to end and to
 compare against trained models. Run from the repository root:
 
-    python examples/build_cooccurrence_bundle.py --data ../shared/data/amazon_beauty --out runs/cooc
+    python examples/build_cooccurrence_bundle.py --data $EDGEREC_DATA_DIR/amazon_beauty --out runs/cooc
 
 The interest model is a recency-weighted mean of the history's item vectors (an ONNX graph), so the
 score of an item is a weighted sum of its similarities to what the user touched, newest first.

@@ -8,7 +8,7 @@ share one root.
 
 Auth (fault F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
 revealed); an edge token on an admin call is 403. Transient trouble answers 429/503 with ``Retry-After``,
-never 400 (fault G1).
+never 400 (design G1, docs/design.md).
 """
 
 from __future__ import annotations

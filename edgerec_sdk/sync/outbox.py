@@ -1,4 +1,4 @@
-"""The durable feedback outbox: SQLite in WAL mode, shared by the workers of a host (fault G3).
+"""The durable feedback outbox: SQLite in WAL mode, shared by a host's workers (design G3, docs/design.md).
 
 Every event is inserted before ``feedback()`` returns; rows leave only after the hub acknowledged them
 (delivered), refused them (dead letter), or ``forget(user)`` erased them. Counters live in the same SQLite

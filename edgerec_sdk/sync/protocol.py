@@ -1,7 +1,7 @@
 """Hub protocol v1: paths, the retry rule, backoff, ``Retry-After``, event batches.
 
 Pure code (no I/O, no httpx), imported by both the SDK and ``edgerec_sdk.hub``, so both sides agree on one
-definition of every rule. See docs/design.md and faults G1, G3 in docs/reliability.md.
+definition of every rule. See decisions G1 and G3 in docs/design.md.
 
 Example:
     >>> is_retryable(503), is_retryable(404)
@@ -121,7 +121,7 @@ def is_retryable(status_or_error: int | BaseException) -> bool:
 
 class Backoff:
     """Exponential backoff with jitter: ``base_s`` doubling to ``max_s``, each delay drawn from
-    ``[1 - jitter_ratio, 1]`` of its value, reset after a success (fault G1).
+    ``[1 - jitter_ratio, 1]`` of its value, reset after a success (design G1, docs/design.md).
 
     Example:
         >>> b = Backoff(rng=random.Random(0))

@@ -1,4 +1,4 @@
-"""User pseudonyms (fault G5) and sticky rollout assignment (fault C08).
+"""User pseudonyms (design G5, docs/design.md) and sticky rollout assignment (fault C08).
 
 Raw user ids never leave the edge: every outbound user field is ``HMAC-SHA256(user_id_key, user)``, hex,
 truncated to 32 characters. Rollout buckets derive from the pseudonym, never from ``hash()`` (which is salted

@@ -1,4 +1,4 @@
-"""The feedback uploader: outbox batches to ``POST /v1/events``, with the retry rule of fault G1/G2.
+"""The feedback uploader: outbox batches to ``POST /v1/events``, retried by design G1/G2 (docs/design.md).
 
 ``upload_once()`` is the whole loop body; the ``edgerec-uploader`` thread only calls it repeatedly. A batch
 keeps its ``batch_id`` and body across retries (a lost ack is answered as duplicates, fault A15); rows are
