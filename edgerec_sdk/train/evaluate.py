@@ -141,7 +141,8 @@ def evaluate_direct(
 
     def score(hist: list[NDArray[np.int64]]) -> NDArray[np.float32]:
         interest = run_onnx(sess, pad_left(hist, max_len))
-        return interest @ v.T
+        scores: NDArray[np.float32] = interest @ v.T
+        return scores
 
     return _evaluate_scores(score, ts)
 

@@ -88,7 +88,8 @@ def _export(wrapper: ExportWrapper, dummy: torch.Tensor, buf: io.BytesIO) -> Non
     torch.onnx.export(
         wrapper,
         (dummy,),
-        buf,
+        # torch types ``f`` as a path, but the TorchScript exporter (dynamo=False) also writes to a BytesIO
+        buf,  # type: ignore[arg-type]
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},

@@ -42,7 +42,7 @@ def ranks_from_scores(
     scores[rows, targets] = -np.inf
     t = target_scores[:, None]
     greater_or_equal = (scores >= t).sum(axis=1)
-    ranks = greater_or_equal.astype(np.int64)
+    ranks: NDArray[np.int64] = greater_or_equal.astype(np.int64)
     # a non-finite target score (a NaN) ranks last
     ranks[~np.isfinite(target_scores)] = scores.shape[1]
     return ranks

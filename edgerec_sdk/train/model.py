@@ -48,7 +48,8 @@ class _Attention(nn.Module):
         att = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
         att = self.drop(torch.softmax(att, dim=-1))
         y = torch.matmul(att, v).transpose(1, 2).reshape(b, n, d)
-        return self.out(y)
+        out: torch.Tensor = self.out(y)
+        return out
 
 
 class _Block(nn.Module):
@@ -84,6 +85,11 @@ class SASRec(nn.Module):
         item_tokens: optional ``[n_items + 1, T]`` int64 token ids per input id (row 0 and padding are 0).
         vocab_size: size of the token vocabulary when ``item_tokens`` is given.
     """
+
+    # Buffers registered in __init__; declared so the checker sees tensors, not nn.Module's
+    # ``Tensor | Module`` attribute fallback. ``item_tokens`` exists only when ``token_emb`` does.
+    item_tokens: torch.Tensor
+    causal: torch.Tensor
 
     def __init__(
         self,
@@ -147,7 +153,8 @@ class SASRec(nn.Module):
         bias = bias.unsqueeze(1)  # [b, 1(heads), L, L]
         for block in self.blocks:
             x = block(x, bias, keep)
-        return self.ln_out(x) * keep
+        normed: torch.Tensor = self.ln_out(x)
+        return normed * keep
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """The interest vector (hidden state at the newest position), ``[batch, dim]``."""
@@ -160,6 +167,8 @@ class SASRec(nn.Module):
 
 class ExportWrapper(nn.Module):
     """The encoder with its item table frozen into a buffer: one clean graph for ONNX export."""
+
+    table: torch.Tensor  # a buffer registered in __init__
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def build_bundle(
     item_text: bool = False,
     evaluate: bool = True,
     baselines: bool = True,
-    report_dir: str | os.PathLike[str] | None = None,
+    report_dir: str | os.PathLike[str] | Literal[False] | None = None,
     progress: bool = True,
     overwrite: bool = False,
     trained: TrainResult | None = None,
@@ -81,7 +81,8 @@ def build_bundle(
         item_text: feed titles/attributes into the item representations through a tokenizer trained here.
         evaluate: run the leave-one-out test on the served path and store it in the manifest.
         baselines: evaluate popularity and ItemKNN next to the model.
-        report_dir: where the HTML/PNG report goes (default: ``<out_dir>-report`` beside the bundle).
+        report_dir: where the HTML/PNG report goes (default: ``<out_dir>-report`` beside the bundle;
+            ``False``: no report).
         progress: show tqdm progress bars.
         overwrite: replace an existing bundle directory.
         trained: an already trained result for this data and config (skips training; for resuming a

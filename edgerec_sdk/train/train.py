@@ -118,7 +118,8 @@ def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, 
     total = h.new_zeros(())
     for start in range(0, h.shape[0], chunk):
         sl = slice(start, start + chunk)
-        total = total + _FullSoftmaxCE.apply(h[sl], vectors, target[sl])
+        # torch leaves autograd.Function.apply unannotated (it returns forward's tensor)
+        total = total + _FullSoftmaxCE.apply(h[sl], vectors, target[sl])  # type: ignore[no-untyped-call]
     return total / max(h.shape[0], 1)
 
 
@@ -154,7 +155,7 @@ def _length_buckets(
         part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-    rng.shuffle(batches)  # type: ignore[arg-type]
+    rng.shuffle(batches)
     return batches
 
 
