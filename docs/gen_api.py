@@ -98,13 +98,46 @@ def _dataclass_table(cls: type) -> list[str]:
     return lines
 
 
+def _public_modules() -> list[str]:
+    """Every package without a leading underscore in its path that declares ``__all__``, and the documented
+    modules; found on disk so a new package cannot be left out of the public list."""
+    names = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edgerec_sdk").rglob("__init__.py")
+             if not any(part.startswith("_") for part in p.parent.relative_to(ROOT).parts)
+             and "__all__" in p.read_text()}
+    return sorted(names | {module for _, module, _ in SECTIONS})
+
+
+def _public_section() -> list[str]:
+    import importlib
+
+    out = ["## What is public", "",
+           "The supported API, kept compatible within a major version, is exactly:", "",
+           "- the names in `edgerec_sdk.__all__`;",
+           "- the names in the `__all__` of the packages in the table below, imported from the package",
+           "  (`from edgerec_sdk.bundle import write_bundle`), not from the module that defines them;",
+           "- `edgerec_sdk.testing`, the test doubles for your own tests (bundles with a real ONNX model, a fake hub);",
+           "- the `edgerec` command line and the formats on disk and on the wire "
+           "([bundle-format.md](bundle-format.md), [hub.md](hub.md)).", "",
+           "**Not public**: `edgerec_sdk._impl`, every module, package or name whose name starts with an underscore",
+           "(`edgerec_sdk.index._common`, `edgerec_sdk.integrations._common`, `edgerec_sdk._demo`), and names a",
+           "submodule defines that its package's `__all__` does not list. They change without notice. This page",
+           "documents the part a storefront engineer calls; the other packages are documented by their",
+           "docstrings and the pages on the formats. How the packages fit together: [design.md](design.md).", "",
+           "| package | public names |", "|---|---|"]
+    for name in _public_modules():
+        exported = list(getattr(importlib.import_module(name), "__all__", []))
+        listed = ", ".join(f"`{n}`" for n in exported) or "none (used through the `edgerec` command)"
+        out.append(f"| `{name}` | {listed} |")
+    return [*out, ""]
+
+
 def render() -> str:
     import importlib
 
     out = ["# API reference", "",
            "Generated from the docstrings by `python docs/gen_api.py`; do not edit by hand.",
            "Concepts are explained in [concepts.md](concepts.md), setup in [getting-started.md](getting-started.md).",
-           ""]
+           "", *_public_section()]
     for title, module_name, names in SECTIONS:
         module = importlib.import_module(module_name)
         out += [f"## {title}", ""]
