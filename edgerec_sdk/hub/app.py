@@ -21,9 +21,9 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -34,11 +34,13 @@ from ..sync import protocol
 from .publish import PublishError, ingest_tar
 from .storage import BundleRecord, SQLStorage, StorageBusyError, open_storage
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 __all__ = ["HubApp", "app_from_env"]
 
 logger = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
 Response = tuple[int, list[tuple[str, str]], Iterable[bytes]]
 
 _REASONS = {
@@ -109,7 +111,7 @@ class HubApp:
 
     # --- WSGI ----------------------------------------------------------------------------------------
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             status, headers, body = self._dispatch(environ)
         except StorageBusyError as exc:

@@ -12,7 +12,6 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -23,7 +22,7 @@ from ..sync.client import HubClient
 from ..sync.config import _check_url
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the hub commands to the ``edgerec`` parser."""
     hub = subparsers.add_parser("hub", help="run the reference hub or export its events")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True)

@@ -24,7 +24,7 @@ _ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
 _COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``build`` and ``evaluate`` subcommands to the ``edgerec`` parser."""
     b = subparsers.add_parser("build", help="train a model on interaction data and write a bundle")
     b.add_argument("--data", required=True, help="one-user-per-line sequences, or a CSV/JSONL event log")

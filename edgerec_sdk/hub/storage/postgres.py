@@ -23,12 +23,13 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 from ..._impl.log import redact_url
 from ..._impl.optional import require
+from ...sync import protocol
 from ._base import INSERT_EVENT, Conn, SQLStorage, StorageBusyError, event_params, schema_statements
 
 __all__ = ["PostgresStorage"]
@@ -191,7 +192,7 @@ class PostgresStorage(SQLStorage):
             new = [c.fetchone() is not None for c in cur.results()]
         return {i: n for (i, _), n in zip(rows, new, strict=True)}
 
-    def insert_events(self, edge_id: str, batch_id: str, events: Any) -> Any:
+    def insert_events(self, edge_id: str, batch_id: str, events: Iterable[Any]) -> protocol.BatchResult:
         """As in SQLite; a batch that lost a deadlock to a concurrent one is retried whole, a few times."""
         events = list(events)
         attempt = 1
