@@ -9,17 +9,40 @@
     ├── ModelError                               a bundle cannot be used
     │   ├── ModelFormatError                     manifest schema, unknown format_version, ONNX external data
     │   │   └── ModelIntegrityError              size, sha256 or signature mismatch
-    │   └── ModelLoadError                       onnxruntime refused the model, or the smoke test failed
+    │   │       └── RollbackRefused              signed, but older than the newest the edge accepted
+    │   ├── ModelLoadError                       onnxruntime refused the model, or the smoke test failed
+    │   │   └── SmokeFailure                     the candidate's smoke test failed; .reason
+    │   └── NonFiniteScoresError                 the model gave NaN/inf for a user (raised only in strict mode)
     ├── NotReadyError                            no bundle yet (raised only in strict mode)
     ├── ClosedError                              used after close() (raised only in strict mode)
-    └── HubError
-        ├── HubTransportError                    connect, read, write, timeout, TLS
-        ├── HubStatusError                       .status, .retry_after_s, .retryable
-        │   └── HubAuthError                     401, 403
-        └── HubProtocolError                     undecodable or incompatible payload
+    ├── ProfileUnavailableError                  a shared profile store (SQLite, Redis) failed or timed out
+    ├── HubError                                 the edge talking to the hub
+    │   ├── HubTransportError                    connect, read, write, timeout, TLS
+    │   ├── HubStatusError                       .status, .retry_after_s, .retryable
+    │   │   └── HubAuthError                     401, 403
+    │   └── HubProtocolError                     undecodable or incompatible payload
+    │       └── DownloadError                    a bundle file download broke a rule; .reason
+    ├── PublishError                             the hub refuses an uploaded bundle; .status
+    └── StorageBusyError                         the hub's database is busy or unreachable (answered 503)
 
-Third-party exceptions are translated into this tree at exactly two boundaries: ``_impl/model.py``
-(onnxruntime) and ``sync/client.py`` (httpx). This module imports neither.
+Third-party exceptions are translated into this tree with ``raise ... from exc`` where the library is called,
+and nowhere else:
+
+* onnxruntime: ``_impl/model.py``, ``index/onnx_topk.py``, ``train/export.py`` -> ``ModelLoadError``
+* the smoke child (``subprocess``): ``sync/smoke.py`` -> ``SmokeFailure``
+* httpx: ``sync/client.py`` -> ``HubTransportError``, ``HubProtocolError``, ``HubError``
+* zlib, orjson on the wire: ``sync/protocol.py``, ``sync/client.py`` -> ``HubProtocolError``
+* sqlite3, redis in profile stores: ``profile/sqlite.py``, ``profile/redis.py`` -> ``ProfileUnavailableError``
+* sqlite3, psycopg in the hub: ``hub/storage/sqlite.py``, ``hub/storage/postgres.py`` -> ``StorageBusyError``
+* tarfile: ``hub/publish.py`` -> ``PublishError``
+* OSError, numpy, orjson reading a bundle: ``bundle/verify.py``, ``bundle/loader.py``, ``bundle/catalog.py``
+  -> ``ModelFormatError``
+
+Two places deliberately translate nothing: ``sync/outbox.py`` absorbs ``sqlite3`` errors (events spill to
+memory, nothing is raised), and the offline training commands (``train/``) let ``torch`` and
+``tokenizers`` errors through unchanged, since there they are environment or programming errors whose own
+traceback says most. Programmer errors (a bad argument) raise the built-in ``TypeError``/``ValueError``.
+This module imports none of those libraries.
 """
 
 from __future__ import annotations
@@ -27,6 +50,7 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "ConfigError",
+    "DownloadError",
     "EdgerecError",
     "EventError",
     "HubAuthError",
@@ -39,7 +63,13 @@ __all__ = [
     "ModelFormatError",
     "ModelIntegrityError",
     "ModelLoadError",
+    "NonFiniteScoresError",
     "NotReadyError",
+    "ProfileUnavailableError",
+    "PublishError",
+    "RollbackRefused",
+    "SmokeFailure",
+    "StorageBusyError",
 ]
 
 
@@ -93,12 +123,42 @@ class ModelLoadError(ModelError):
     """onnxruntime refused the model, or the smoke test failed."""
 
 
+class SmokeFailure(ModelLoadError):
+    """The candidate failed its smoke test; ``reason`` is machine-readable."""
+
+    def __init__(self, message: str, *, reason: str, model_version: str | None = None) -> None:
+        super().__init__(message, model_version=model_version)
+        self.reason = reason
+
+
+class RollbackRefused(ModelIntegrityError):
+    """A validly signed manifest older than the newest this edge accepted for its channel (fault C04)."""
+
+    reason = "rollback_refused"
+
+    def __init__(self, message: str, *, model_version: str, newest_version: str) -> None:
+        super().__init__(message, model_version=model_version)
+        self.newest_version = newest_version
+
+
+class NonFiniteScoresError(ModelError):
+    """The model produced non-finite interest vectors for a user (raised only with ``strict=True``)."""
+
+
 class NotReadyError(EdgerecError):
     """No bundle is loaded yet (raised only with ``strict=True``)."""
 
 
 class ClosedError(EdgerecError):
     """The recommender was used after ``close()`` (raised only with ``strict=True``)."""
+
+
+class ProfileUnavailableError(EdgerecError):
+    """A shared profile store (SQLite file, Redis) could not be read or written in time.
+
+    Stores translate their driver's errors (``sqlite3.Error``, ``redis.RedisError``) into this type, so the
+    recommender degrades with reason ``profile_unavailable`` instead of failing the request.
+    """
 
 
 class HubError(EdgerecError):
@@ -137,3 +197,27 @@ class HubAuthError(HubStatusError):
 
 class HubProtocolError(HubError):
     """The hub's answer could not be decoded or is incompatible."""
+
+
+class DownloadError(HubProtocolError):
+    """A bundle file download broke a rule; ``reason`` is one of ``size_mismatch``, ``too_large``,
+    ``content_encoding``, ``deadline``, ``too_slow``, ``bad_range``."""
+
+    def __init__(self, message: str, *, reason: str, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.reason = reason
+
+
+class PublishError(EdgerecError):
+    """The hub refuses an uploaded bundle; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StorageBusyError(EdgerecError):
+    """The hub's database is busy or unreachable for now; the hub answers ``503`` with ``Retry-After``.
+
+    The CLI prints it and exits 2 (e.g. ``edgerec hub serve --db`` with the database down).
+    """

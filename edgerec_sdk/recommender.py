@@ -28,7 +28,7 @@ from ._impl.serving import Ranked, ServingState
 from ._impl.threads import register_postfork
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
-from .errors import ClosedError, EdgerecError, NotReadyError
+from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyError
 from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import check_filters, explain_items
 from .sync import EdgeSync, NullSync, SyncConfig
@@ -329,7 +329,7 @@ class Recommender:
                                 excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens)
             for i, r in zip(todo, ranked, strict=True):
                 if r.nonfinite:
-                    raise _NonFinite()
+                    raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
                 r = Ranked(r.rows[:k], r.scores[:k], r.personalized)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None
                 items = self._items(state, r, "personalized" if r.personalized else "popular", reasons)
@@ -369,7 +369,7 @@ class Recommender:
     def _degraded(
         self, state: ServingState | None, k: int, reason: DegradedReason, exc: BaseException
     ) -> Recommendations:
-        if isinstance(exc, _NonFinite):
+        if isinstance(exc, NonFiniteScoresError):
             reason = "nonfinite_scores"
         if self.config.strict:
             raise exc
@@ -517,10 +517,6 @@ class Recommender:
         state = self._state
         version = None if state is None else state.model_version
         return f"<Recommender model_version={version!r} closed={self._closed}>"
-
-
-class _NonFinite(EdgerecError):
-    """The model produced non-finite interest vectors for a user."""
 
 
 def _register_atexit(rec: Recommender) -> None:

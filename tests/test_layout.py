@@ -38,3 +38,33 @@ def test_no_print_in_runtime() -> None:
                if "train" not in p.parts and "hub" not in p.parts and p.name != "cli.py"]
     offenders = [str(p.relative_to(ROOT)) for p in runtime if re.search(r"^\s*print\(", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_every_exception_class_lives_in_errors() -> None:
+    """Exception classes are defined in edgerec_sdk/errors.py only, all under EdgerecError; a private one that
+    never leaves its module may stay there if it derives from a class of errors.py."""
+    import ast
+    import builtins
+
+    import edgerec_sdk.errors as errors
+
+    ours = {name for name in dir(errors) if isinstance(getattr(errors, name), type)}
+    builtin_exc = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
+                   and issubclass(getattr(builtins, n), BaseException)}
+    misplaced = []
+    for path in (ROOT / "edgerec_sdk").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
+                     for b in node.bases}
+            if not bases & (ours | builtin_exc):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.name}"
+            if path.name == "errors.py":
+                continue
+            if not node.name.startswith("_") or bases & builtin_exc:
+                misplaced.append(where)
+    assert misplaced == []
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.EdgerecError), name

@@ -184,8 +184,8 @@ def scan_onnx(data: bytes, *, source: str, model_version: str | None = None) -> 
     return OnnxSummary(inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-class _WireError(Exception):
-    """Malformed protobuf; turned into ModelFormatError by scan_onnx."""
+class _WireError(ModelFormatError):
+    """Malformed protobuf; never leaves this module (scan_onnx re-raises it with the file named)."""
 
 
 def _varint(view: memoryview, pos: int, end: int) -> tuple[int, int]:

@@ -29,10 +29,10 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, check_model_version
-from ..errors import HubProtocolError, ModelFormatError
+from ..errors import HubProtocolError, ModelFormatError, PublishError, StorageBusyError
 from ..sync import protocol
-from .publish import PublishError, ingest_tar
-from .storage import BundleRecord, SQLStorage, StorageBusyError, open_storage
+from .publish import ingest_tar
+from .storage import BundleRecord, SQLStorage, open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -15,15 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, created_at_time
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, PublishError
 
-
-class PublishError(Exception):
-    """The uploaded bundle is refused; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["Intake", "PublishError", "ingest_tar", "make_tar"]
 
 
 @dataclass(frozen=True, slots=True)

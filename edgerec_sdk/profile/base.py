@@ -1,10 +1,10 @@
-"""The profile store protocol and its one error type."""
+"""The profile store protocol; its one error type, :class:`ProfileUnavailableError`, lives in ``errors``."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from ..errors import EdgerecError
+from ..errors import ProfileUnavailableError
 
 __all__ = ["ProfileEvent", "ProfileStore", "ProfileUnavailableError"]
 
@@ -15,14 +15,6 @@ class ProfileEvent(NamedTuple):
     item: str
     type: str
     ts: float
-
-
-class ProfileUnavailableError(EdgerecError):
-    """A shared profile store (SQLite file, Redis) could not be read or written in time.
-
-    Stores translate their driver's errors (``sqlite3.Error``, ``redis.RedisError``) into this type, so the
-    recommender degrades with reason ``profile_unavailable`` instead of failing the request.
-    """
 
 
 class ProfileStore(Protocol):

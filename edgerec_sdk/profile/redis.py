@@ -21,7 +21,8 @@ import orjson
 
 from .._impl.log import redact_url
 from .._impl.optional import require
-from .base import ProfileEvent, ProfileUnavailableError
+from ..errors import ProfileUnavailableError
+from .base import ProfileEvent
 
 __all__ = ["RedisProfileStore"]
 

@@ -29,7 +29,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .base import ProfileEvent, ProfileUnavailableError
+from ..errors import ProfileUnavailableError
+from .base import ProfileEvent
 
 __all__ = ["SqliteProfileStore"]
 

@@ -28,7 +28,14 @@ import orjson
 
 from .._impl.log import redact_url
 from .._impl.threads import Clock, SystemClock
-from ..errors import HubAuthError, HubError, HubProtocolError, HubStatusError, HubTransportError
+from ..errors import (
+    DownloadError,
+    HubAuthError,
+    HubError,
+    HubProtocolError,
+    HubStatusError,
+    HubTransportError,
+)
 from . import protocol
 
 __all__ = ["DownloadError", "HubClient", "ManifestResponse"]
@@ -39,15 +46,6 @@ _CHUNK = 64 * 1024
 _SLOW_GRACE_S = 30.0
 # Clients inherited across fork: never closed in the child (their sockets are the parent's), never collected.
 _abandoned: list[object] = []
-
-
-class DownloadError(HubProtocolError):
-    """A bundle file download broke a rule; ``reason`` is one of ``size_mismatch``, ``too_large``,
-    ``content_encoding``, ``deadline``, ``too_slow``, ``bad_range``."""
-
-    def __init__(self, message: str, *, reason: str, url: str | None = None) -> None:
-        super().__init__(message, url=url)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from ..errors import ModelError, ModelFormatError, ModelIntegrityError, ModelLoadError
+from ..errors import ModelError, ModelFormatError, ModelIntegrityError, ModelLoadError, SmokeFailure
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -25,14 +25,6 @@ __all__ = ["SmokeFailure", "check_bundle", "reason_of", "run_smoke_subprocess", 
 
 _KEY_ENV = "EDGEREC_SMOKE_SIGNING_KEY"
 _MAX_ROWS = 4096
-
-
-class SmokeFailure(ModelLoadError):
-    """The candidate failed its smoke test; ``reason`` is machine-readable."""
-
-    def __init__(self, message: str, *, reason: str, model_version: str | None = None) -> None:
-        super().__init__(message, model_version=model_version)
-        self.reason = reason
 
 
 def reason_of(exc: BaseException) -> str:

@@ -47,10 +47,20 @@ from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
 from ..bundle.verify import check_signature
-from ..errors import HubAuthError, HubError, HubStatusError, ModelError, ModelFormatError, ModelIntegrityError
+from ..errors import (
+    DownloadError,
+    HubAuthError,
+    HubError,
+    HubStatusError,
+    ModelError,
+    ModelFormatError,
+    ModelIntegrityError,
+    RollbackRefused,
+    SmokeFailure,
+)
 from . import protocol
-from .client import DownloadError, HubClient, ManifestResponse
-from .smoke import SmokeFailure, check_bundle, reason_of, run_smoke_subprocess
+from .client import HubClient, ManifestResponse
+from .smoke import check_bundle, reason_of, run_smoke_subprocess
 
 __all__ = ["RollbackRefused", "Updater"]
 
@@ -58,16 +68,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_REFUSALS = 20
 _SAFE_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-class RollbackRefused(ModelIntegrityError):
-    """A validly signed manifest older than the newest this edge accepted for its channel (fault C04)."""
-
-    reason = "rollback_refused"
-
-    def __init__(self, message: str, *, model_version: str, newest_version: str) -> None:
-        super().__init__(message, model_version=model_version)
-        self.newest_version = newest_version
 
 
 class Updater:

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._base import TABLES, BundleRecord, ChannelRecord, SQLStorage, StorageBusyError
+from ...errors import StorageBusyError
+from ._base import TABLES, BundleRecord, ChannelRecord, SQLStorage
 from .sqlite import SQLiteStorage
 
 if TYPE_CHECKING:

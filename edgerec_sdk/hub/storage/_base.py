@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from ...errors import EdgerecError
 from ...sync import protocol
 
 #: Tables, columns and keys of the hub database, identical in every backend (only type names differ).
@@ -73,13 +72,6 @@ def schema_statements(*, text: str, real: str, blob: str, int_: str) -> list[str
     """``SCHEMA_TEMPLATE`` with a backend's type names, split into single statements."""
     ddl = SCHEMA_TEMPLATE.format(text=text, real=real, blob=blob, int=int_)
     return [s.strip() for s in ddl.split(";") if s.strip()]
-
-
-class StorageBusyError(EdgerecError):
-    """The database is busy or unreachable for now; the hub answers ``503`` with ``Retry-After``.
-
-    The CLI prints it and exits 2 (e.g. ``edgerec hub serve --db`` with the database down).
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,9 @@ from typing import Any, cast
 
 from ..._impl.log import redact_url
 from ..._impl.optional import require
+from ...errors import StorageBusyError
 from ...sync import protocol
-from ._base import INSERT_EVENT, Conn, SQLStorage, StorageBusyError, event_params, schema_statements
+from ._base import INSERT_EVENT, Conn, SQLStorage, event_params, schema_statements
 
 __all__ = ["PostgresStorage"]
 

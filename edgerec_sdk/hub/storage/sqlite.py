@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._base import SQLStorage, StorageBusyError, schema_statements
+from ...errors import StorageBusyError
+from ._base import SQLStorage, schema_statements
 
 __all__ = ["SQLiteStorage"]
 
