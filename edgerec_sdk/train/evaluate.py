@@ -27,7 +27,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,26 +182,13 @@ def _row_map(bundle_dir: str | os.PathLike[str], data: InteractionData) -> NDArr
 
     bundle = load_bundle(bundle_dir)
     ids = list(bundle.catalog.ids)
-    source = _column(bundle.catalog, SOURCE_ID_COLUMN)
+    source = bundle.catalog.columns.get(SOURCE_ID_COLUMN)
     keys = [str(s) if s is not None else ids[r] for r, s in enumerate(source)] if source is not None else ids
     row = {k: r for r, k in enumerate(keys)}
     mapped = np.array([row.get(i, -1) for i in data.item_ids], dtype=np.int64)
     if (mapped >= 0).sum() == 0:
         raise ModelFormatError("no item of the data file is in the bundle catalog", path=str(bundle_dir))
     return mapped
-
-
-def _column(catalog: Any, name: str) -> Sequence[Any] | None:
-    columns = getattr(catalog, "columns", None)
-    if isinstance(columns, Mapping):
-        return columns.get(name)
-    getter = getattr(catalog, "column", None)
-    if callable(getter):
-        try:
-            return getter(name)  # type: ignore[no-any-return]
-        except (KeyError, ValueError):
-            return None
-    return None
 
 
 def evaluate_bundle(
