@@ -51,7 +51,7 @@ class Settings:
     preload: bool = False
 
 
-def parse_settings(raw: Mapping[str, Any] | None) -> Settings:
+def parse_settings(raw: object) -> Settings:
     """Validate an ``EDGEREC`` mapping without loading anything (cheap; run at startup and by checks).
 
     Raises:

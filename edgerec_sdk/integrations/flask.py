@@ -18,11 +18,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._impl.optional import require
 from ..recommender import Recommender
 from ._common import ProcessLocalRecommender, create_recommender, parse_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["EdgeRec", "current_recommender"]
 
@@ -36,12 +39,12 @@ class EdgeRec:
         app: the application to set up now; or call :meth:`init_app` later (application factories).
     """
 
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self, app: Flask | None = None) -> None:
         self._app = app
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Any) -> None:
+    def init_app(self, app: Flask) -> None:
         """Validate ``app.config["EDGEREC"]`` and register the holder at ``app.extensions["edgerec"]``.
 
         Raises:
@@ -63,7 +66,7 @@ class EdgeRec:
             raise RuntimeError("EdgeRec.recommender needs an application context or EdgeRec(app)")
         return _holder(app).recommender
 
-    def close(self, app: Any = None) -> None:
+    def close(self, app: Flask | None = None) -> None:
         """Close the recommender of ``app`` (default: the current one) in this process, flushing with a deadline."""
         flask = require("flask", extra="flask")
         target = app or (flask.current_app if flask.has_app_context() else self._app)
@@ -77,7 +80,7 @@ def current_recommender() -> Recommender:
     return _holder(flask.current_app).recommender
 
 
-def _holder(app: Any) -> ProcessLocalRecommender:
+def _holder(app: Flask) -> ProcessLocalRecommender:
     try:
         holder: ProcessLocalRecommender = app.extensions[EXTENSION_KEY]
     except KeyError:

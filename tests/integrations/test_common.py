@@ -32,7 +32,7 @@ def test_settings_keys_are_case_insensitive_and_reach_the_config(tmp_path: Path)
 ])
 def test_bad_settings_are_config_errors(raw: object) -> None:
     with pytest.raises(ConfigError):
-        parse_settings(raw)  # type: ignore[arg-type]
+        parse_settings(raw)
 
 
 def test_hub_is_a_clear_seam_until_connect_exists() -> None:

@@ -43,7 +43,7 @@ def get_holder() -> ProcessLocalRecommender:
         return holder
     with _lock:
         if _holder is None:
-            settings = parse_settings(_settings_mapping())  # type: ignore[arg-type]
+            settings = parse_settings(_settings_mapping())
             _holder = ProcessLocalRecommender(lambda: create_recommender(settings))
         return _holder
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
@@ -34,12 +35,12 @@ __all__ = ["check_edgerec", "collect_messages"]
 
 
 @register("edgerec")
-def check_edgerec(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+def check_edgerec(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """The registered check: reads ``settings.EDGEREC`` and the process environment."""
     return collect_messages(getattr(settings, "EDGEREC", None), os.environ)
 
 
-def collect_messages(raw: Any, environ: Mapping[str, str]) -> list[CheckMessage]:
+def collect_messages(raw: object, environ: Mapping[str, str]) -> list[CheckMessage]:
     """All messages for one settings mapping and environment (pure: tests pass both in)."""
     try:
         parsed = parse_settings(raw)

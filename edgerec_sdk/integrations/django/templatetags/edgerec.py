@@ -26,7 +26,7 @@ _ANONYMOUS = "anonymous"
 
 
 @register.simple_tag
-def recommend(user: Any, k: int = 8, **filters: Any) -> Recommendations:
+def recommend(user: object, k: int = 8, **filters: Any) -> Recommendations:
     """Recommendations for ``user`` (a cold answer for anonymous users)."""
     rec = get_recommender()
     uid = _user_id(user)
@@ -36,19 +36,19 @@ def recommend(user: Any, k: int = 8, **filters: Any) -> Recommendations:
 
 
 @register.simple_tag
-def similar_items(item_id: Any, k: int = 6, **filters: Any) -> Recommendations:
+def similar_items(item_id: object, k: int = 6, **filters: Any) -> Recommendations:
     """Items whose vectors are closest to ``item_id``'s."""
     return get_recommender().similar_items(str(item_id), k=int(k), filters=filters or None)
 
 
 @register.simple_tag
-def item_info(item_id: Any) -> dict[str, Any]:
+def item_info(item_id: object) -> dict[str, Any]:
     """The catalog row of ``item_id`` (``{}`` when unknown), e.g. ``info.title``."""
     info = get_recommender().items.get(str(item_id))
     return dict(info) if info else {}
 
 
-def _user_id(user: Any) -> str | int | None:
+def _user_id(user: object) -> str | int | None:
     if user is None or user == "":
         return None
     if isinstance(user, (str, int)) and not isinstance(user, bool):

@@ -7,6 +7,7 @@ when any answer is degraded, so a deploy can stop before traffic reaches a broke
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ _PROBE_USER = "edgerec-warmup-probe"
 class Command(BaseCommand):
     help = "Load the EDGEREC bundle and run one recommend and one similar_items; fail when degraded."
 
-    def add_arguments(self, parser: Any) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--k", type=int, default=10, help="items per probe request (default 10)")
 
     def handle(self, *args: Any, **options: Any) -> None:
