@@ -6,6 +6,7 @@
     ├── ConfigError (also ValueError)            bad settings; raised at construction, never later
     ├── EventError (also ValueError)             malformed or oversized feedback event
     ├── MissingExtraError (also ImportError)     optional dependency absent; message names the pip extra
+    ├── CatalogueError (also ValueError)         a catalogue delta refused (.reason); nothing of it applied
     ├── ModelError                               a bundle cannot be used
     │   ├── ModelFormatError                     manifest schema, unknown format_version, ONNX external data
     │   │   └── ModelIntegrityError              size, sha256 or signature mismatch
@@ -48,6 +49,7 @@ This module imports none of those libraries.
 from __future__ import annotations
 
 __all__ = [
+    "CatalogueError",
     "ClosedError",
     "ConfigError",
     "DownloadError",
@@ -91,6 +93,19 @@ class EventError(EdgerecError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class CatalogueError(EdgerecError, ValueError):
+    """A catalogue delta (``edgerec items upsert``/``delete``) was refused; nothing of it was applied.
+
+    Attributes:
+        reason: ``bad_delta`` (malformed rows or columns), ``too_large`` (over the cap) or ``column_type``
+            (a column's type disagrees with the serving catalogue).
+    """
+
+    def __init__(self, message: str, *, reason: str = "bad_delta") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MissingExtraError(EdgerecError, ImportError):

@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -29,8 +29,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, check_model_version
-from ..errors import HubProtocolError, ModelFormatError, PublishError, StorageBusyError
+from ..errors import EdgerecError, HubProtocolError, ModelFormatError, PublishError, StorageBusyError
 from ..sync import protocol
+from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
 from .publish import ingest_tar
 from .storage import BundleRecord, SQLStorage, open_storage
 
@@ -75,6 +76,9 @@ class HubApp:
         max_concurrent_batches: event posts handled at once; more answer 429.
         db: ``postgresql://…`` to keep events, bundles and channels in PostgreSQL; default SQLite under root.
         storage: a storage object to use as it is (tests); overrides ``db``.
+        max_artifact_bytes: cap on one channel artifact (a catalogue delta, a rule set); more answers 413.
+        artifact_validators: kind -> a check of an artifact's bytes raising ``EdgerecError``/``ValueError``
+            (refused with 400, nothing stored); default :data:`~edgerec_sdk.hub.artifacts.VALIDATORS`.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class HubApp:
         max_concurrent_batches: int = 8,
         db: str | None = None,
         storage: SQLStorage | None = None,
+        max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+        artifact_validators: Mapping[str, Callable[[bytes], object]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -104,6 +110,8 @@ class HubApp:
         self.max_bundle_bytes = max_bundle_bytes
         self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
         self._files_cache: dict[str, frozenset[str]] = {}
+        self.max_artifact_bytes = max_artifact_bytes
+        self.artifact_validators = dict(VALIDATORS if artifact_validators is None else artifact_validators)
 
     def close(self) -> None:
         """Close the storage (its PostgreSQL connections); the app must not serve afterwards."""
@@ -163,6 +171,8 @@ class HubApp:
             if method not in ("GET", "HEAD"):
                 return _error(405, "use GET")
             return self._manifest(environ, parts[1])
+        if len(parts) in (4, 5) and parts[0] == "channels" and parts[2] == "artifacts":
+            return self._artifacts(environ, method, parts[1], parts[3], parts[4] if len(parts) == 5 else None, admin)
         if len(parts) == 2 and parts[0] == "channels":
             if method == "PUT":
                 return self._set_channel(environ, parts[1]) if admin else _error(403, "admin token required")
@@ -316,6 +326,50 @@ class HubApp:
             return 304, headers, []
         body = bundle.manifest
         return 200, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers], [body]
+
+    # --- channel artifacts (signed catalogue deltas, rule sets) -------------------------------------------
+
+    def _artifacts(self, environ: dict[str, Any], method: str, channel: str, kind: str, seq: str | None,
+                   admin: bool) -> Response:
+        if kind not in self.artifact_validators:
+            return _error(404, f"unknown artifact kind; known: {sorted(self.artifact_validators)}")
+        try:
+            check_model_version(channel, what="channel")
+        except ModelFormatError as exc:
+            return _error(400, str(exc))
+        if seq is not None:
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET")
+            rec = self.storage.get_artifact(channel, kind, int(seq)) if seq.isdigit() else None
+            if rec is None or rec.body is None:
+                return _error(404, "no such artifact")
+            headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(rec.size))]
+            if rec.signature:
+                headers.append((protocol.SIGNATURE_HEADER, rec.signature))
+            return 200, headers, [rec.body]
+        if method in ("GET", "HEAD"):
+            after = (parse_qs(environ.get("QUERY_STRING", "")).get("after") or ["0"])[0]
+            if not after.isdigit():
+                return _error(400, "after must be a sequence number")
+            listed = self.storage.list_artifacts(channel, kind, after=int(after))
+            return _json(200, {"channel": channel, "kind": kind, "artifacts": [
+                {"seq": r.seq, "sha256": r.sha256, "size": r.size, "signature": r.signature} for r in listed]})
+        if method != "POST":
+            return _error(405, "use GET or POST")
+        if not admin:
+            return _error(403, "admin token required")
+        body = self._read_body(environ, self.max_artifact_bytes)
+        if isinstance(body, tuple):
+            return body
+        try:
+            self.artifact_validators[kind](body)
+        except (EdgerecError, ValueError, TypeError) as exc:
+            return _error(400, f"{kind} artifact refused: {exc}")
+        signature = environ.get("HTTP_" + protocol.SIGNATURE_HEADER.upper().replace("-", "_")) or None
+        rec = self.storage.add_artifact(channel, kind, body, hashlib.sha256(body).hexdigest(), signature)
+        logger.info("hub: channel %s: %s artifact %d (%d bytes)", channel, kind, rec.seq, rec.size)
+        return _json(201, {"channel": channel, "kind": kind, "seq": rec.seq, "sha256": rec.sha256,
+                           "size": rec.size})
 
     def _bundle_file(self, environ: dict[str, Any], version: str, name: str) -> Response:
         try:

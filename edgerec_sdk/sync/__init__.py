@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .artifacts import Artifact, ArtifactFollower
 from .client import HubClient, ManifestResponse
 from .config import OutboxConfig, SyncConfig
 from .edge import EdgeSync, NullSync
@@ -16,6 +17,8 @@ from .updater import Updater
 from .uploader import Uploader
 
 __all__ = [
+    "Artifact",
+    "ArtifactFollower",
     "EdgeSync",
     "HubClient",
     "ManifestResponse",

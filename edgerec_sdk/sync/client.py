@@ -400,6 +400,27 @@ class HubClient:
             "PUT", protocol.channel_path(channel), body=body, headers={"Content-Type": "application/json"}
         )
 
+    def publish_artifact(self, channel: str, kind: str, body: bytes, *, signature: str | None) -> Any:
+        """``POST /v1/channels/{channel}/artifacts/{kind}`` (admin token): append one signed artifact."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if signature:
+            headers[protocol.SIGNATURE_HEADER] = signature
+        return self.request_json("POST", protocol.artifacts_path(channel, kind), body=body, headers=headers,
+                                 timeout_s=600.0)
+
+    def list_artifacts(self, channel: str, kind: str, *, after: int = 0) -> list[dict[str, Any]]:
+        """The artifacts after ``after``, oldest first: ``{"seq", "sha256", "size", "signature"}`` each."""
+        doc = self.request_json("GET", f"{protocol.artifacts_path(channel, kind)}?after={int(after)}")
+        items = doc.get("artifacts") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise HubProtocolError(f"artifact listing of {kind!r} is malformed")
+        return items
+
+    def get_artifact(self, channel: str, kind: str, seq: int, *, max_bytes: int) -> bytes:
+        """One artifact's exact bytes, under a cap."""
+        got = self.get_bytes(protocol.artifact_path(channel, kind, seq), max_bytes=max_bytes)
+        return got or b""
+
     def get_status(self) -> Any:
         """``GET /v1/status``."""
         return self.request_json("GET", protocol.STATUS_PATH)

@@ -105,6 +105,8 @@ class SyncConfig:
     """Run the first load and smoke test of a candidate in a child process."""
     keep_bundles: int = 2
     """Verified bundles kept in ``state_dir`` (the current one and its predecessors)."""
+    max_artifact_bytes: int = 64 * 1024 * 1024
+    """Cap on one channel artifact (a catalogue delta, a rule set); larger ones are refused unread."""
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     """The feedback outbox."""
 
@@ -130,7 +132,7 @@ class SyncConfig:
             "smoke_timeout_s",
         ):
             _positive_float(name, getattr(self, name))
-        for name in ("max_manifest_bytes", "max_bundle_bytes", "keep_bundles"):
+        for name in ("max_manifest_bytes", "max_bundle_bytes", "keep_bundles", "max_artifact_bytes"):
             _positive_int(name, getattr(self, name))
         if self.poll_interval_s < 30.0:
             logger.warning("poll_interval_s=%s is under 30 s; fine for tests, heavy for a hub", self.poll_interval_s)

@@ -28,10 +28,11 @@ from typing import Any
 import httpx
 import orjson
 
-from .._impl.threads import Clock, SystemClock, register_postfork
+from .._impl.threads import Clock, RepeatingTask, SystemClock, register_postfork
 from ..bundle import Bundle
 from ..errors import ConfigError
 from . import protocol
+from .artifacts import Artifact, ArtifactFollower
 from .client import HubClient
 from .config import SyncConfig
 from .outbox import Outbox, PutResult
@@ -58,6 +59,8 @@ class EdgeSync:
         on_bundle: called with each new verified bundle, from the updater thread (or ``poll_once()``).
         on_candidate: called with ``(bundle, percent)`` while the channel rolls a candidate out, and
             ``(None, 0.0)`` when that ends; route a user to it when ``in_rollout(user, percent)``.
+        on_artifact: artifact kind -> a callable taking each verified artifact of the channel (e.g.
+            ``{"catalogue": apply_delta}``); it applies the whole artifact or raises to refuse it.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class EdgeSync:
         rng: random.Random | None = None,
         on_bundle: Callable[[Bundle], object] | None = None,
         on_candidate: Callable[[Bundle | None, float], object] | None = None,
+        on_artifact: Mapping[str, Callable[[Artifact], object]] | None = None,
     ) -> None:
         self.config = config
         if not config.user_id_key:
@@ -107,6 +111,15 @@ class EdgeSync:
             smoke_in_subprocess=config.smoke_in_subprocess, keep_bundles=config.keep_bundles,
             auth_backoff_s=config.auth_backoff_s, backoff=self._backoff(), clock=self._clock, rng=self._rng,
         )
+        key = config.signing_key.encode() if config.signing_key else None
+        self.followers = [
+            ArtifactFollower(self.client, channel=config.channel, kind=kind, signing_key=key, apply=fn,
+                             state_dir=work_dir if self.state_dir_safe else None,
+                             max_bytes=config.max_artifact_bytes)
+            for kind, fn in (on_artifact or {}).items()
+        ]
+        self.artifact_task = RepeatingTask("edgerec-artifacts", self.poll_artifacts,
+                                           interval_s=config.poll_interval_s)
         self._lock = threading.Lock()
         self._closed = False
         self._close_result = False
@@ -128,6 +141,16 @@ class EdgeSync:
         if not self.state_dir_safe:
             return None
         return self.updater.load_last_good()
+
+    def load_saved_artifacts(self) -> int:
+        """Replay the channel artifacts kept on disk (after ``load_last_good``); return how many applied."""
+        return sum(f.load_saved() for f in self.followers)
+
+    def poll_artifacts(self) -> float:
+        """One poll of every followed artifact kind; the next delay."""
+        for follower in self.followers:
+            follower.poll_once()
+        return self.config.poll_interval_s * (1.0 + 0.1 * self._rng.random())
 
     def pseudonym(self, user: str) -> str:
         """The user's pseudonym (what the hub sees)."""
@@ -174,6 +197,8 @@ class EdgeSync:
         self._started = True
         self.updater.start()
         self.uploader.start()
+        if self.followers:
+            self.artifact_task.start()
 
     def _start_uploader(self) -> None:
         with self._lock:
@@ -181,8 +206,11 @@ class EdgeSync:
                 self.uploader.start()
 
     def poll_once(self) -> float:
-        """One updater step without the thread (uWSGI without threads, tests)."""
-        return self.updater.poll_once()
+        """One updater step, then one artifact poll, without the threads (uWSGI without threads, tests)."""
+        delay = self.updater.poll_once()
+        for follower in self.followers:
+            follower.poll_once()
+        return delay
 
     def upload_once(self) -> float:
         """One uploader step without the thread."""
@@ -204,6 +232,7 @@ class EdgeSync:
             self._closed = True
         deadline = time.monotonic() + max(0.0, timeout_s)
         self.updater.stop(timeout_s=min(1.0, timeout_s))
+        self.artifact_task.stop(timeout_s=min(1.0, timeout_s))
         self.uploader.task.stop(timeout_s=max(0.0, min(1.0, deadline - time.monotonic())))
         delivered = self.uploader.flush(max(0.0, deadline - time.monotonic()))
         self.uploader.stop(timeout_s=max(0.0, deadline - time.monotonic()))
@@ -230,6 +259,9 @@ class EdgeSync:
         self.outbox.postfork()
         self.uploader.postfork()
         self.updater.postfork()
+        self.artifact_task.postfork()
+        for follower in self.followers:
+            follower.postfork()
         if self._started and not self._closed:
             self._started = False
             self.start()
@@ -247,6 +279,7 @@ class EdgeSync:
             "outbox_durable": bool(counters["durable"]),
             "state_dir_safe": self.state_dir_safe,
             "edge_id": self.edge_id,
+            "artifacts": {f.kind: f.status() for f in self.followers},
             "feedback_after_close": self.rejected_after_close,
             "closed": self._closed,
         }
@@ -259,6 +292,12 @@ class NullSync:
 
     def load_last_good(self) -> Bundle | None:
         return None
+
+    def load_saved_artifacts(self) -> int:
+        return 0
+
+    def poll_artifacts(self) -> float:
+        return 0.0
 
     def pseudonym(self, user: str) -> str:
         return ""

@@ -31,6 +31,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Backoff",
     "BatchResult",
+    "artifact_path",
+    "artifacts_path",
     "bundle_file_path",
     "channel_path",
     "decode_batch",
@@ -87,6 +89,16 @@ def channel_path(channel: str) -> str:
 def bundle_file_path(version: str, name: str) -> str:
     """``/v1/bundles/{version}/{file}``."""
     return f"/v1/bundles/{_segment(version)}/{_segment(name)}"
+
+
+def artifacts_path(channel: str, kind: str) -> str:
+    """``/v1/channels/{channel}/artifacts/{kind}``: append (admin POST) or list (GET ``?after=seq``)."""
+    return f"/v1/channels/{_segment(channel)}/artifacts/{_segment(kind)}"
+
+
+def artifact_path(channel: str, kind: str, seq: int) -> str:
+    """``/v1/channels/{channel}/artifacts/{kind}/{seq}``: one artifact's exact signed bytes."""
+    return f"{artifacts_path(channel, kind)}/{int(seq)}"
 
 
 def _segment(value: str) -> str:

@@ -35,7 +35,21 @@ def test_schema_is_the_same_in_every_backend(storage: SQLStorage) -> None:
         "bundles": ["version", "manifest", "manifest_sha256", "signature", "total_bytes", "created_at"],
         "channels": ["name", "version", "candidate", "rollout_percent", "updated_at"],
         "edges": ["edge_id", "last_seen", "batches"],
+        "artifacts": ["channel", "kind", "seq", "body", "sha256", "signature", "created_at"],
     }
+
+
+def test_artifacts_are_numbered_per_channel_and_kind(storage: SQLStorage) -> None:
+    a = storage.add_artifact("stable", "catalogue", b"one", "sha-1", "sig-1")
+    b = storage.add_artifact("stable", "catalogue", b"two!", "sha-2", None)
+    c = storage.add_artifact("canary", "catalogue", b"x", "sha-3", None)
+    assert (a.seq, b.seq, c.seq) == (1, 2, 1)
+    listed = storage.list_artifacts("stable", "catalogue", after=1)
+    assert [(r.seq, r.sha256, r.signature, r.size, r.body) for r in listed] == [(2, "sha-2", None, 4, None)]
+    got = storage.get_artifact("stable", "catalogue", 1)
+    assert got is not None and got.body == b"one" and got.signature == "sig-1"
+    assert storage.get_artifact("stable", "rules", 1) is None
+    assert storage.list_artifacts("stable", "rules") == []
 
 
 def test_events_dedupe_on_event_id(storage: SQLStorage) -> None:

@@ -1,4 +1,5 @@
-"""Hub storage: events (unique by ``event_id``), tombstones, the bundle registry, channels and edges.
+"""Hub storage: events (unique by ``event_id``), tombstones, the bundle registry, channels, edges and the
+signed channel artifacts (catalogue deltas, rule sets).
 
 Two backends with one schema and one set of queries (``_base.py``): SQLite in ``<root>/hub.sqlite3`` by
 default, PostgreSQL when given a ``postgresql://`` URL (the scale-out option, extra ``[hub]``).
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import StorageBusyError
-from ._base import TABLES, BundleRecord, ChannelRecord, SQLStorage
+from ._base import TABLES, ArtifactRecord, BundleRecord, ChannelRecord, SQLStorage
 from .sqlite import SQLiteStorage
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLES",
+    "ArtifactRecord",
     "BundleRecord",
     "ChannelRecord",
     "PostgresStorage",

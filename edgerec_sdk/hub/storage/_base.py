@@ -61,11 +61,21 @@ CREATE TABLE IF NOT EXISTS edges(
     edge_id {text} PRIMARY KEY,
     last_seen {real} NOT NULL,
     batches {int} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts(
+    channel {text} NOT NULL,
+    kind {text} NOT NULL,
+    seq {int} NOT NULL,
+    body {blob} NOT NULL,
+    sha256 {text} NOT NULL,
+    signature {text},
+    created_at {real} NOT NULL,
+    PRIMARY KEY (channel, kind, seq)
 )
 """
 
 #: The tables in ``SCHEMA_TEMPLATE``, in order.
-TABLES = ("events", "tombstones", "bundles", "channels", "edges")
+TABLES = ("events", "tombstones", "bundles", "channels", "edges", "artifacts")
 
 
 def schema_statements(*, text: str, real: str, blob: str, int_: str) -> list[str]:
@@ -81,6 +91,19 @@ class BundleRecord:
     manifest_sha256: str
     signature: str | None
     total_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """One signed channel artifact (a catalogue delta, a rule set): ``seq`` orders them per channel and kind."""
+
+    channel: str
+    kind: str
+    seq: int
+    sha256: str
+    signature: str | None
+    size: int
+    body: bytes | None = None  # None in listings
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +338,47 @@ class SQLStorage(ABC):
                 "SELECT name, version, candidate, rollout_percent FROM channels WHERE name = ?", (name,)
             ).fetchone()
         return ChannelRecord(row[0], row[1], row[2], float(row[3])) if row else None
+
+    # --- channel artifacts -------------------------------------------------------------------------------
+
+    def add_artifact(self, channel: str, kind: str, body: bytes, sha256: str, signature: str | None) -> ArtifactRecord:
+        """Append an artifact to ``(channel, kind)`` with the next sequence number; return its record.
+
+        Two concurrent appends may pick the same number; the loser's insert does nothing and it tries again.
+        """
+        for _ in range(20):
+            with self._tx() as conn:
+                row = conn.execute("SELECT MAX(seq) FROM artifacts WHERE channel = ? AND kind = ?",
+                                   (channel, kind)).fetchone()
+                seq = int(row[0] or 0) + 1
+                cur = conn.execute(
+                    "INSERT INTO artifacts(channel, kind, seq, body, sha256, signature, created_at)"
+                    " VALUES(?,?,?,?,?,?,?) ON CONFLICT (channel, kind, seq) DO NOTHING",
+                    (channel, kind, seq, body, sha256, signature, time.time()),
+                )
+                if cur.rowcount:
+                    return ArtifactRecord(channel, kind, seq, sha256, signature, len(body))
+        raise StorageBusyError(f"could not append to the {kind} artifacts of channel {channel!r}")
+
+    def list_artifacts(self, channel: str, kind: str, *, after: int = 0, limit: int = 1000) -> list[ArtifactRecord]:
+        """Artifacts of ``(channel, kind)`` with ``seq > after``, oldest first, without their bodies."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT seq, sha256, signature, LENGTH(body) FROM artifacts WHERE channel = ? AND kind = ?"
+                " AND seq > ? ORDER BY seq LIMIT ?", (channel, kind, int(after), int(limit)),
+            ).fetchall()
+        return [ArtifactRecord(channel, kind, int(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
+    def get_artifact(self, channel: str, kind: str, seq: int) -> ArtifactRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT seq, sha256, signature, body FROM artifacts WHERE channel = ? AND kind = ? AND seq = ?",
+                (channel, kind, int(seq)),
+            ).fetchone()
+        if row is None:
+            return None
+        body = bytes(row[3])
+        return ArtifactRecord(channel, kind, int(row[0]), row[1], row[2], len(body), body)
 
     def status(self) -> dict[str, Any]:
         with self._read() as conn:
