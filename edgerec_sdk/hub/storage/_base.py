@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from ...errors import StorageBusyError
 from ...sync import protocol
 
 #: Tables, columns and keys of the hub database, identical in every backend (only type names differ).
