@@ -1,26 +1,99 @@
-"""Shared helpers of the benchmark scripts: JSON lines, timing, machine state, read bandwidth, test data.
+"""Shared helpers of the benchmark scripts: results files, JSON lines, timing, machine state, test data.
 
 Every script prints one JSON object per line on stdout (and nothing else there), so runs can be compared
-with ``jq`` or pandas. Timings are wall-clock ``perf_counter`` per call, single-threaded unless a line says
-otherwise.
+with ``jq`` or pandas, and writes the same lines to its ONE current results file,
+``benchmarks/results/<benchmark>.jsonl``, which each complete run replaces (the history is in git;
+``benchmarks/report.py`` turns the current files into the tables and charts of docs/benchmarks.md). The
+first line of a run (``bench: "machine"``) says where and when: CPU, load, versions, UTC date, commit and
+the command-line arguments. Timings are wall-clock ``perf_counter`` per call, single-threaded unless a line
+says otherwise.
+
+A script plugs in with two calls::
+
+    add_out_argument(parser, "kernels")   # --out, default benchmarks/results/kernels.jsonl ('-': stdout only)
+    start(args.out)                       # opens the file, writes the machine line
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
+import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
 
 import numpy as np
 
+RESULTS = Path(__file__).resolve().parent / "results"
+_sink: list[TextIO] = []
+_failed: list[bool] = []
+
+
+def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out FILE``: where this benchmark's current results go (default ``benchmarks/results/NAME.jsonl``)."""
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.jsonl"), metavar="FILE",
+                        help=f"results file, replaced when the run completes (default: benchmarks/results/"
+                             f"{name}.jsonl; '-' for stdout only, e.g. for a trial run)")
+
+
+def start(out: str) -> None:
+    """Begin a run: write its lines to ``out`` (through ``out.partial``, renamed over ``out`` only when the
+    script ends without an exception, so an interrupted run leaves the current results alone) and emit the
+    machine line."""
+    if out != "-":
+        final = Path(out)
+        partial = final.with_name(final.name + ".partial")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _sink.append(partial.open("w"))
+        previous_hook = sys.excepthook
+
+        def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+            _failed.append(True)
+            previous_hook(kind, exc, tb)
+
+        def finish() -> None:
+            _sink.pop().close()
+            if _failed:
+                print(f"run failed: partial results left in {partial}", file=sys.stderr)
+            else:
+                os.replace(partial, final)
+
+        sys.excepthook = hook
+        atexit.register(finish)
+    emit(bench="machine", **machine_state(), **run_info())
+
+
+def run_info() -> dict[str, Any]:
+    """When and what ran: UTC time, the commit (``-dirty`` with uncommitted changes), script and arguments."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=RESULTS.parents[1], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or None
+    if commit and git("status", "--porcelain", "--untracked-files=no", "--", "edgerec_sdk", "benchmarks"):
+        commit += "-dirty"
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit, "script": Path(sys.argv[0]).name, "argv": sys.argv[1:]}
+
 
 def emit(**fields: Any) -> None:
-    """Print one JSON line (numpy scalars become plain numbers)."""
-    print(json.dumps(fields, default=_plain), flush=True)
+    """Print one JSON line (numpy scalars become plain numbers), also to the run's results file."""
+    line = json.dumps(fields, default=_plain)
+    print(line, flush=True)
+    for sink in _sink:
+        sink.write(line + "\n")
+        sink.flush()
 
 
 def _plain(x: Any) -> Any:

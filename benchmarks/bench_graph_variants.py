@@ -33,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench import emit, machine_state
+from _bench import add_out_argument, emit, start
 
 from edgerec_sdk.bundle import quantize_rows_int8
 from edgerec_sdk.index import _onnx_proto as pb
@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=42, help="candidates fetched (10 + the rescoring margin of 32)")
     p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--profile", action="store_true", help="per-node times of the flat and blocked graphs")
+    add_out_argument(p, "graph_variants")
     args = p.parse_args(argv)
-    emit(bench="machine", **machine_state())
+    start(args.out)
     rng = np.random.default_rng(0)
     v8, s8 = quantize_rows_int8(rng.standard_normal((args.n, args.d), dtype=np.float32))
     npad = -(-args.n // (BLOCK * 16)) * BLOCK * 16  # whole blocks, and whole chunks for the chunked variant

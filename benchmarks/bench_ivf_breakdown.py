@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench import clustered, emit, machine_state, one_thread, recall
+from _bench import add_out_argument, clustered, emit, one_thread, recall, start
 
 from edgerec_sdk.bundle import quantize_rows_int8
 from edgerec_sdk.index import IvfIndex, NumpyExactIndex, build_ivf
@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nlists", type=int, nargs="+", default=[2000])
     p.add_argument("--rounds", type=int, default=4)
+    add_out_argument(p, "ivf_breakdown")
     args = p.parse_args(argv)
-    emit(bench="machine", **machine_state())
+    start(args.out)
     n, d = 1_000_000, 64
     vf, qs = clustered(n, d, queries=200, seed=7 * n + d)  # the vectors of bench_kernels.py's ANN part
     v8, s8 = quantize_rows_int8(vf)

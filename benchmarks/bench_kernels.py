@@ -13,11 +13,11 @@ head-to-head: the SDK IVF at its tuned nprobe, one list fewer and one more, each
 smallest ef reaching the same recall, all in alternating blocks of every query (``kernel_head_to_head``:
 medians, p99 and their ratios), the figure the acceptance compares.
 
-Usage (about 8-10 minutes with the defaults on the 2-core dev box)::
+Two benchmarks, each with its own current results file (docs/benchmarks.md)::
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kernels.py
-    python benchmarks/bench_kernels.py --sizes 100000 --batches 1 --ks 10 --ann-sizes 100000   # quick
-    python benchmarks/bench_kernels.py --sizes 100000 1000000 5000000 --dims 64 128            # full grid
+    python benchmarks/bench_kernels.py                  # the exact grid against faiss, ~25 min: kernels.jsonl
+    python benchmarks/bench_kernels.py --acceptance     # 1M x 64: exact and approximate, ~9 min: acceptance.jsonl
+    python benchmarks/bench_kernels.py --sizes 100000 --batches 1 --ks 10 --ann-sizes 100000 --out -   # quick trial
 
 Needs ``pip install -e ".[bench]"`` for the peers; a missing peer is skipped with a JSON note.
 """
@@ -36,13 +36,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench import (
+    RESULTS,
+    add_out_argument,
     clustered,
     emit,
     gaussian,
-    machine_state,
     one_thread,
     read_bandwidth_gbps,
     recall,
+    start,
     summary,
     timings,
 )
@@ -349,17 +351,25 @@ def _ivf_rows(ivf: IvfIndex, q: np.ndarray, k: int, nprobe: int) -> np.ndarray:
     return ivf.search(q, k).rows
 
 
+# The acceptance run: the exact kernel and the approximate index at 1M x 64 against faiss and hnswlib.
+ACCEPTANCE = ["--sizes", "1000000", "--batches", "1", "--ks", "10", "--ann-sizes", "1000000",
+              "--peers", "faiss", "hnswlib", "--out", str(RESULTS / "acceptance.jsonl")]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--dims", type=int, nargs="+", default=[64])
+    p.add_argument("--acceptance", action="store_true",
+                   help="shorthand for " + " ".join(ACCEPTANCE[:-1]) + " benchmarks/results/acceptance.jsonl "
+                        "(later options override)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
+    p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--ks", type=int, nargs="+", default=[10, 100])
-    p.add_argument("--ann-sizes", type=int, nargs="*", default=[1_000_000])
+    p.add_argument("--ann-sizes", type=int, nargs="*", default=[])
     p.add_argument("--ann-queries", type=int, default=200)
     p.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL)
     p.add_argument("--data", choices=["clustered", "gaussian"], default="clustered")
-    p.add_argument("--peers", nargs="*", default=["faiss", "usearch", "hnswlib"])
+    p.add_argument("--peers", nargs="*", default=["faiss"], help="any of faiss, usearch, hnswlib")
     p.add_argument("--hnsw-m", type=int, default=16)
     # 200: hnswlib's README value. The runs before 2026-11-23 01:33 used 100, a weaker graph that needs a
     # larger ef for the same recall (docs/benchmarks.md).
@@ -367,9 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-s", type=float, default=1.0, help="time budget per timed case")
     p.add_argument("--head-to-head-rounds", type=int, default=10,
                    help="alternating blocks of SDK IVF against hnswlib at the same recall (0: skip)")
-    args = p.parse_args(argv)
+    add_out_argument(p, "kernels")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args([*ACCEPTANCE, *argv] if "--acceptance" in argv else argv)
     peers = set(args.peers)
-    emit(bench="machine", **machine_state())
+    start(args.out)
     with one_thread():
         bw = read_bandwidth_gbps()
     emit(bench="read_bandwidth", when="start", **bw)

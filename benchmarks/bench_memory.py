@@ -10,7 +10,7 @@ the ``Recommender`` and serving 50 requests, and in each worker after 200 reques
 
 Usage::
 
-    python benchmarks/bench_memory.py --bundle-dir /tmp/edgerec-bench/bundle-1m   # made by bench_recommend
+    python benchmarks/bench_memory.py   # the 1M bundle bench_recommend.py writes; results: memory.jsonl
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench import emit, machine_state
+from _bench import add_out_argument, emit, start
 
 _CHILD = r"""
 import json, os, sys
@@ -84,13 +84,14 @@ for pid, r in pipes:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle-dir", default="/tmp/edgerec-bench/bundle-1m")
+    p.add_argument("--bundle-dir", default="/tmp/edgerec-bench/clustered-1m")
     p.add_argument("--workers", type=int, default=3)
+    add_out_argument(p, "memory")
     args = p.parse_args(argv)
     path = Path(args.bundle_dir)
     if not (path / "manifest.json").exists():
         sys.exit(f"no bundle at {path}: run benchmarks/bench_recommend.py first (it writes one)")
-    emit(bench="machine", **machine_state())
+    start(args.out)
     sizes = {f.name: f.stat().st_size // (1024 * 1024) for f in path.iterdir() if f.is_file()}
     emit(bench="bundle_files_mib", **sizes)
     for backend in ("auto", "onnx"):

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench import emit, machine_state, one_thread, summary
+from _bench import add_out_argument, emit, one_thread, start, summary
 
 from edgerec_sdk import Recommender
 from edgerec_sdk.bundle import load_bundle
@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bundle-dir", default="/tmp/edgerec-bench/clustered-1m")
     p.add_argument("--gaussian-dir", default=None, help="a make_bundle bundle to serve as well")
     p.add_argument("--skip-1m", action="store_true")
+    add_out_argument(p, "recommend")
     args = p.parse_args(argv)
-    emit(bench="machine", **machine_state())
+    start(args.out)
     base = RecommenderConfig(cache_size=0, strict=True)
 
     with one_thread():

@@ -14,7 +14,7 @@ What it measures (JSON lines on stdout, one per phase):
 3. ``cross_worker``: a click sent to one worker, then the same user's recommendations fetched from a *different*
    worker: with the SQLite profile store they are personalised at once.
 
-Run (about a minute)::
+Run (about a minute; results in benchmarks/results/workers.jsonl)::
 
     python benchmarks/bench_workers.py --duration-s 30 --clients 4
 
@@ -41,6 +41,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench import add_out_argument, emit, start
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = ROOT / "examples" / "flask_store"
@@ -268,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
     parser.add_argument("--preload-recommender", action="store_true",
                         help='EDGEREC["PRELOAD"]=True: build the recommender in the master, before the fork')
+    add_out_argument(parser, "workers")
     args = parser.parse_args(argv)
+    start(args.out)
     tmp = Path(tempfile.mkdtemp(prefix="edgerec-bench-"))
     ok = True
     try:
@@ -288,17 +293,17 @@ def main(argv: list[str] | None = None) -> int:
             warmed = warm_all_workers(many)
             mem = memory_report(many)
             extra = (mem["total_pss_mb"] - base["total_pss_mb"]) / max(args.workers - 1, 1)
-            print(json.dumps({"phase": "memory", "preload_recommender": args.preload_recommender, "workers_1": base, f"workers_{args.workers}": mem,
-                              "warm_requests": warmed, "extra_worker_pss_mb": round(extra, 1)}), flush=True)
+            emit(**{"phase": "memory", "preload_recommender": args.preload_recommender, "workers_1": base, f"workers_{args.workers}": mem,
+                              "warm_requests": warmed, "extra_worker_pss_mb": round(extra, 1)})
             _, _, body = request(many.port, "GET", "/api/for-you/items-seed?k=50")
             items = [i["id"] for i in json.loads(body)["items"]]
             result = load(many.port, duration_s=args.duration_s, clients=args.clients, items=items)
-            print(json.dumps({"phase": "load", "worker_class": args.worker_class, **result}), flush=True)
+            emit(**{"phase": "load", "worker_class": args.worker_class, **result})
             cross = cross_worker_click(many.port)
-            print(json.dumps({"phase": "cross_worker", **cross}), flush=True)
+            emit(**{"phase": "cross_worker", **cross})
             after = memory_report(many)
-            print(json.dumps({"phase": "memory_after_load", "workers": after["workers"],
-                              "total_pss_mb": after["total_pss_mb"]}), flush=True)
+            emit(**{"phase": "memory_after_load", "workers": after["workers"],
+                              "total_pss_mb": after["total_pss_mb"]})
             ok = result["http_5xx"] == 0 and not result["connection_errors"] and cross["changed"]
         finally:
             stop(many)

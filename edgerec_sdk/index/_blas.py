@@ -3,7 +3,7 @@
 Why: the numpy and IVF kernels call BLAS (gemv/gemm) inside ``search()``. OpenBLAS and MKL default to one
 thread per core; in a web server with one worker process per core those pools oversubscribe the machine,
 and a 2-thread BLAS call that finds its second core busy runs 10-40x slower (measured on the 2-core dev
-box, docs/benchmarks.md). The fix is an environment setting made before numpy is imported
+box, docs/design.md). The fix is an environment setting made before numpy is imported
 (``OPENBLAS_NUM_THREADS=1``, ``MKL_NUM_THREADS=1`` or ``OMP_NUM_THREADS=1``), which the SDK cannot make
 for the host. threadpoolctl is not a runtime dependency: when it is installed its report is used, else the
 environment variables are read. Anchor: ``benfred/implicit: implicit/utils.py`` (``check_blas_config``).

@@ -1,0 +1,299 @@
+"""The tables and charts of docs/benchmarks.md, made from the current results files.
+
+    python benchmarks/report.py            # rewrite the generated blocks of docs/benchmarks.md and the charts
+    python benchmarks/report.py --check    # exit 1 when a block is stale (tests/test_benchmark_report.py)
+
+Each benchmark script writes one current file, ``benchmarks/results/<name>.jsonl`` (``_bench.start``).
+docs/benchmarks.md is prose with generated blocks between ``<!-- report:<name> -->`` and
+``<!-- /report:<name> -->``; only the blocks are rewritten. A block holds the run line (date, commit,
+command, load), the tables, and the chart ``docs/images/bench-<name>.png``.
+
+Adding a benchmark: make its script call ``add_out_argument(parser, NAME)`` and ``start(args.out)``; add a
+``NAME_tables(rows) -> list[str]`` and a ``NAME_chart(rows, fig)`` here and one entry in ``BENCHMARKS``; add a
+section with the two marker lines to docs/benchmarks.md; run the benchmark, then this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+IMAGES = ROOT / "docs" / "images"
+Row = dict[str, Any]
+
+
+def load(name: str) -> list[Row]:
+    path = RESULTS / f"{name}.jsonl"
+    return [json.loads(s) for s in path.read_text().splitlines() if s.startswith("{")] if path.exists() else []
+
+
+def pick(rows: list[Row], bench: str, **match: Any) -> list[Row]:
+    return [r for r in rows if r.get("bench") == bench and all(r.get(k) == v for k, v in match.items())]
+
+
+def size(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def table(head: list[str], body: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in body), ""]
+
+
+def run_line(name: str, rows: list[Row]) -> list[str]:
+    m = rows[0]
+    cmd = " ".join(["python", f"benchmarks/{m.get('script', '?')}", *m.get("argv", [])])
+    bw = [f"{r['read_bw_gbps']} GB/s at the {r['when']}" for r in pick(rows, "read_bandwidth")]
+    env = {k: v for k, v in (m.get("env") or {}).items() if v is not None}
+    return [f"Run {m.get('date', '?')} at commit `{m.get('commit', '?')}`: `{cmd}`"
+            + (f" ({' '.join(f'{k}={v}' for k, v in env.items())})" if env else "")
+            + f"; 1-minute load {m['load1']} at the start" + (f"; read bandwidth {', '.join(bw)}" if bw else "")
+            + f". Every line: `benchmarks/results/{name}.jsonl`.", ""]
+
+
+# -- kernels: the exact grid --------------------------------------------------------------------------------
+
+def kernels_tables(rows: list[Row]) -> list[str]:
+    exact = pick(rows, "kernel", kind="exact", k=10)
+    backends = sorted({r["backend"] for r in exact})
+    cell = {(r["backend"], r["d"], r["n"], r["batch"]): r["median_ms"] for r in exact}
+    body = []
+    for d, n, b in sorted({(r["d"], r["n"], r["batch"]) for r in exact}):
+        vals = [cell.get((x, d, n, b)) for x in backends]
+        best = min(v for v in vals if v is not None)
+        shown = ["" if v is None else f"{v:,.2f}" if v < 10 else f"{v:,.1f}" for v in vals]
+        body.append([d, size(n), b, *(f"**{t}**" if v == best else t for v, t in zip(vals, shown, strict=True))])
+    out = ["Median ms per call (a batch is one call), top-10, one thread; fastest in bold:", "",
+           *table(["d", "n", "batch", *backends], body),
+           "Single query against faiss `IndexFlatIP` and the int8 read-bandwidth floor:", ""]
+    summary = sorted(pick(rows, "kernel_summary", kind="exact"), key=lambda r: (r["d"], r["n"]))
+    return out + table(["n", "d", "SDK ms", "faiss flat ms", "ratio", "x floor"],
+                       [[size(r["n"]), r["d"], f"{r['sdk_best_ms']:.2f}", f"{r['faiss_flat_ms']:.2f}",
+                         r["ratio_vs_faiss_flat"], r["x_floor"]] for r in summary])
+
+
+def kernels_chart(rows: list[Row], fig: Any) -> None:
+    dims = sorted({r["d"] for r in pick(rows, "kernel", kind="exact")})
+    for i, d in enumerate(dims):
+        ax = fig.add_subplot(1, len(dims), i + 1)
+        exact = [r for r in pick(rows, "kernel", kind="exact", k=10, batch=1, d=d)]
+        for backend in sorted({r["backend"] for r in exact}):
+            pts = sorted((r["n"], r["median_ms"]) for r in exact if r["backend"] == backend)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=backend)
+        floor = sorted((r["n"], r["floor_ms"]) for r in exact if r["backend"] == "sdk-onnx-int8")
+        ax.plot(*zip(*floor, strict=True), "k--", label="int8 read floor")
+        ax.set(xscale="log", yscale="log", xlabel="items", ylabel="ms per query", title=f"exact top-10, d={d}")
+    fig.axes[0].legend(fontsize=7)
+
+
+# -- acceptance: 1M x 64, exact and approximate ------------------------------------------------------------
+
+def acceptance_tables(rows: list[Row]) -> list[str]:
+    exact = sorted(pick(rows, "kernel", kind="exact"), key=lambda r: r["median_ms"])
+    out = ["Exact top-10, one query:", "",
+           *table(["backend", "median ms", "p99 ms", "x own floor", "recall vs SDK exact"],
+                  [[r["backend"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}", r["x_floor"],
+                    r["recall_vs_sdk_exact"]] for r in exact])]
+    for s in pick(rows, "kernel_summary", kind="exact"):
+        out += [f"SDK / faiss `IndexFlatIP`: **{s['ratio_vs_faiss_flat']}**; the SDK at {s['x_floor']} x the "
+                f"int8 read floor ({s['floor_ms']} ms).", ""]
+    pairs = [r for r in pick(rows, "kernel_head_to_head") if "median_ratio" in r]
+    body = []
+    for r in pairs:
+        sdk, peer = (r[k] for k in r if isinstance(r[k], dict))
+        body.append([f"nprobe {sdk['setting']}", sdk["recall_at_10"], f"{sdk['median_ms']:.3f}",
+                     f"ef {peer['setting']}", peer["recall_at_10"], f"{peer['median_ms']:.3f}",
+                     f"**{r['median_ratio']}**", r["p99_ratio"]])
+    out += ["Approximate, head to head (alternating blocks of the same queries; hnswlib at the smallest ef "
+            "reaching the IVF's recall):", "",
+            *table(["SDK IVF", "recall@10", "median ms", "hnswlib", "recall@10", "median ms", "median ratio",
+                    "p99 ratio"], body)]
+    out += [f"Note: {r['note']}." for r in pick(rows, "kernel_head_to_head") if "note" in r]
+    for s in pick(rows, "kernel_summary", kind="ann"):
+        out += ["", f"The IVF at its tuned setting is **{s['ivf_speedup_vs_sdk_exact']} x** faster than the "
+                    "exact kernel."]
+    builds = {r["backend"]: r["build_s"] for r in pick(rows, "kernel", kind="ann")}
+    sweep = sorted(pick(rows, "kernel", kind="ann"), key=lambda r: (r["backend"], r["setting"]))
+    return [*out, "", "Sweep (`setting` = nprobe for IVF, ef for HNSW; each method timed in its own loop, "
+                      "so compare across methods with the head-to-head above):", "",
+            *table(["backend", "setting", "recall@10", "median ms", "p99 ms", "build s"],
+                   [[r["backend"], r["setting"], r["recall_at_10"], f"{r['median_ms']:.3f}",
+                     f"{r['p99_ms']:.3f}", builds[r["backend"]]] for r in sweep])]
+
+
+def acceptance_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    sweep = pick(rows, "kernel", kind="ann")
+    color = {"sdk-ivf": "C0", "hnswlib": "C1", "faiss-ivf-flat": "C2"}
+    for backend in sorted({r["backend"] for r in sweep}):
+        pts = sorted((r["recall_at_10"], r["median_ms"]) for r in sweep if r["backend"] == backend)
+        ax.plot(*zip(*pts, strict=True), marker="o", color=color.get(backend), label=f"{backend}, sweep")
+    for backend, prefix in (("sdk-ivf", "sdk"), ("hnswlib", "hnswlib")):
+        pts = [v for r in pick(rows, "kernel_head_to_head") for key, v in r.items()
+               if isinstance(v, dict) and key.startswith(prefix)]
+        ax.scatter([v["recall_at_10"] for v in pts], [v["median_ms"] for v in pts], marker="*", s=140, zorder=3,
+                   color=color[backend], edgecolors="black", label=f"{backend}, head to head")
+    ax.set(xlim=(0.9, 1.002), ylim=(0, None), xlabel="recall@10", ylabel="median ms per query",
+           title="1M x 64, approximate top-10, one thread")
+    ax.legend(fontsize=7)
+
+
+# -- graph_variants: the exact int8 onnxruntime graph ------------------------------------------------------
+
+def graph_variants_tables(rows: list[Row]) -> list[str]:
+    variants = sorted(pick(rows, "graph_variant"), key=lambda r: r["median_ms"])
+    out = table(["variant", "median ms", "best ms", "top-10 as flat"],
+                [[r["variant"], f"{r['median_ms']:.2f}", f"{r['best_ms']:.2f}", r["top10_overlap_with_flat"]]
+                 for r in variants])
+    for p in pick(rows, "graph_profile"):
+        per_op: dict[str, float] = {}
+        for node, us in p["median_us"].items():
+            op = re.sub(r"_[0-9]+$", "", node)
+            per_op[op] = per_op.get(op, 0.0) + us
+        top = sorted(per_op.items(), key=lambda kv: -kv[1])[:5]
+        out.append(f"- `{p['variant']}`, µs per op type (onnxruntime profile): "
+                   + ", ".join(f"{op} {us:,.0f}" for op, us in top) + f"; all nodes {sum(per_op.values()):,.0f}")
+    return [*out, ""]
+
+
+def graph_variants_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    variants = sorted(pick(rows, "graph_variant"), key=lambda r: -r["median_ms"])
+    ax.barh([r["variant"] for r in variants], [r["median_ms"] for r in variants], color="C0")
+    ax.set(xlabel="median ms per query", title=f"exact int8 graph variants, {size(variants[0]['n'])} x "
+                                                 f"{variants[0]['d']}")
+
+
+# -- ivf_breakdown: where an IVF query's time goes ---------------------------------------------------------
+
+STEPS = ("centroids", "pick_lists", "copy", "rows_scales", "gemv_scale", "select", "finish")
+
+
+def ivf_breakdown_tables(rows: list[Row]) -> list[str]:
+    out = []
+    for b in pick(rows, "ivf_breakdown"):
+        out += [f"One query at nprobe {b['nprobe']}, median µs per step (one-round path):", "",
+                *table([*STEPS, "steps", "whole search"],
+                       [[*(b[f"{s}_us"] for s in STEPS), b["steps_us"], b["search_us"]]]),
+                f"Alternatives measured in the same run: centroid scores row-major {b['centroids_row_major_us']} "
+                f"µs, lists picked by `argpartition` {b['pick_lists_by_argpartition_us']} µs.", ""]
+    tuned = {r["nlist"]: (r["tuned_nprobe"], r["build_s"]) for r in pick(rows, "ivf_build")}
+    sweep = sorted(pick(rows, "ivf_sweep"), key=lambda r: (r["nlist"], r["nprobe"]))
+    out += ["Recall and time by list count (`tuned`: what the build picked for the target of that commit, "
+            "recall 0.95):", ""]
+    return out + table(["lists", "build s", "nprobe", "recall@10", "median µs"],
+                       [[r["nlist"], tuned[r["nlist"]][1],
+                         f"**{r['nprobe']}** (tuned)" if tuned[r["nlist"]][0] == r["nprobe"] else r["nprobe"],
+                         r["recall_at_10"], r["median_us"]] for r in sweep])
+
+
+def ivf_breakdown_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    b = pick(rows, "ivf_breakdown")[0]
+    ax.barh(list(reversed(STEPS)), [b[f"{s}_us"] for s in reversed(STEPS)], color="C2")
+    ax.set(xlabel="median µs", title=f"IVF query steps, nprobe {b['nprobe']} (whole search {b['search_us']} µs)")
+
+
+# -- recommend: end to end ---------------------------------------------------------------------------------
+
+def recommend_tables(rows: list[Row]) -> list[str]:
+    out = table(["bundle", "items", "index", "nprobe", "p50 ms", "p99 ms", "requests"],
+                [[r["bundle"], f"{r['n_items']:,}", f"{r['index']}" + (f" ({r['config']})" if "config" in r else ""),
+                  r.get("nprobe") if r["index"] == "IvfIndex" else "", f"{r['median_ms']:.2f}",
+                  f"{r['p99_ms']:.2f}", r["calls"]] for r in pick(rows, "recommend")])
+    return [*out, *(f"Through `recommend()` the approximate index returns **{r['recall_at_10_vs_exact']:.1%}** of "
+                  f"the exact kernel's top-10 ({r['requests']} requests).\n" for r in pick(rows, "recommend_recall"))]
+
+
+def recommend_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "recommend")
+    labels = [f"{r['bundle']}\n{r.get('config', r['index'])}" for r in cases]
+    xs = range(len(cases))
+    ax.bar([x - 0.2 for x in xs], [r["median_ms"] for r in cases], 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in cases], 0.4, label="p99")
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set(yscale="log", ylabel="ms per request", title="recommend(), one thread, cache off")
+    ax.legend(fontsize=7)
+
+
+BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
+    "kernels": (kernels_tables, kernels_chart),
+    "acceptance": (acceptance_tables, acceptance_chart),
+    "graph_variants": (graph_variants_tables, graph_variants_chart),
+    "ivf_breakdown": (ivf_breakdown_tables, ivf_breakdown_chart),
+    "recommend": (recommend_tables, recommend_chart),
+}
+
+
+def machine_block() -> list[str]:
+    body = []
+    for name in sorted(p.stem for p in RESULTS.glob("*.jsonl")):
+        m = load(name)[0]
+        body.append([f"`{name}`", m.get("date", "?"), m["cpu"], m["cores"], m["load1"], m["python"], m["numpy"],
+                     m.get("onnxruntime", ""), ", ".join(f"{b['internal_api']} {b['architecture']}"
+                                                        for b in m.get("blas", []) if isinstance(b, dict))])
+    return table(["results", "date", "CPU", "cores", "load at start", "Python", "numpy", "onnxruntime", "BLAS"],
+                 body)
+
+
+def block(name: str) -> list[str]:
+    if name == "machine":
+        return machine_block()
+    rows = load(name)
+    if not rows:
+        return [f"No current results: run the command above (writes `benchmarks/results/{name}.jsonl`).", ""]
+    tables, _ = BENCHMARKS[name]
+    return [*run_line(name, rows), *tables(rows), f"![{name} chart](images/bench-{name}.png)"]
+
+
+def render(text: str) -> str:
+    def fill(m: re.Match[str]) -> str:
+        return f"<!-- report:{m[1]} -->\n" + "\n".join(block(m[1])).strip() + f"\n<!-- /report:{m[1]} -->"
+
+    return re.sub(r"<!-- report:(\w+) -->.*?<!-- /report:\1 -->", fill, text, flags=re.S)
+
+
+def charts() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, (_, draw) in BENCHMARKS.items():
+        rows = load(name)
+        if not rows:
+            continue
+        fig = plt.figure(figsize=(8, 3.6), dpi=100)
+        draw(rows, fig)
+        fig.tight_layout()
+        fig.savefig(IMAGES / f"bench-{name}.png", metadata={"Software": None})
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="exit 1 when docs/benchmarks.md's blocks are stale")
+    args = ap.parse_args(argv)
+    text = DOC.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            sys.stderr.write("docs/benchmarks.md is stale: run `python benchmarks/report.py`\n")
+            return 1
+        return 0
+    DOC.write_text(new)
+    charts()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
