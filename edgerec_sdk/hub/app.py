@@ -3,8 +3,8 @@
 No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
 (``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
 in-process through ``httpx.WSGITransport``. State: the database (SQLite under ``--root``, or PostgreSQL given
-a ``postgresql://`` URL) and bundle files under ``<root>/bundles/<version>/``, so several hub processes can
-share one root.
+a ``postgresql://`` URL) and the bundle files (under ``<root>/bundles/<version>/`` with SQLite, chunked in the
+database with PostgreSQL, so replicas share nothing but the database).
 
 Auth (fault F09): no or unknown token on any ``/v1/`` path is 401 before routing (an unknown channel is not
 revealed); an edge token on an admin call is 403. Transient trouble answers 429/503 with ``Retry-After``,
@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -33,7 +33,15 @@ from ..errors import EdgerecError, HubProtocolError, ModelFormatError, PublishEr
 from ..sync import protocol
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
 from .publish import ingest_tar
-from .storage import BundleRecord, SQLStorage, open_storage
+from .storage import (
+    BundleRecord,
+    DatabaseFileStore,
+    FileStore,
+    LocalFileStore,
+    SQLStorage,
+    bundle_scope,
+    open_storage,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -79,6 +87,8 @@ class HubApp:
         max_artifact_bytes: cap on one channel artifact (a catalogue delta, a rule set); more answers 413.
         artifact_validators: kind -> a check of an artifact's bytes raising ``EdgerecError``/``ValueError``
             (refused with 400, nothing stored); default :data:`~edgerec_sdk.hub.artifacts.VALIDATORS`.
+        files: where bundle files live; default: in the database with PostgreSQL (stateless replicas),
+            under ``root/bundles/`` with SQLite.
     """
 
     def __init__(
@@ -95,12 +105,15 @@ class HubApp:
         storage: SQLStorage | None = None,
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
         artifact_validators: Mapping[str, Callable[[bytes], object]] | None = None,
+        files: FileStore | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.root / "bundles").mkdir(exist_ok=True, mode=0o755)
         (self.root / "tmp").mkdir(exist_ok=True, mode=0o700)
         self.storage = storage if storage is not None else open_storage(db, root=self.root)
+        self.files = files or (DatabaseFileStore(self.storage) if self.storage.kind == "postgresql"
+                               else LocalFileStore(self.root))
         self._admin = [t.encode() for t in admin_tokens if t]
         self._edge = [t.encode() for t in edge_tokens if t]
         if not self._admin:
@@ -264,11 +277,7 @@ class HubApp:
                 if existing.manifest_sha256 != sha or existing.signature != intake.signature:
                     return _error(409, "that version exists with other content")
             else:
-                dest = self.root / "bundles" / version
-                if dest.exists():
-                    shutil.rmtree(dest)
-                os.replace(tmp, dest)
-                os.chmod(dest, 0o755)
+                self.files.put(bundle_scope(version), tmp)
                 self.storage.add_bundle(BundleRecord(version, intake.raw_manifest, sha, intake.signature,
                                                      intake.total_bytes))
                 logger.info("hub: published %s", version)
@@ -379,10 +388,10 @@ class HubApp:
             return _error(404, "not found")
         if name not in self._listed_files(version):
             return _error(404, "not found")
-        path = self.root / "bundles" / version / name
-        if not path.is_file():
+        scope = bundle_scope(version)
+        size = self.files.size(scope, name)
+        if size is None:
             return _error(404, "not found")
-        size = path.stat().st_size
         start, end, status = 0, size - 1, 200
         match = _RANGE_RE.fullmatch(environ.get("HTTP_RANGE", "").strip())
         if match:
@@ -395,7 +404,7 @@ class HubApp:
                    ("Accept-Ranges", "bytes")]
         if status == 206:
             headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-        return status, headers, _file_chunks(path, start, end - start + 1)
+        return status, headers, self.files.read(scope, name, start, end - start + 1)
 
 
     def _listed_files(self, version: str) -> frozenset[str]:
@@ -408,17 +417,6 @@ class HubApp:
             names = frozenset(files) | {MANIFEST_NAME} | ({SIGNATURE_NAME} if bundle.signature else set())
             self._files_cache[version] = names
         return names
-
-
-def _file_chunks(path: Path, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        while length > 0:
-            chunk = f.read(min(_CHUNK, length))
-            if not chunk:
-                return
-            length -= len(chunk)
-            yield chunk
 
 
 def app_from_env(environ: dict[str, str] | None = None) -> HubApp:

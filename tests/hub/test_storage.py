@@ -36,6 +36,10 @@ def test_schema_is_the_same_in_every_backend(storage: SQLStorage) -> None:
         "channels": ["name", "version", "candidate", "rollout_percent", "updated_at"],
         "edges": ["edge_id", "last_seen", "batches"],
         "artifacts": ["channel", "kind", "seq", "body", "sha256", "signature", "created_at"],
+        "edge_versions": ["edge_id", "model_version", "last_seen"],
+        "files": ["scope", "name", "size", "chunk_bytes", "sha256", "created_at"],
+        "file_chunks": ["scope", "name", "seq", "data"],
+        "origins": ["scope", "base_url", "created_at"],
     }
 
 

@@ -1,8 +1,9 @@
-"""Hub storage: events (unique by ``event_id``), tombstones, the bundle registry, channels, edges and the
-signed channel artifacts (catalogue deltas, rule sets).
+"""Hub storage: events (unique by ``event_id``), tombstones, the bundle registry, channels, edges, the
+signed channel artifacts (catalogue deltas, rule sets) and the files the hub serves (``files.py``).
 
 Two backends with one schema and one set of queries (``_base.py``): SQLite in ``<root>/hub.sqlite3`` by
-default, PostgreSQL when given a ``postgresql://`` URL (the scale-out option, extra ``[hub]``).
+default, PostgreSQL when given a ``postgresql://`` URL (the scale-out option, extra ``[hub]``). With
+PostgreSQL the bundle files are chunked into the database too, so replicas share nothing but it.
 
 Example::
 
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import StorageBusyError
 from ._base import TABLES, ArtifactRecord, BundleRecord, ChannelRecord, SQLStorage
+from .files import DatabaseFileStore, FileStore, LocalFileStore, bundle_scope
 from .sqlite import SQLiteStorage
 
 if TYPE_CHECKING:
@@ -29,11 +31,15 @@ __all__ = [
     "ArtifactRecord",
     "BundleRecord",
     "ChannelRecord",
+    "DatabaseFileStore",
+    "FileStore",
+    "LocalFileStore",
     "PostgresStorage",
     "SQLStorage",
     "SQLiteStorage",
     "Storage",
     "StorageBusyError",
+    "bundle_scope",
     "open_storage",
 ]
 

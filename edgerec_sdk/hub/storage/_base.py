@@ -72,11 +72,39 @@ CREATE TABLE IF NOT EXISTS artifacts(
     signature {text},
     created_at {real} NOT NULL,
     PRIMARY KEY (channel, kind, seq)
+);
+CREATE TABLE IF NOT EXISTS edge_versions(
+    edge_id {text} PRIMARY KEY,
+    model_version {text} NOT NULL,
+    last_seen {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files(
+    scope {text} NOT NULL,
+    name {text} NOT NULL,
+    size {int} NOT NULL,
+    chunk_bytes {int} NOT NULL,
+    sha256 {text} NOT NULL,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (scope, name)
+);
+CREATE TABLE IF NOT EXISTS file_chunks(
+    scope {text} NOT NULL,
+    name {text} NOT NULL,
+    seq {int} NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (scope, name, seq)
+);
+CREATE TABLE IF NOT EXISTS origins(
+    scope {text} PRIMARY KEY,
+    base_url {text} NOT NULL,
+    created_at {real} NOT NULL
 )
 """
 
-#: The tables in ``SCHEMA_TEMPLATE``, in order.
-TABLES = ("events", "tombstones", "bundles", "channels", "edges", "artifacts")
+#: The tables in ``SCHEMA_TEMPLATE``, in order. ``files``/``file_chunks``/``origins`` hold streamed content by
+#: scope (``bundle/<version>``; any content too large for one ``artifacts`` row takes a scope), see ``files.py``.
+TABLES = ("events", "tombstones", "bundles", "channels", "edges", "artifacts", "edge_versions", "files",
+          "file_chunks", "origins")
 
 
 def schema_statements(*, text: str, real: str, blob: str, int_: str) -> list[str]:
@@ -156,6 +184,15 @@ def event_params(ev: dict[str, Any], edge_id: str, batch_id: str, now: float) ->
             ev.get("edge_id") or edge_id, batch_id, now)
 
 
+def _batch_version(events: list[Any], valid: dict[int, str]) -> str | None:
+    """The model version named by the batch's last valid event (an edge's newest answer), if any."""
+    for i in sorted(valid, reverse=True):
+        version = events[i].get("model_version")
+        if isinstance(version, str) and version:
+            return version[:128]
+    return None
+
+
 class SQLStorage(ABC):
     """The hub's database: events (unique by ``event_id``), tombstones, the bundle registry, channels, edges.
 
@@ -200,9 +237,11 @@ class SQLStorage(ABC):
         ids: dict[int, str] = {}
         rejected: dict[str, str] = {}
         now = time.time()
+        events_seen: list[Any] = []
         with self._tx() as conn:
             segment: list[tuple[int, dict[str, Any]]] = []
             for i, ev in enumerate(events):
+                events_seen.append(ev)
                 reason = protocol.validate_wire_event(ev) or _storable(ev)
                 if reason is not None:
                     eid = ev.get("event_id") if isinstance(ev, dict) else None
@@ -221,6 +260,13 @@ class SQLStorage(ABC):
                 " DO UPDATE SET last_seen = excluded.last_seen, batches = edges.batches + 1",
                 (edge_id, now),
             )
+            version = _batch_version(events_seen, ids)
+            if version is not None:  # what the edge serves now: the metrics' "edges per version"
+                conn.execute(
+                    "INSERT INTO edge_versions(edge_id, model_version, last_seen) VALUES(?,?,?) ON CONFLICT"
+                    " (edge_id) DO UPDATE SET model_version = excluded.model_version, last_seen = excluded.last_seen",
+                    (edge_id, version, now),
+                )
         order = sorted(ids)
         return protocol.BatchResult(tuple(ids[i] for i in order if stored[i]),
                                     tuple(ids[i] for i in order if not stored[i]), rejected)
@@ -265,6 +311,13 @@ class SQLStorage(ABC):
         with self._read() as conn:
             return {u: int(n) for u, n in conn.execute('SELECT "user", COUNT(*) FROM events GROUP BY "user"', ())}
 
+    def edges_per_version(self, *, since_ts: float) -> dict[str, int]:
+        """Edges whose newest batch since ``since_ts`` named each model version."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT model_version, COUNT(*) FROM edge_versions WHERE last_seen >= ?"
+                                " GROUP BY model_version", (float(since_ts),))
+            return {v: int(n) for v, n in rows}
+
     def tombstones(self) -> list[tuple[str, str, int]]:
         """``(event_id, user, erased)`` of every recorded erasure, by event id."""
         with self._read() as conn:
@@ -304,6 +357,24 @@ class SQLStorage(ABC):
     def list_bundles(self) -> list[str]:
         with self._read() as conn:
             return [r[0] for r in conn.execute("SELECT version FROM bundles ORDER BY created_at, version", ())]
+
+    def read_chunk(self, scope: str, name: str, seq: int) -> bytes | None:
+        """One ``file_chunks`` row (``files.DatabaseFileStore`` streams a file one of these at a time)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT data FROM file_chunks WHERE scope = ? AND name = ? AND seq = ?",
+                               (scope, name, seq)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_origin(self, scope: str, base_url: str) -> None:
+        """Name an external origin serving the scope's files (``None`` of them need be in the database)."""
+        with self._tx() as conn:
+            conn.execute("INSERT INTO origins(scope, base_url, created_at) VALUES(?,?,?) ON CONFLICT (scope)"
+                         " DO UPDATE SET base_url = excluded.base_url", (scope, base_url, time.time()))
+
+    def get_origin(self, scope: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT base_url FROM origins WHERE scope = ?", (scope,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_channel(self, name: str, version: str, rollout_percent: float) -> ChannelRecord:
         """Point ``name`` at ``version``: at 100 % it becomes the base; below, the candidate of a rollout."""

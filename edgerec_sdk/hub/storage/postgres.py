@@ -1,7 +1,7 @@
 """The scale-out backend: PostgreSQL, with the same tables, columns and keys as the SQLite one.
 
-Several hub processes on several hosts share one database; bundle files then live on shared storage or a
-static host. The driver is psycopg 3 (extra ``[hub]``), imported only when a ``postgresql://`` URL is used.
+Several hub processes on several hosts share one database, bundle files included (``files.py``: chunked
+rows, streamed), so replicas need no shared directory. The driver is psycopg 3 (extra ``[hub]``), imported only when a ``postgresql://`` URL is used.
 
 Why each choice:
 
@@ -153,6 +153,8 @@ class PostgresStorage(SQLStorage):
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for stmt in _STATEMENTS:
                 conn.execute(stmt)
+            # chunks are npy/onnx bytes: TOAST compression would cost CPU on every read for little gain
+            conn.execute("ALTER TABLE file_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
         logger.info("hub storage: postgresql at %s", redact_url(url) if "://" in url else "<conninfo>")
 
     @contextmanager
@@ -180,6 +182,13 @@ class PostgresStorage(SQLStorage):
             cur.itersize = 5000
             cur.execute(sql.replace("?", "%s"), params)
             yield from cur
+
+    def read_chunk(self, scope: str, name: str, seq: int) -> bytes | None:
+        """As in SQLite, with the row in binary format (text format would hex-encode a MiB per chunk)."""
+        with self._checked_out() as raw:
+            row = raw.execute("SELECT data FROM file_chunks WHERE scope = %s AND name = %s AND seq = %s",
+                              (scope, name, seq), binary=True).fetchone()
+        return None if row is None else bytes(row[0])
 
     def _insert_segment(self, conn: Conn, segment: list[tuple[int, dict[str, Any]]], edge_id: str,
                         batch_id: str, now: float) -> dict[int, bool]:
