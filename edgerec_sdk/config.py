@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._impl.configs import from_mapping
 from .errors import ConfigError
 from .profile.factory import parse_profile_spec
 
@@ -121,21 +122,7 @@ class RecommenderConfig:
             >>> RecommenderConfig.from_mapping({"strict": True, "index": {"backend": "numpy"}}).strict
             True
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown RecommenderConfig keys: {', '.join(unknown)}")
-        kwargs: dict[str, Any] = dict(data)
-        try:
-            if isinstance(kwargs.get("index"), Mapping):
-                kwargs["index"] = IndexConfig(**kwargs["index"])
-            if isinstance(kwargs.get("profile"), Mapping):
-                kwargs["profile"] = ProfileConfig(**kwargs["profile"])
-            if "fallback_items" in kwargs:
-                kwargs["fallback_items"] = tuple(kwargs["fallback_items"])
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from exc
+        return from_mapping(cls, data)
 
     @classmethod
     def from_env(cls, prefix: str = "EDGEREC_", environ: Mapping[str, str] | None = None) -> RecommenderConfig:

@@ -12,7 +12,6 @@ model's lineage did not change.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -23,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final
 
+from .._impl.files import fsync_dir, link_or_copy_verified, write_synced
 from ..errors import ConfigError, ModelFormatError, ModelIntegrityError
 from . import manifest as mf
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, created_at_time
@@ -107,10 +107,11 @@ def restamp_bundle(
     try:
         for name, entry in old.files.items():
             _copy_checked(root / name, tmp / name, entry.sha256, entry.size)
-        _write(tmp / MANIFEST_NAME, new_raw)
+        write_synced(tmp / MANIFEST_NAME, new_raw)
         if key is not None:
-            _write(tmp / SIGNATURE_NAME, sign_bytes(new_raw, key).encode("ascii") + b"\n")
+            write_synced(tmp / SIGNATURE_NAME, sign_bytes(new_raw, key).encode("ascii") + b"\n")
         os.rename(tmp, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -122,23 +123,5 @@ def restamp_bundle(
 def _copy_checked(src: Path, dst: Path, sha256: str, size: int) -> None:
     if src.is_symlink() or not src.is_file():
         raise ModelIntegrityError(f"{src.name}: missing or not a regular file", path=str(src))
-    try:
-        os.link(src, dst)  # the same bytes: a hard link costs no space
-    except OSError:
-        shutil.copyfile(src, dst)
-    h = hashlib.sha256()
-    n = 0
-    with open(dst, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    if n != size or h.hexdigest() != sha256:
+    if not link_or_copy_verified(src, dst, sha256=sha256, size=size):
         raise ModelIntegrityError(f"{src.name}: size or sha256 differs from the manifest", path=str(src))
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        with contextlib.suppress(OSError):
-            os.fsync(f.fileno())

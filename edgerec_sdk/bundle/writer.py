@@ -8,7 +8,6 @@ same checks the loader runs (ONNX scan, catalog, manifest round trip): it never 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from .._impl.files import fsync_dir, replace_file, sync_file
 from ..errors import ModelFormatError
 from ..index import ANN_MIN_ITEMS, DEFAULT_TARGET_RECALL, IvfLayout, build_ivf
 from . import manifest as mf
@@ -187,7 +187,7 @@ def write_bundle(
         _write(tmp, MANIFEST_NAME, lambda fp: fp.write(raw))
         if key is not None:
             _write(tmp, SIGNATURE_NAME, lambda fp: fp.write(sign_bytes(raw, key).encode("ascii") + b"\n"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_into_place(tmp, out, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -229,9 +229,9 @@ def update_metrics(
         ) from exc
     new = Manifest.from_bytes(raw + b"\n", source=str(root / MANIFEST_NAME))
     raw = new.to_bytes()
-    _replace_file(root, MANIFEST_NAME, raw)
+    replace_file(root / MANIFEST_NAME, raw)
     if key is not None:
-        _replace_file(root, SIGNATURE_NAME, sign_bytes(raw, key).encode("ascii") + b"\n")
+        replace_file(root / SIGNATURE_NAME, sign_bytes(raw, key).encode("ascii") + b"\n")
     elif (root / SIGNATURE_NAME).exists():
         logger.warning("bundle %s: manifest changed, stale signature removed", new.model_version)
         (root / SIGNATURE_NAME).unlink()
@@ -247,7 +247,7 @@ def sign_manifest(bundle_dir: str | os.PathLike[str], key: bytes) -> Path:
     root = Path(bundle_dir)
     raw = _read_manifest(root)
     Manifest.from_bytes(raw, source=str(root / MANIFEST_NAME))  # only sign what the loader would accept
-    _replace_file(root, SIGNATURE_NAME, sign_bytes(raw, check_signing_key(key)).encode("ascii") + b"\n")
+    replace_file(root / SIGNATURE_NAME, sign_bytes(raw, check_signing_key(key)).encode("ascii") + b"\n")
     return root / SIGNATURE_NAME
 
 
@@ -404,19 +404,8 @@ def _write(directory: Path, name: str, fill: Callable[[Any], object]) -> FileEnt
     with open(directory / name, "xb") as fp:
         writer = _HashingWriter(fp)
         fill(writer)
-        fp.flush()
-        os.fsync(fp.fileno())
+        sync_file(fp)
     return FileEntry(sha256=writer.digest.hexdigest(), size=writer.size)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes the new entries durable; not supported on every platform (e.g. Windows).
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _swap_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
@@ -428,7 +417,7 @@ def _swap_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def _read_manifest(root: Path) -> bytes:
@@ -439,18 +428,3 @@ def _read_manifest(root: Path) -> bytes:
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read manifest ({exc.strerror})", path=str(path)) from exc
     return raw
-
-
-def _replace_file(root: Path, name: str, data: bytes) -> None:
-    tmp = root / f".{name}.tmp-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "xb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, root / name)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(root)

@@ -6,7 +6,6 @@ then the manifest is validated and every listed file's size and sha256 checked; 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -14,6 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._impl.files import sha256_file
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, created_at_time
 from ..errors import ModelFormatError, PublishError
 
@@ -105,7 +105,7 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
             raise PublishError(f"missing file {name!r}")
         if path.stat().st_size != entry.size:
             raise PublishError(f"{name}: size differs from the manifest")
-        if _sha256(path) != entry.sha256:
+        if sha256_file(path) != entry.sha256:
             raise PublishError(f"{name}: sha256 differs from the manifest")
     signature = None
     if SIGNATURE_NAME in seen:
@@ -114,10 +114,3 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
         os.chmod(p, 0o644)
     return Intake(manifest, raw, signature, staging, total)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import ssl
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
+from .._impl.files import sha256_file, sync_file
 from .._impl.log import redact_url
 from .._impl.threads import Clock, SystemClock
 from ..errors import (
@@ -305,7 +305,7 @@ class HubClient:
             dest.unlink()
             have = 0
         if have == expected_size:
-            return _sha256_file(dest)
+            return sha256_file(dest)
         extra = {"Accept-Encoding": "identity"}
         if have:
             extra["Range"] = f"bytes={have}-"
@@ -336,7 +336,7 @@ class HubClient:
         except OSError:
             dest.unlink(missing_ok=True)  # disk full (fault D12): never keep a half-written staging file
             raise
-        return _sha256_file(dest)
+        return sha256_file(dest)
 
     def _stream_to(
         self,
@@ -364,8 +364,7 @@ class HubClient:
                     raise DownloadError(f"download deadline passed for {safe}", reason="deadline", url=safe)
                 if elapsed > _SLOW_GRACE_S and fresh / elapsed < min_bytes_per_s:
                     raise DownloadError(f"download too slow from {safe}", reason="too_slow", url=safe)
-            f.flush()
-            os.fsync(f.fileno())
+            sync_file(f)
         if got != expected_size:
             raise DownloadError(f"body shorter than declared from {safe}", reason="size_mismatch", url=safe)
 
@@ -431,10 +430,3 @@ def _check_content_range(value: str | None, have: int, expected_size: int, safe:
     if value is None or value.strip() != want:
         raise DownloadError(f"unexpected Content-Range from {safe}", reason="bad_range", url=safe)
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()

@@ -5,7 +5,6 @@ Plain values only; live collaborators (transport, clock, callbacks) go to :class
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .._impl.configs import from_mapping
 from ..errors import ConfigError
 
 __all__ = ["OutboxConfig", "SyncConfig"]
@@ -139,18 +139,9 @@ class SyncConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SyncConfig:
-        """Build from a plain mapping; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown SyncConfig keys: {', '.join(unknown)}")
-        kwargs: dict[str, Any] = dict(data)
-        try:
-            if isinstance(kwargs.get("outbox"), Mapping):
-                kwargs["outbox"] = OutboxConfig(**kwargs["outbox"])
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from exc
+        """Build from a plain mapping (a nested ``outbox`` mapping becomes :class:`OutboxConfig`); unknown keys are
+        an error."""
+        return from_mapping(cls, data)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from .._impl.files import fsync_dir, link_or_copy_verified, replace_file, sha256_file, write_synced
 from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
@@ -176,7 +177,7 @@ class Updater:
                 os.replace(path, aside)
             logger.error("last good bundle %s failed verification (%s); moved aside, not served", name, reason_of(exc))
             return None
-        self.current_sha = hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest()
+        self.current_sha = sha256_file(path / MANIFEST_NAME)
         self.current_version = bundle.model_version
         self._seen.add(bundle.model_version)
         self.bundle_origin = "disk"
@@ -370,9 +371,9 @@ class Updater:
                 if got != entry.sha256:
                     (staging / fname).unlink(missing_ok=True)
                     raise ModelIntegrityError(f"{fname}: sha256 mismatch", model_version=manifest.model_version)
-            _write_fsync(staging / MANIFEST_NAME, raw)
+            write_synced(staging / MANIFEST_NAME, raw)
             if signature:
-                _write_fsync(staging / SIGNATURE_NAME, signature.encode() + b"\n")
+                write_synced(staging / SIGNATURE_NAME, signature.encode() + b"\n")
             if self.smoke_in_subprocess and not (self.state_dir / "smoke_ok" / sha).exists():
                 run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.smoke_timeout_s)
                 (self.state_dir / "smoke_ok" / sha).touch()
@@ -382,7 +383,7 @@ class Updater:
                 if not (final / MANIFEST_NAME).is_file():
                     raise
                 shutil.rmtree(staging, ignore_errors=True)  # another worker of the host got there first
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except ModelError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -478,10 +479,7 @@ class Updater:
         doc = {"channel": self.channel, "created_at": created_at, "model_version": version}
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
-            _write_fsync(tmp, orjson.dumps(doc) + b"\n")
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            replace_file(path, orjson.dumps(doc) + b"\n")
         except OSError as exc:  # read-only or full state dir: the mark holds in memory for this process
             if not self._high_water_warned:
                 logger.warning("cannot persist the rollback high-water mark (%s); kept in memory only",
@@ -496,10 +494,7 @@ class Updater:
     # --- disk -------------------------------------------------------------------------------------------
 
     def _write_pointer(self, name: str) -> None:
-        tmp = self.state_dir / f"current.tmp.{os.getpid()}"
-        _write_fsync(tmp, name.encode() + b"\n")
-        os.replace(tmp, self.state_dir / "current")
-        _fsync_dir(self.state_dir)
+        replace_file(self.state_dir / "current", name.encode() + b"\n")
 
     def _prune(self, *, keep: set[str]) -> None:
         root = self.state_dir / "bundles"
@@ -546,41 +541,10 @@ def _reuse(src: Path | None, dst: Path, sha256: str) -> bool:
     if src is None:
         return False
     try:
-        dst.unlink(missing_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
-        h = hashlib.sha256()
-        with open(dst, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        return link_or_copy_verified(src, dst, sha256=sha256)
     except OSError:
         dst.unlink(missing_ok=True)
         return False
-    if h.hexdigest() != sha256:
-        dst.unlink(missing_ok=True)
-        return False
-    return True
-
-
-def _write_fsync(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

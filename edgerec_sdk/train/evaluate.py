@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._impl.files import sha256_file as file_sha256
 from ..errors import ModelFormatError
 from .baselines import ItemKNN, popularity_counts
 from .data import InteractionData, leave_one_out, pad_left, read_interactions
@@ -65,14 +65,6 @@ class Holdout:
     histories: list[NDArray[np.int64]]
     targets: NDArray[np.int64]
     train_full: list[NDArray[np.int64]]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def holdout(data: InteractionData, row_map: NDArray[np.int64] | None = None, n_items: int | None = None) -> Holdout:
