@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._impl.files import replace_file
 from ..bundle.verify import check_signature
 from ..errors import EdgerecError, HubError, ModelIntegrityError
 
@@ -164,9 +165,7 @@ class ArtifactFollower:
             for suffix, data in ((".body", art.body), (".sig", (art.signature or "").encode())):
                 if suffix == ".sig" and not art.signature:
                     continue
-                tmp = base.with_suffix(suffix + f".tmp.{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, base.with_suffix(suffix))
+                replace_file(base.with_suffix(suffix), data)
         except OSError as exc:
             logger.warning("cannot keep %s artifact %d on disk (%s); held in memory only", self.kind, art.seq,
                            type(exc).__name__)
