@@ -14,6 +14,7 @@
     │   ├── ModelLoadError                       onnxruntime refused the model, or the smoke test failed
     │   │   └── SmokeFailure                     the candidate's smoke test failed; .reason
     │   └── NonFiniteScoresError                 the model gave NaN/inf for a user (raised only in strict mode)
+    ├── RuleError (also ValueError)              a merchandising rule set is malformed or contradictory
     ├── NotReadyError                            no bundle yet (raised only in strict mode)
     ├── ClosedError                              used after close() (raised only in strict mode)
     ├── ProfileUnavailableError                  a shared profile store (SQLite, Redis) failed or timed out
@@ -70,6 +71,7 @@ __all__ = [
     "ProfileUnavailableError",
     "PublishError",
     "RollbackRefused",
+    "RuleError",
     "SmokeFailure",
     "StorageBusyError",
 ]
@@ -158,6 +160,8 @@ class RollbackRefused(ModelIntegrityError):
 
 class NonFiniteScoresError(ModelError):
     """The model produced non-finite interest vectors for a user (raised only with ``strict=True``)."""
+class RuleError(EdgerecError, ValueError):
+    """A merchandising rule set is malformed or contradicts itself; the message names the rule."""
 
 
 class NotReadyError(EdgerecError):

@@ -1,0 +1,48 @@
+"""MMR diversity: the knob trades relevance for coverage, zero keeps the relevance order, the cap holds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerec_sdk.rank.diversity import intra_list_similarity, mmr_order
+
+
+def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 16))
+    vectors = np.repeat(centres, 10, axis=0) + 0.05 * rng.normal(size=(40, 16))
+    relevance = np.concatenate([np.linspace(1.0, 0.9, 10), np.linspace(0.8, 0.7, 10),
+                                np.linspace(0.6, 0.5, 10), np.linspace(0.4, 0.3, 10)])
+    return vectors.astype(np.float32), relevance
+
+
+def test_zero_diversity_is_the_relevance_order() -> None:
+    vectors, relevance = _clusters()
+    assert mmr_order(vectors, relevance, 10, diversity=0.0).tolist() == list(range(10))
+
+
+def test_diversity_covers_more_clusters_and_lowers_similarity() -> None:
+    vectors, relevance = _clusters()
+    plain = mmr_order(vectors, relevance, 8, diversity=0.0)
+    mixed = mmr_order(vectors, relevance, 8, diversity=0.5)
+    assert mixed[0] == 0
+    assert len({int(i) // 10 for i in mixed}) == 4 > len({int(i) // 10 for i in plain})
+    assert intra_list_similarity(vectors[mixed]) < 0.5 * intra_list_similarity(vectors[plain])
+
+
+def test_category_cap_yields_when_nothing_else_is_left() -> None:
+    vectors, relevance = _clusters()
+    cats = [i // 10 for i in range(40)]
+    capped = mmr_order(vectors, relevance, 8, diversity=0.0, categories=cats, max_per_category=2)
+    counts = np.bincount([cats[i] for i in capped])
+    assert counts.max() == 2 and len(capped) == 8
+    short = mmr_order(vectors[:10], relevance[:10], 5, diversity=0.0, categories=cats[:10], max_per_category=2)
+    assert len(short) == 5
+
+
+def test_non_finite_relevance_goes_last_and_k_larger_than_n() -> None:
+    vectors, relevance = _clusters()
+    relevance = relevance.copy()
+    relevance[0] = np.nan
+    order = mmr_order(vectors[:5], relevance[:5], 10, diversity=0.3)
+    assert len(order) <= 5 and 0 not in order[:4].tolist()
