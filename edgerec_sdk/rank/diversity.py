@@ -7,7 +7,6 @@ mixing, so the knob means the same for raw inner products, ranker probabilities 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -60,29 +59,39 @@ def mmr_order(
     span = hi - lo if hi > lo else 1.0
     norm_rel = np.where(finite, (rel - lo) / span, -np.inf)
     unit = _unit_rows(vectors)
-    max_sim = np.full(n, -1.0, dtype=np.float64)  # nothing picked yet: no redundancy penalty beyond the floor
+    sims = (unit @ unit.T).astype(np.float64)  # one small matmul; each step then reads one row of it
+    max_sim = np.zeros(n, dtype=np.float64)  # redundancy below 0 (dissimilar) is not rewarded
     taken = np.zeros(n, dtype=np.bool_)
-    per_cat: dict[Hashable, int] = {}
+    codes, counts = _category_codes(categories, n)
     order: list[int] = []
     lam = min(max(float(diversity), 0.0), 1.0)
-    for step in range(k):
-        gain = (1.0 - lam) * norm_rel - lam * np.maximum(max_sim, 0.0) if step else norm_rel.copy()
+    for _ in range(k):
+        gain = (1.0 - lam) * norm_rel - lam * max_sim
         gain[taken] = -np.inf
-        if max_per_category is not None and categories is not None:
-            capped = np.fromiter(
-                (c is not None and per_cat.get(c, 0) >= max_per_category for c in categories), dtype=np.bool_, count=n
-            )
+        if max_per_category is not None and codes is not None:
+            capped = (codes >= 0) & (counts[np.maximum(codes, 0)] >= max_per_category)
             if np.any(~capped & ~taken):
-                gain = np.where(capped, -np.inf, gain)
+                gain[capped] = -np.inf
         best = int(np.argmax(gain))
-        if not math.isfinite(float(gain[best])) and taken[best]:
+        if taken[best]:
             break
         order.append(best)
         taken[best] = True
-        if categories is not None and categories[best] is not None:
-            per_cat[categories[best]] = per_cat.get(categories[best], 0) + 1
-        max_sim = np.maximum(max_sim, unit @ unit[best])
+        if codes is not None and codes[best] >= 0:
+            counts[codes[best]] += 1
+        np.maximum(max_sim, sims[best], out=max_sim)
     return np.asarray(order, dtype=np.int64)
+
+
+def _category_codes(
+    categories: Sequence[Hashable | None] | None, n: int
+) -> tuple[NDArray[np.int64] | None, NDArray[np.int64]]:
+    if categories is None:
+        return None, np.zeros(0, dtype=np.int64)
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((-1 if c is None else index.setdefault(c, len(index)) for c in categories),
+                        dtype=np.int64, count=n)
+    return codes, np.zeros(max(len(index), 1), dtype=np.int64)
 
 
 def intra_list_similarity(vectors: NDArray[np.floating]) -> float:

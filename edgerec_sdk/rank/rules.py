@@ -192,6 +192,17 @@ class RuleSet:
         _check_conflicts(rules)
         return cls(rules, version=version)
 
+    @classmethod
+    def combine(cls, sets: Sequence[RuleSet]) -> RuleSet:
+        """One rule set applying ``sets`` in order (the channel's, then a request's); conflicts are refused.
+
+        Raises:
+            RuleError: a rule of one set contradicts a rule of another (same checks as within one set).
+        """
+        rules = [r for s in sets for r in s.rules]
+        _check_conflicts(rules)
+        return cls(rules, version="+".join(s.version for s in sets if s.version))
+
     def __len__(self) -> int:
         return len(self.rules)
 

@@ -1,0 +1,120 @@
+"""The answer pipeline after retrieval: rank -> diversify -> rules, one readable function per stage.
+
+Retrieval and filtering happen before this, inside the top-K kernel (the filter mask and the exclusions, the
+``never`` rules among them, are applied while scoring, so a narrow filter still fills ``k``). Each stage here
+takes and returns a :class:`Candidates` list, best first, so every stage can be tested and timed alone and the
+recommender reads as the chain it is::
+
+    candidates = retrieve(...)                 # ServingState.rank: kernel top-N with filters and exclusions
+    candidates = rank_stage(candidates, ...)   # the bundle's CTR ranker, when it has one
+    candidates = diversify(candidates, ...)    # MMR over item vectors (and a per-category cap)
+    shaped     = apply_rules(...)              # pin, boost, bury, always, never
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..bundle import Bundle
+from .diversity import mmr_order
+from .rules import RuleSet, apply_rules
+
+__all__ = [
+    "Candidates", "RankStage", "StageOptions", "category_keys", "diversify", "merge_rule_sets", "run_stages",
+    "shape_with_rules",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Rows and scores, best first, plus the rules that touched the list so far."""
+
+    rows: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    touched: tuple[str, ...] = ()
+    features: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Per row: the ranker features that moved it most (only with ``explain``)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StageOptions:
+    """What one request asks of the stages after retrieval."""
+
+    k: int
+    diversity: float = 0.0
+    max_per_category: int | None = None
+    rules: RuleSet | None = None
+    allow: NDArray[np.bool_] | None = None
+    blocked: NDArray[np.int64] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any stage changes the retrieval order (the plain path skips the pipeline entirely)."""
+        return self.diversity > 0 or self.max_per_category is not None or bool(self.rules)
+
+
+def category_keys(bundle: Bundle, rows: NDArray[np.int64]) -> list[Hashable | None] | None:
+    """The per-category cap's key of each row: its first category, or ``None`` (no cap for it)."""
+    column = bundle.catalog.columns.get("category")
+    if column is None:
+        return None
+    keys: list[Hashable | None] = []
+    for r in rows.tolist():
+        value = column[r]
+        keys.append(value[0] if isinstance(value, tuple) and value else value)
+    return keys
+
+
+def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions) -> Candidates:
+    """Pick the first ``k`` by maximal marginal relevance; the rest follow in relevance order.
+
+    The tail stays so that rules which bury items still have un-buried ones to promote. A no-op at diversity 0
+    without a category cap.
+    """
+    if (options.diversity <= 0 and options.max_per_category is None) or len(candidates.rows) == 0:
+        return candidates
+    vectors = bundle.vectors.rows_f32(candidates.rows)
+    cats = category_keys(bundle, candidates.rows) if options.max_per_category is not None else None
+    head = mmr_order(vectors, candidates.scores, options.k, diversity=options.diversity,
+                     categories=cats, max_per_category=options.max_per_category)
+    rest = np.setdiff1d(np.arange(len(candidates.rows)), head, assume_unique=True)
+    order = np.concatenate([head, rest[np.argsort(-candidates.scores[rest], kind="stable")]])
+    # MMR gains are not comparable across lists; each item keeps its own relevance score, in MMR order.
+    return Candidates(candidates.rows[order], candidates.scores[order], candidates.touched, candidates.features)
+
+
+def shape_with_rules(bundle: Bundle, candidates: Candidates, options: StageOptions) -> Candidates:
+    """Apply the merchandising rules (a truncation to ``k`` when there are none)."""
+    if not options.rules:
+        return Candidates(candidates.rows[: options.k], candidates.scores[: options.k], candidates.touched,
+                          candidates.features)
+    shaped = apply_rules(options.rules, bundle.catalog, candidates.rows, candidates.scores, options.k,
+                         allow=options.allow, blocked=options.blocked)
+    return Candidates(shaped.rows, shaped.scores, candidates.touched + shaped.touched, candidates.features)
+
+
+RankStage = Callable[[Candidates], Candidates]
+"""A stage that rescores and reorders one user's candidates (the CTR ranker, bound to that user's context)."""
+
+
+def run_stages(bundle: Bundle, candidates: Candidates, options: StageOptions,
+               ranker: RankStage | None = None) -> Candidates:
+    """The whole chain after retrieval for one user's candidates."""
+    if ranker is not None:
+        candidates = ranker(candidates)
+    candidates = diversify(bundle, candidates, options)
+    return shape_with_rules(bundle, candidates, options)
+
+
+def merge_rule_sets(sets: Sequence[RuleSet | None]) -> RuleSet | None:
+    """One rule set from several (the channel's, then the request's); conflicts across them are refused."""
+    present = [s for s in sets if s]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return RuleSet.combine(present)
