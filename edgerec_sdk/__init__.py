@@ -28,6 +28,7 @@ from .errors import (
     ModelIntegrityError,
     ModelLoadError,
     NotReadyError,
+    RuleError,
 )
 from .recommender import Recommender
 from .types import FeedbackEvent, Recommendation, Recommendations, Status
@@ -57,6 +58,7 @@ __all__ = [
     "Recommendations",
     "Recommender",
     "RecommenderConfig",
+    "RuleError",
     "Status",
     "__version__",
 ]

@@ -20,6 +20,9 @@ __all__ = ["IndexConfig", "ProfileConfig", "RecommenderConfig"]
 
 IndexBackend = Literal["auto", "numpy", "onnx", "ivf"]
 
+DEFAULT_DIVERSITY = 0.0
+"""The MMR knob's default (see ``RecommenderConfig.diversity``)."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IndexConfig:
@@ -81,6 +84,13 @@ class RecommenderConfig:
     """Seconds a cached result lives."""
     candidate_margin: int = 20
     """Extra candidates fetched beyond ``k`` before business rules run."""
+    diversity: float = DEFAULT_DIVERSITY
+    """The MMR knob in ``[0, 1]`` applied when a request does not give one: each pick maximises
+    ``(1 - diversity) * relevance - diversity * similarity to the items already picked`` (0 turns it off)."""
+    max_per_category: int | None = None
+    """At most this many items of one (first-listed) category per answer; ``None`` turns the cap off."""
+    rank_candidates: int = 100
+    """Candidates retrieved for the ranking, diversity and rule stages to choose the ``k`` shown from."""
     max_event_bytes: int = 8192
     """Largest accepted feedback event, JSON-encoded."""
     exit_flush_timeout_s: float = 2.0
@@ -106,6 +116,12 @@ class RecommenderConfig:
             raise ConfigError("cache_ttl_s must be > 0")
         if self.candidate_margin < 0:
             raise ConfigError("candidate_margin must be >= 0")
+        if isinstance(self.diversity, bool) or not isinstance(self.diversity, (int, float)) \
+                or not 0.0 <= self.diversity <= 1.0:
+            raise ConfigError(f"diversity must be a number in [0, 1], not {self.diversity!r}")
+        if self.max_per_category is not None:
+            _positive("max_per_category", self.max_per_category)
+        _positive("rank_candidates", self.rank_candidates)
         if not isinstance(self.fallback_items, tuple):
             raise ConfigError("fallback_items must be a tuple of item ids")
         parse_profile_spec(self.profile_store)

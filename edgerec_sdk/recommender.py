@@ -11,6 +11,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +21,7 @@ import numpy as np
 from cachetools import TTLCache
 
 from ._impl import log as _log
-from ._impl.checks import check_exclude, check_k
+from ._impl.checks import check_diversity, check_exclude, check_k
 from ._impl.counters import Counters
 from ._impl.events import check_user_id, normalize_event
 from ._impl.items import ItemCatalog
@@ -30,7 +31,8 @@ from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
 from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyError
 from .profile import ProfileEvent, ProfileStore, make_profile_store
-from .rank import check_filters, explain_items
+from .rank import RuleSet, check_filters, explain_items
+from .rank.pipeline import Candidates, StageOptions, merge_rule_sets, run_stages
 from .sync import EdgeSync, NullSync, SyncConfig
 from .types import (
     DegradedReason,
@@ -49,6 +51,16 @@ logger = logging.getLogger(__name__)
 
 _NON_INTEREST_TYPES = frozenset({"skip"})
 _CacheKey = tuple[Any, ...]
+_Answer = tuple[tuple[Recommendation, ...], tuple[str, ...]]
+"""A cached answer: its items and the merchandising rules that touched it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StageRequest:
+    """What one call asks of the stages after retrieval (validated before any work)."""
+
+    diversity: float
+    rules: RuleSet | None
 
 
 class Recommender:
@@ -87,7 +99,7 @@ class Recommender:
         self._sync: Any = sync or NullSync()
         self._candidate: tuple[ServingState, float] | None = None
         self._counters = Counters()
-        self._cache: TTLCache[_CacheKey, tuple[Recommendation, ...]] | None = (
+        self._cache: TTLCache[_CacheKey, _Answer] | None = (
             TTLCache(maxsize=cfg.cache_size, ttl=cfg.cache_ttl_s) if cfg.cache_size else None
         )
         self._cache_lock = threading.Lock()
@@ -95,6 +107,7 @@ class Recommender:
         self._closed = False
         self._state: ServingState | None = None
         self._origin: str | None = None
+        self._rules: RuleSet | None = None
         self.items = ItemCatalog(self)
         if bundle is not None:
             self.swap(bundle, origin=origin or "path")
@@ -191,6 +204,7 @@ class Recommender:
     def recommend(
         self, user: UserId, k: int = 10, *, history: Sequence[str] | None = None, query: str | None = None,
         exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None, explain: bool = False,
+        diversity: float | None = None, rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> Recommendations:
         """Rank items for one user.
 
@@ -202,19 +216,25 @@ class Recommender:
             exclude: item ids never to return.
             filters: catalog filters, e.g. ``{"in_stock": True, "price": (None, 30)}``.
             explain: give each item a ``reason`` naming the history items that drove it.
+            diversity: the MMR knob in ``[0, 1]`` for this request (``None``: ``config.diversity``; 0: off).
+            rules: merchandising rules for this request (a :class:`~edgerec_sdk.rank.RuleSet` or its JSON
+                form), applied after the rule set of :meth:`set_rules`; the answer's ``rules`` names those
+                that touched it.
 
         Raises:
-            TypeError, ValueError: for programmer errors (bad ``k``, user id, filter or exclude).
+            TypeError, ValueError: for programmer errors (bad ``k``, user id, filter, exclude, diversity);
+                :class:`~edgerec_sdk.RuleError` (a ``ValueError``) for a malformed or conflicting rule set.
         """
         return self.recommend_many(
             [user], k, histories=None if history is None else [history], query=query,
-            exclude=exclude, filters=filters, explain=explain,
+            exclude=exclude, filters=filters, explain=explain, diversity=diversity, rules=rules,
         )[0]
 
     def recommend_many(
         self, users: Sequence[UserId], k: int = 10, *, histories: Sequence[Sequence[str]] | None = None,
         query: str | None = None, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
-        explain: bool = False,
+        explain: bool = False, diversity: float | None = None,
+        rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> list[Recommendations]:
         """Rank items for a batch of users with one model call and one kernel call."""
         ids = [check_user_id(u) for u in users]
@@ -225,6 +245,10 @@ class Recommender:
         canon = check_filters(filters)
         if query is not None and not isinstance(query, str):
             raise TypeError("query must be a string")
+        stages = _StageRequest(
+            diversity=self.config.diversity if diversity is None else check_diversity(diversity),
+            rules=None if rules is None else rules if isinstance(rules, RuleSet) else RuleSet.parse(rules),
+        )
         self._counters.incr("requests", len(ids))
         if self._closed:
             return [self._degraded(None, k, "closed", ClosedError("recommender is closed")) for _ in ids]
@@ -240,7 +264,8 @@ class Recommender:
         for state, idx in groups.values():
             sub_hist = None if histories is None else [histories[i] for i in idx]
             try:
-                answers = self._answer(state, [ids[i] for i in idx], k, sub_hist, excluded, canon, explain, query)
+                answers = self._answer(state, [ids[i] for i in idx], k, sub_hist, excluded, canon, explain, query,
+                                       stages)
             except (TypeError, ValueError):
                 raise
             except EdgerecError as exc:
@@ -251,6 +276,23 @@ class Recommender:
                 results[i] = answer
         return [r if r is not None else self._degraded(None, k, "not_ready", NotReadyError("no bundle"))
                 for r in results]
+
+    def set_rules(self, rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None) -> RuleSet | None:
+        """Apply a merchandising rule set to every following answer (``None`` clears it).
+
+        The set is validated against the serving catalogue's columns first; a malformed or conflicting one raises
+        :class:`~edgerec_sdk.RuleError` and the previous set keeps serving. A hub-published rule set arrives the
+        same way. Per-request ``rules=`` are applied after this set.
+        """
+        if rules is None:
+            self._rules = None
+            return None
+        state = self._state
+        columns = None if state is None else state.bundle.catalog.column_names
+        parsed = RuleSet.parse(rules if not isinstance(rules, RuleSet) else _rule_source(rules), columns=columns)
+        self._rules = parsed  # one reference swap: a request sees the old set or the new one, never a mix
+        logger.info("merchandising rules %r applied (%d rules)", parsed.version, len(parsed))
+        return parsed
 
     def _state_for(self, user: str) -> ServingState | None:
         """The serving state of ``user``: the rollout candidate for the users sticky-assigned to it."""
@@ -295,10 +337,25 @@ class Recommender:
     def _answer(
         self, state: ServingState, ids: list[str], k: int, histories: Sequence[Sequence[str]] | None,
         excluded: tuple[str, ...], canon: tuple[tuple[str, Any], ...], explain: bool, query: str | None,
+        stages: _StageRequest,
     ) -> list[Recommendations]:
         allow = state.filters.mask(canon)
         query_tokens = state.query_tokens(query)
+        rules = merge_rule_sets([self._rules, stages.rules])
         ex_rows = state.rows_of(excluded)
+        fetch = k + self.config.candidate_margin
+        if stages.diversity > 0 or self.config.max_per_category is not None or rules:
+            fetch = max(fetch, self.config.rank_candidates)  # the later stages choose among more than they show
+        fetch = min(fetch, len(state.bundle.catalog))
+        applied: tuple[str, ...] = ()
+        if rules is not None:
+            never = rules.never_rows(state.bundle.catalog)
+            if len(never) > fetch - k:
+                # Too many to drop after retrieval without running short: they leave inside the kernel, and
+                # the answer names those rules as applied (whether or not an item of theirs would have ranked).
+                ex_rows = np.union1d(ex_rows, never)
+                applied = tuple(r.id for r in rules.rules if r.action == "never")
+        stage_key = (stages.diversity, self.config.max_per_category, None if rules is None else rules.rules)
         hist_rows, seen_rows, keys = [], [], []
         unavailable: set[int] = set()
         for i, user in enumerate(ids):
@@ -320,22 +377,27 @@ class Recommender:
             hist_rows.append(rows)
             seen_rows.append(np.union1d(seen, ex_rows) if len(ex_rows) else seen)
             keys.append((state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes(), digest_size=16)
-                         .digest(), k, excluded, canon, explain, query if query_tokens is not None else None))
-        answers: list[tuple[Recommendation, ...] | None] = [self._cache_get(key) for key in keys]
+                         .digest(), k, excluded, canon, explain, query if query_tokens is not None else None,
+                         stage_key))
+        answers: list[_Answer | None] = [self._cache_get(key) for key in keys]
         todo = [i for i, a in enumerate(answers) if a is None]
         if todo:
-            fetch = min(k + self.config.candidate_margin, len(state.bundle.catalog))
+            options = [StageOptions(k=k, diversity=stages.diversity, max_per_category=self.config.max_per_category,
+                                    rules=rules, allow=allow, blocked=seen_rows[i]) for i in todo]
             ranked = state.rank([hist_rows[i] for i in todo], fetch,
                                 excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens)
-            for i, r in zip(todo, ranked, strict=True):
+            for i, r, opt in zip(todo, ranked, options, strict=True):
                 if r.nonfinite:
                     raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
-                r = Ranked(r.rows[:k], r.scores[:k], r.personalized)
+                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt) if opt.active \
+                    else Candidates(r.rows[:k], r.scores[:k])
+                r = Ranked(shaped.rows, shaped.scores, r.personalized)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None
                 items = self._items(state, r, "personalized" if r.personalized else "popular", reasons)
-                answers[i] = items
-                self._cache_put(keys[i], items)
-        results = [self._result(state, a or ()) for a in answers]
+                answer = (items, shaped.touched)
+                answers[i] = answer
+                self._cache_put(keys[i], answer)
+        results = [self._result(state, *(a or ((), ()))) for a in answers]
         for i in unavailable:
             results[i] = dataclasses.replace(results[i], degraded=True, degraded_reason="profile_unavailable")
         return results
@@ -362,9 +424,11 @@ class Recommender:
             for j, (row, score) in enumerate(zip(ranked.rows, ranked.scores, strict=True))
         )
 
-    def _result(self, state: ServingState | None, items: tuple[Recommendation, ...]) -> Recommendations:
+    def _result(
+        self, state: ServingState | None, items: tuple[Recommendation, ...], rules: tuple[str, ...] = ()
+    ) -> Recommendations:
         return Recommendations(items=items, model_version=None if state is None else state.model_version,
-                               rec_id=uuid.uuid4().hex)
+                               rec_id=uuid.uuid4().hex, rules=rules)
 
     def _degraded(
         self, state: ServingState | None, k: int, reason: DegradedReason, exc: BaseException
@@ -387,7 +451,7 @@ class Recommender:
         return Recommendations(items=items, model_version=None if state is None else state.model_version,
                                rec_id=uuid.uuid4().hex, degraded=True, degraded_reason=reason)
 
-    def _cache_get(self, key: _CacheKey) -> tuple[Recommendation, ...] | None:
+    def _cache_get(self, key: _CacheKey) -> _Answer | None:
         if self._cache is None:
             return None
         with self._cache_lock:
@@ -396,10 +460,10 @@ class Recommender:
             self._counters.incr("cache_hits")
         return hit
 
-    def _cache_put(self, key: _CacheKey, items: tuple[Recommendation, ...]) -> None:
+    def _cache_put(self, key: _CacheKey, answer: _Answer) -> None:
         if self._cache is not None:
             with self._cache_lock:
-                self._cache[key] = items
+                self._cache[key] = answer
 
     # -- feedback -------------------------------------------------------------------------------
 
@@ -532,6 +596,29 @@ def _register_atexit(rec: Recommender) -> None:
                 logger.debug("flush at exit failed", exc_info=True)
 
     atexit.register(flush_at_exit)
+
+
+def _rule_source(rules: RuleSet) -> list[dict[str, Any]]:
+    """A parsed set back in its JSON form, so :meth:`Recommender.set_rules` re-checks it against the catalogue."""
+    out: list[dict[str, Any]] = []
+    for r in rules.rules:
+        raw: dict[str, Any] = {"id": r.id, "action": r.action}
+        if r.items:
+            raw["item" if r.action == "pin" else "items"] = r.items[0] if r.action == "pin" else list(r.items)
+        if r.where:
+            raw["where"] = {c: _condition_json(cond) for c, cond in r.where}
+        if r.position is not None:
+            raw["position"] = r.position
+        if r.action == "boost":
+            raw["factor"], raw["add"] = r.factor, r.add
+        out.append(raw)
+    return out
+
+
+def _condition_json(cond: tuple[Any, ...]) -> Any:
+    if cond[0] == "range":
+        return {k: v for k, v in (("min", cond[1]), ("max", cond[2])) if v not in (float("inf"), float("-inf"))}
+    return cond[1] if cond[0] == "eq" else list(cond[1])
 
 
 def demo_bundle_path() -> Path:

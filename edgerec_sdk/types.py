@@ -66,6 +66,7 @@ class Recommendations:
         degraded: whether infrastructure trouble forced a lower rung of the fallback ladder.
         degraded_reason: why, when degraded.
         rec_id: an id to pass back with feedback, for attribution.
+        rules: ids of the merchandising rules that changed this answer (pinned, boosted, buried, ...).
     """
 
     items: tuple[Recommendation, ...]
@@ -73,6 +74,7 @@ class Recommendations:
     rec_id: str
     degraded: bool = False
     degraded_reason: DegradedReason | None = None
+    rules: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Recommendation]:
         return iter(self.items)

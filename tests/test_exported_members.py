@@ -7,7 +7,7 @@ def test_all_is_pinned() -> None:
         "ClosedError", "ConfigError", "EdgerecError", "EventError", "FeedbackEvent", "HubAuthError", "HubError",
         "HubProtocolError", "HubStatusError", "HubTransportError", "IndexConfig", "MissingExtraError",
         "ModelError", "ModelFormatError", "ModelIntegrityError", "ModelLoadError", "NotReadyError",
-        "ProfileConfig", "Recommendation", "Recommendations", "Recommender", "RecommenderConfig", "Status",
+        "ProfileConfig", "Recommendation", "Recommendations", "Recommender", "RecommenderConfig", "RuleError", "Status",
         "__version__",
     }
 

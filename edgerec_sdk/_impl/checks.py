@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["check_exclude", "check_k"]
+__all__ = ["check_diversity", "check_exclude", "check_k"]
 
 
 def check_k(k: object, *, max_k: int) -> int:
@@ -28,3 +28,13 @@ def check_exclude(exclude: Sequence[str], *, max_exclude: int) -> tuple[str, ...
     if not all(isinstance(i, str) for i in items):
         raise TypeError("exclude must hold item id strings")
     return items
+
+
+def check_diversity(diversity: object) -> float:
+    """The MMR knob: a real number in ``[0, 1]``."""
+    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)):
+        raise TypeError(f"diversity must be a number in [0, 1], not {type(diversity).__name__}")
+    value = float(diversity)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
+    return value
