@@ -225,12 +225,60 @@ def recommend_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+# -- memory: a served 1M bundle and its forked workers -----------------------------------------------------
+
+def _private(r: Row) -> int:
+    return int(r.get("Private_Clean_mib", 0) + r.get("Private_Dirty_mib", 0))
+
+
+def memory_tables(rows: list[Row]) -> list[str]:
+    files = {k: v for r in pick(rows, "bundle_files_mib") for k, v in r.items() if k != "bench"}
+    out = ["Bundle files (MiB): " + ", ".join(f"`{k}` {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1])),
+           "", "MiB per process (RSS split into anonymous and file-backed pages; private = pages no other process "
+               "shares; workers: the range over the forked workers after 200 requests each):", ""]
+    body = []
+    for config in dict.fromkeys(r["config"] for r in pick(rows, "memory")):
+        stages = pick(rows, "memory", config=config)
+        for stage, label in (("bundle_loaded", "after `load_bundle`"), ("loaded", "serving, one process"),
+                             ("worker", "each forked worker")):
+            got = [r for r in stages if r["stage"] == stage]
+            if not got:
+                continue
+
+            def span(key: str, rs: list[Row] = got) -> str:
+                vals = sorted(_private(r) if key == "private" else r.get(f"{key}_mib", 0) for r in rs)
+                return str(vals[0]) if vals[0] == vals[-1] else f"{vals[0]}-{vals[-1]}"
+
+            index = next((r["index"] for r in stages if "index" in r), "")
+            body.append([f"{config} ({index})", label, span("VmRSS"), span("RssAnon"), span("RssFile"),
+                         span("private"), span("Pss")])
+    return out + table(["index", "stage", "RSS", "anonymous", "file-backed", "private", "PSS"], body)
+
+
+def memory_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    labels, private, shared = [], [], []
+    for config in dict.fromkeys(r["config"] for r in pick(rows, "memory")):
+        for stage, label in (("loaded", "serving process"), ("worker", "forked worker")):
+            got = [r for r in pick(rows, "memory", config=config) if r["stage"] == stage]
+            if got:
+                labels.append(f"{config}\n{label}")
+                private.append(sum(_private(r) for r in got) / len(got))
+                shared.append(sum(r["VmRSS_mib"] - _private(r) for r in got) / len(got))
+    ax.bar(labels, private, label="private")
+    ax.bar(labels, shared, bottom=private, label="shared with other processes")
+    ax.set(ylabel="MiB (RSS)", title="1M x 64 bundle: memory per process")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=7)
+
+
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
     "kernels": (kernels_tables, kernels_chart),
     "acceptance": (acceptance_tables, acceptance_chart),
     "graph_variants": (graph_variants_tables, graph_variants_chart),
     "ivf_breakdown": (ivf_breakdown_tables, ivf_breakdown_chart),
     "recommend": (recommend_tables, recommend_chart),
+    "memory": (memory_tables, memory_chart),
 }
 
 
