@@ -233,7 +233,8 @@ def _private(r: Row) -> int:
 
 def memory_tables(rows: list[Row]) -> list[str]:
     files = {k: v for r in pick(rows, "bundle_files_mib") for k, v in r.items() if k != "bench"}
-    out = ["Bundle files (MiB): " + ", ".join(f"`{k}` {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1])),
+    out = ["Bundle files (MiB, those of 1 MiB or more): "
+           + ", ".join(f"`{k}` {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1]) if v),
            "", "MiB per process (RSS split into anonymous and file-backed pages; private = pages no other process "
                "shares; workers: the range over the forked workers after 200 requests each):", ""]
     body = []
