@@ -1,4 +1,4 @@
-"""The reference hub: a plain WSGI application implementing protocol v1 (docs/design.md).
+"""The reference hub: a plain WSGI application implementing protocol v1 (docs/hub.md).
 
 No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
 (``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
