@@ -81,9 +81,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if report.get("ok") else 1
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgerec", description="edgerec_sdk command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    parser.add_argument("--version", action="version", version=f"edgerec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="recommend for a few real shoppers from the demo bundle")
     demo.add_argument("--bundle", help="a bundle directory instead of the embedded demo")

@@ -9,6 +9,6 @@ Never imported by the runtime. Example::
 from __future__ import annotations
 
 from .app import HubApp, app_from_env
-from .server import RunningHub, serve_forever, serve_in_thread
+from .server import RunningHub, ServerLimits, serve_forever, serve_in_thread
 
-__all__ = ["HubApp", "RunningHub", "app_from_env", "serve_forever", "serve_in_thread"]
+__all__ = ["HubApp", "RunningHub", "ServerLimits", "app_from_env", "serve_forever", "serve_in_thread"]

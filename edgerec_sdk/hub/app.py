@@ -1,6 +1,6 @@
 """The reference hub: a plain WSGI application implementing protocol v1 (docs/hub.md).
 
-No framework: it runs under ``wsgiref`` (``edgerec hub serve``), gunicorn
+No framework: it runs under waitress (``edgerec hub serve``, see server.py), gunicorn
 (``gunicorn 'edgerec_sdk.hub.app:app_from_env()'`` with ``EDGEREC_HUB_ROOT`` and the token variables) and
 in-process through ``httpx.WSGITransport``. State: the database (SQLite under ``--root``, or PostgreSQL given
 a ``postgresql://`` URL) and the bundle files (under ``<root>/bundles/<version>/`` with SQLite, chunked in the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import shutil
@@ -28,13 +29,21 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, check_model_version
+from ..bundle.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Manifest,
+    check_file_name,
+    check_model_version,
+    created_at_time,
+)
 from ..errors import EdgerecError, HubProtocolError, ModelFormatError, PublishError, StorageBusyError
 from ..sync import protocol
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
 from .publish import ingest_tar
 from .storage import (
     BundleRecord,
+    ChannelRecord,
     DatabaseFileStore,
     FileStore,
     LocalFileStore,
@@ -193,8 +202,7 @@ class HubApp:
                 rec = self.storage.get_channel(parts[1])
                 if rec is None:
                     return _error(404, "no such channel")
-                return _json(200, {"channel": rec.name, "version": rec.version, "candidate": rec.candidate,
-                                   "rollout_percent": rec.rollout_percent})
+                return _json(200, {"channel": rec.name, **_channel_doc(rec)})
             return _error(405, "use GET or PUT")
         return _error(404, "not found")
 
@@ -221,12 +229,13 @@ class HubApp:
     # --- events --------------------------------------------------------------------------------------
 
     def _post_events(self, environ: dict[str, Any]) -> Response:
+        # the body first: a client that stalls mid-upload must not hold a slot real batches need
+        body = self._read_body(environ, self.max_body_bytes)
+        if isinstance(body, tuple):
+            return body
         if not self._batch_slots.acquire(blocking=False):
             return _error(429, "busy", [("Retry-After", "1")])
         try:
-            body = self._read_body(environ, self.max_body_bytes)
-            if isinstance(body, tuple):
-                return body
             try:
                 raw = protocol.decompress_body(body, environ.get("HTTP_CONTENT_ENCODING"), max_bytes=self.max_batch_bytes)
                 edge_id, batch_id, events = protocol.decode_batch(raw)
@@ -249,6 +258,22 @@ class HubApp:
     # --- bundles -------------------------------------------------------------------------------------
 
     def _publish(self, environ: dict[str, Any]) -> Response:
+        # every argument is checked before the body is read and anything is written
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        channel = (query.get("channel") or [None])[0]
+        rollout = 100.0
+        if channel is not None:
+            try:
+                check_model_version(channel, what="channel name")
+            except ModelFormatError:
+                return _error(400, _BAD_CHANNEL)
+            raw_rollout = (query.get("rollout") or ["100"])[0]
+            parsed = _percent(raw_rollout)
+            if parsed is None:
+                return _error(400, f"rollout must be a number within [0, 100], got {raw_rollout[:20]!r}")
+            rollout = parsed
+        elif "rollout" in query:
+            return _error(400, "rollout needs a channel")
         raw_len = environ.get("CONTENT_LENGTH") or ""
         if not raw_len.isdigit():
             return _error(411, "Content-Length required")
@@ -281,14 +306,13 @@ class HubApp:
                 self.storage.add_bundle(BundleRecord(version, intake.raw_manifest, sha, intake.signature,
                                                      intake.total_bytes))
                 logger.info("hub: published %s", version)
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            channel = (query.get("channel") or [None])[0]
             out: dict[str, Any] = {"version": version, "manifest_sha256": sha, "created": existing is None}
-            if channel:
-                rollout = float((query.get("rollout") or ["100"])[0])
-                rec = self.storage.set_channel(check_model_version(channel, what="channel"), version, rollout)
-                out["channel"] = {"name": rec.name, "version": rec.version, "candidate": rec.candidate,
-                                  "rollout_percent": rec.rollout_percent}
+            if channel is not None:
+                warning = self._older_than_base(channel, intake.manifest)
+                rec = self.storage.set_channel(channel, version, rollout)
+                out["channel"] = {"name": rec.name, **_channel_doc(rec)}
+                if warning:
+                    out["warning"] = warning
             return _json(201 if existing is None else 200, out)
         except (ModelFormatError, ValueError) as exc:
             return _error(400, str(exc))
@@ -297,25 +321,55 @@ class HubApp:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _set_channel(self, environ: dict[str, Any], channel: str) -> Response:
+        try:
+            check_model_version(channel, what="channel name")
+        except ModelFormatError:
+            return _error(400, _BAD_CHANNEL)
         body = self._read_body(environ, 64 * 1024)
         if isinstance(body, tuple):
             return body
+        usage = 'body must be {"version": str, "rollout_percent": number}'
         try:
-            doc = orjson.loads(body)
-            check_model_version(channel, what="channel")
+            doc = protocol.loads_strict(body, what="body")
+        except HubProtocolError as exc:
+            return _error(400, f"{exc}; {usage}")
+        if not isinstance(doc, dict) or set(doc) - {"version", "rollout_percent"}:
+            return _error(400, usage)
+        try:
             version = check_model_version(doc.get("version"), what="version")
-            rollout = float(doc.get("rollout_percent", 100.0))
-        except (orjson.JSONDecodeError, ModelFormatError, AttributeError, TypeError, ValueError):
-            return _error(400, "body must be {\"version\": str, \"rollout_percent\": number}")
-        if not 0.0 <= rollout <= 100.0:
-            return _error(400, "rollout_percent must be within [0, 100]")
-        if self.storage.get_bundle(version) is None:
+        except ModelFormatError:
+            return _error(400, f"invalid version {str(doc.get('version'))[:80]!r}; {usage}")
+        rollout = _percent(doc.get("rollout_percent", 100.0))
+        if rollout is None:
+            return _error(400, "rollout_percent must be a number within [0, 100]")
+        bundle = self.storage.get_bundle(version)
+        if bundle is None:
             return _error(404, "no such bundle version")
+        warning = self._older_than_base(channel, Manifest.from_bytes(bundle.manifest))
         rec = self.storage.set_channel(channel, version, rollout)
         logger.info("hub: channel %s -> %s (candidate %s at %.1f%%)", rec.name, rec.version, rec.candidate,
                     rec.rollout_percent)
-        return _json(200, {"channel": rec.name, "version": rec.version, "candidate": rec.candidate,
-                           "rollout_percent": rec.rollout_percent})
+        doc_out = {"channel": rec.name, **_channel_doc(rec)}
+        if warning:
+            doc_out["warning"] = warning
+        return _json(200, doc_out)
+
+    def _older_than_base(self, channel: str, target: Manifest) -> str | None:
+        """A warning when ``target`` is older than the channel's base: edges that took the base refuse it."""
+        rec = self.storage.get_channel(channel)
+        base = self.storage.get_bundle(rec.version) if rec is not None else None
+        if base is None or base.version == target.model_version:
+            return None
+        current = Manifest.from_bytes(base.manifest)
+        when, now = created_at_time(target.created_at), created_at_time(current.created_at)
+        if when is None or now is None or when >= now:
+            return None
+        message = (f"{target.model_version} (created_at {target.created_at}) is older than "
+                   f"{current.model_version} (created_at {current.created_at}), which this channel serves: every "
+                   f"edge that took {current.model_version} refuses it (rollback_refused). To roll back, publish "
+                   f"it again with a fresh stamp: edgerec publish BUNDLE --restamp --channel {channel}")
+        logger.warning("hub: channel %s: %s", channel, message)
+        return message
 
     def _manifest(self, environ: dict[str, Any], channel: str) -> Response:
         rec = self.storage.get_channel(channel)
@@ -417,6 +471,33 @@ class HubApp:
             names = frozenset(files) | {MANIFEST_NAME} | ({SIGNATURE_NAME} if bundle.signature else set())
             self._files_cache[version] = names
         return names
+
+
+_BAD_CHANNEL = "invalid channel name: use 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit"
+
+
+def _percent(value: object) -> float | None:
+    """A rollout share within [0, 100] from JSON (a number, never a bool) or a query string; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if len(value) <= 32 else None
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 100.0:
+        return None
+    return float(value)
+
+
+def _channel_doc(rec: ChannelRecord) -> dict[str, Any]:
+    """A channel as the API shows it. ``serving`` gives each version's share of users, so a channel with no
+    rollout reads as its version on 100 %, never as ``rollout_percent: 0`` (which looked like "nobody")."""
+    if rec.candidate is None:
+        return {"version": rec.version, "candidate": None, "rollout_percent": None,
+                "serving": {rec.version: 100.0}}
+    return {"version": rec.version, "candidate": rec.candidate, "rollout_percent": rec.rollout_percent,
+            "serving": {rec.version: 100.0 - rec.rollout_percent, rec.candidate: rec.rollout_percent}}
 
 
 def app_from_env(environ: dict[str, str] | None = None) -> HubApp:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -27,12 +28,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     hub = subparsers.add_parser("hub", help="run the reference hub or export its events")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True)
 
-    serve = hub_sub.add_parser("serve", help="serve protocol v1 (wsgiref, threaded); use gunicorn for production")
+    serve = hub_sub.add_parser(
+        "serve", help="serve protocol v1 with waitress (one process; run gunicorn for several)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     serve.add_argument("--root", required=True, help="data directory (bundle files, and the SQLite database)")
     serve.add_argument("--db", default=None, help="postgresql://USER@HOST/DB to store events, bundles and "
                        "channels in PostgreSQL (default: $EDGEREC_HUB_DB, else SQLite under --root)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface "
+                       "(put TLS in front: edges refuse http:// to a non-loopback hub)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
+    serve.add_argument("--threads", type=_positive_int, default=8, help="requests served at once")
+    serve.add_argument("--idle-timeout", type=_positive_int, default=30, metavar="SECONDS",
+                       help="close a connection that sent nothing for this long (a stalled upload included)")
     serve.add_argument("--admin-token", default=None, help="default: $EDGEREC_ADMIN_TOKEN (comma-separated list)")
     serve.add_argument("--edge-token", default=None, help="default: $EDGEREC_EDGE_TOKEN (comma-separated list)")
     serve.set_defaults(func=_cmd_serve)
@@ -49,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     publish.add_argument("bundle", help="bundle directory")
     _hub_args(publish)
     publish.add_argument("--channel", default=None, help="channel to point at the bundle (e.g. stable)")
-    publish.add_argument("--rollout", type=float, default=None, help="percent of users (default 100)")
+    publish.add_argument("--rollout", type=_percent, default=None, help="percent of users, 0-100 (default 100)")
     publish.add_argument("--signing-key", default=None, help="HMAC key to sign the manifest with "
                          "(default: $EDGEREC_SIGNING_KEY; without one, the bundle's own signature file is sent)")
     publish.add_argument("--restamp", action="store_true", help="deliberate rollback: publish a copy of BUNDLE "
@@ -66,9 +73,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cset = channel_sub.add_parser("set", help="point a channel at a published version")
     cset.add_argument("channel")
     cset.add_argument("version")
-    cset.add_argument("--rollout", type=float, default=100.0, help="percent of users on VERSION (default 100)")
+    cset.add_argument("--rollout", type=_percent, default=100.0, help="percent of users on VERSION, 0-100 "
+                      "(default 100: VERSION becomes the base; 0 ends a rollout)")
     _hub_args(cset)
     cset.set_defaults(func=_cmd_channel_set)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be a number within [0, 100], got {text[:20]!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text[:20]!r}")
+    return int(text)
 
 
 def _hub_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +108,7 @@ def _tokens(value: str | None, env: str) -> list[str]:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .app import HubApp
-    from .server import serve_forever
+    from .server import ServerLimits, serve_forever
 
     admin = _tokens(args.admin_token, "EDGEREC_ADMIN_TOKEN")
     edge = _tokens(args.edge_token, "EDGEREC_EDGE_TOKEN")
@@ -94,7 +118,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge, db=db)
     sys.stderr.write(f"edgerec hub: serving {args.root} ({app.storage.kind}) on http://{args.host}:{args.port}\n")
     try:
-        serve_forever(app, host=args.host, port=args.port)
+        serve_forever(app, host=args.host, port=args.port,
+                      limits=ServerLimits(threads=args.threads, idle_timeout_s=args.idle_timeout))
     except KeyboardInterrupt:
         return 0
     return 0
@@ -153,6 +178,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     if not (root / MANIFEST_NAME).is_file():
         raise ConfigError(f"{root} is not a bundle directory (no manifest.json)")
     key = args.signing_key if args.signing_key is not None else os.environ.get("EDGEREC_SIGNING_KEY")
+    if args.rollout is not None and not args.channel:
+        raise ConfigError("--rollout goes with --channel")
     if (args.restamp_version or args.restamp_out) and not args.restamp:
         raise ConfigError("--restamp-version and --restamp-out go with --restamp")
     with tempfile.TemporaryDirectory(prefix="edgerec-restamp-") as tmp:
@@ -170,7 +197,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                                            rollout_percent=args.rollout)
         finally:
             client.close()
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    _write_result(result)
     return 0
 
 
@@ -180,5 +207,12 @@ def _cmd_channel_set(args: argparse.Namespace) -> int:
         result = client.set_channel(args.channel, args.version, rollout_percent=args.rollout)
     finally:
         client.close()
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    _write_result(result)
     return 0
+
+
+def _write_result(result: object) -> None:
+    """The hub's JSON answer on stdout; its warning (a channel moved back edges will refuse) on stderr too."""
+    if isinstance(result, dict) and isinstance(result.get("warning"), str):
+        sys.stderr.write(f"edgerec: warning: {result['warning']}\n")
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")

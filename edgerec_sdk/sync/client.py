@@ -183,7 +183,7 @@ class HubClient:
         connect = self._timeout.connect if self._timeout.connect is not None else t
         return httpx.Timeout(min(read, t), connect=min(connect, t))
 
-    def _check_status(self, resp: httpx.Response, url: httpx.URL) -> None:
+    def _check_status(self, resp: httpx.Response, url: httpx.URL, *, said: str = "") -> None:
         status = resp.status_code
         if 200 <= status < 300:
             return
@@ -194,7 +194,7 @@ class HubClient:
         cls = HubAuthError if status in (401, 403) else HubStatusError
         what = "redirect (not followed)" if 300 <= status < 400 else "error"
         raise cls(
-            f"hub answered {status} {what} for {safe}",
+            f"hub answered {status} {what} for {safe}" + (f": {said}" if said else ""),
             status=status,
             url=safe,
             retry_after_s=retry_after,
@@ -232,7 +232,8 @@ class HubClient:
         with _map_httpx_errors(str(url)), self._http().stream(
             method, url, content=body, headers=self._headers(url, headers), timeout=self._timeout_for(timeout_s)
         ) as resp:
-            self._check_status(resp, url)
+            if not 200 <= resp.status_code < 300:
+                self._check_status(resp, url, said=_error_text(resp))
             raw = self._read_capped(resp, max_bytes, url)
         try:
             return orjson.loads(raw) if raw else None
@@ -423,6 +424,19 @@ class HubClient:
     def get_status(self) -> Any:
         """``GET /v1/status``."""
         return self.request_json("GET", protocol.STATUS_PATH)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The hub's ``{"error": "..."}`` text of a failed call, capped and reduced to printable characters."""
+    try:
+        raw = next(resp.iter_bytes(4096), b"")
+        doc = orjson.loads(raw)
+    except (httpx.HTTPError, httpx.StreamError, orjson.JSONDecodeError):
+        return ""
+    text = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(text, str):
+        return ""
+    return "".join(c if c.isprintable() else "?" for c in text[:300])
 
 
 def _check_content_range(value: str | None, have: int, expected_size: int, safe: str) -> None:

@@ -11,9 +11,11 @@ Example:
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import random
 import re
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ __all__ = [
     "decode_batch_result",
     "encode_batch",
     "is_retryable",
+    "loads_strict",
     "manifest_path",
     "parse_retry_after",
     "validate_wire_event",
@@ -72,6 +75,9 @@ ALLOWED_EVENT_FIELDS: Final = (
 """The only event fields that ever leave the edge (fault F06)."""
 MAX_EVENTS_PER_BATCH: Final = 5000
 MAX_ID_CHARS: Final = 256
+MAX_EVENT_FUTURE_S: Final = 2 * 86400.0
+"""The hub refuses an event ``ts`` further ahead of its clock than this: the edge's one day plus a day of
+clock skew between edge and hub. A negative ``ts`` is refused too, as the edge does (fault E08)."""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -261,17 +267,43 @@ def decompress_body(body: bytes, content_encoding: str | None, *, max_bytes: int
         raise OverflowError("decompressed body over the cap")
     if not d.eof:
         raise HubProtocolError("truncated gzip body")
+    if d.unused_data:  # a second member or trailing bytes: refused, never silently dropped
+        raise HubProtocolError("data after the end of the gzip body")
     return out
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        names = [k for k, _ in pairs]
+        dup = next(k for i, k in enumerate(names) if k in names[:i])
+        raise HubProtocolError(f"duplicate JSON key {dup[:40]!r}")
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise HubProtocolError(f"{name} is not JSON")
+
+
+def loads_strict(raw: bytes, *, what: str) -> Any:
+    """Parse JSON refusing what lenient parsers accept: duplicate keys (two parsers could read different
+    values), ``NaN``/``Infinity`` and invalid UTF-8. Raises :class:`HubProtocolError` naming ``what``."""
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except HubProtocolError as exc:
+        raise HubProtocolError(f"{what}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HubProtocolError(f"{what} is not JSON") from exc
 
 
 def decode_batch(raw: bytes) -> tuple[str, str, list[Any]]:
     """Parse a decompressed batch into ``(edge_id, batch_id, events)``; raise ``HubProtocolError`` if malformed."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HubProtocolError("batch is not JSON") from exc
+    doc = loads_strict(raw, what="batch")
     if not isinstance(doc, dict):
         raise HubProtocolError("batch must be a JSON object")
+    v = doc.get("v")
+    if type(v) is not int or v != PROTOCOL_VERSION:
+        raise HubProtocolError(f"unsupported protocol version {str(v)[:20]!r} (this hub speaks v{PROTOCOL_VERSION})")
     edge_id, batch_id, events = doc.get("edge_id"), doc.get("batch_id"), doc.get("events")
     if not isinstance(edge_id, str) or not isinstance(batch_id, str) or not isinstance(events, list):
         raise HubProtocolError("batch needs edge_id, batch_id (strings) and events (a list)")
@@ -282,8 +314,11 @@ def decode_batch(raw: bytes) -> tuple[str, str, list[Any]]:
     return edge_id, batch_id, events
 
 
-def validate_wire_event(event: object) -> str | None:
-    """Why the hub refuses ``event``, or ``None`` when it is acceptable."""
+def validate_wire_event(event: object, *, now_s: float | None = None) -> str | None:
+    """Why the hub refuses ``event``, or ``None`` when it is acceptable.
+
+    ``ts`` must lie in ``[0, now_s + MAX_EVENT_FUTURE_S]`` (``now_s``: the hub's wall clock, read when None).
+    """
     if not isinstance(event, dict):
         return "not_an_object"
     unknown = set(event) - set(ALLOWED_EVENT_FIELDS)
@@ -305,6 +340,8 @@ def validate_wire_event(event: object) -> str | None:
             return f"bad_{key}"
     ts = event.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts)):
+        return "bad_ts"
+    if ts is not None and not 0 <= ts <= (time.time() if now_s is None else now_s) + MAX_EVENT_FUTURE_S:
         return "bad_ts"
     value = event.get("value")
     if value is not None and (

@@ -49,7 +49,7 @@ def test_sigkill_with_hub_down_loses_and_duplicates_nothing(tmp_path: Path) -> N
     tests_dir = str(Path(__file__).resolve().parents[1])
     with running_hub(tmp_path / "hub") as hub:
         publish_http(hub.url, bundle(tmp_path, "v1"))
-        url, port = hub.url, hub.server.server_port
+        url, port = hub.url, hub.port
         proc = subprocess.Popen([sys.executable, "-c", _EDGE, url, str(state), tests_dir],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,7 +167,8 @@ def test_channel_rollout_and_status_per_version(app: HubApp, tmp_path: Path) -> 
     publish(app, make_tiny_bundle(tmp_path / "b2", model_version="v2", seed=1), channel=None)
     admin = client(app, ADMIN)
     r = admin.put("/v1/channels/stable", json={"version": "v2", "rollout_percent": 10})
-    assert r.json() == {"channel": "stable", "version": "v1", "candidate": "v2", "rollout_percent": 10.0}
+    assert r.json() == {"channel": "stable", "version": "v1", "candidate": "v2", "rollout_percent": 10.0,
+                        "serving": {"v1": 90.0, "v2": 10.0}}
     m = client(app).get("/v1/channels/stable/manifest")
     assert m.headers["X-Edgerec-Rollout-Version"] == "v2" and m.headers["X-Edgerec-Rollout-Percent"] == "10"
     assert admin.put("/v1/channels/stable", json={"version": "nope"}).status_code == 404
@@ -187,3 +189,90 @@ def test_export_events_csv(app: HubApp) -> None:
     out = io.StringIO()
     assert app.storage.export_events(out, since_ts=101) == 2
     assert out.getvalue() == "user,item,type,timestamp\nu,i1,click,101\nu,i2,click,102\n"
+
+
+def test_promoted_channel_reads_as_everyone_not_nobody(app: HubApp, tmp_path: Path) -> None:
+    publish(app, make_tiny_bundle(tmp_path / "b1", model_version="v1"))
+    publish(app, make_tiny_bundle(tmp_path / "b2", model_version="v2", seed=1), channel=None)
+    admin = client(app, ADMIN)
+    admin.put("/v1/channels/stable", json={"version": "v2", "rollout_percent": 10})
+    promoted = admin.put("/v1/channels/stable", json={"version": "v2"}).json()
+    # before: {"version": "v2", "candidate": null, "rollout_percent": 0.0}, read as "v2 on nobody"
+    assert promoted == {"channel": "stable", "version": "v2", "candidate": None, "rollout_percent": None,
+                        "serving": {"v2": 100.0}}
+    assert admin.get("/v1/channels/stable").json() == promoted
+
+
+def _post(app: HubApp, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return client(app).post("/v1/events", content=body, headers=headers)
+
+
+def test_absurd_event_timestamps_refused_at_the_hub(app: HubApp) -> None:
+    now = time.time()
+    ids = ["past", "far", "huge", "ok", "tomorrow"]
+    tss = [-1e18, now + 30 * 86400, 1e300, now, now + 86400]
+    events = [orjson.dumps({"event_id": i, "user": "u", "item": "it", "type": "click", "ts": ts})
+              for i, ts in zip(ids, tss, strict=True)]
+    body, headers = protocol.encode_batch(edge_id="e", batch_id="b", events=events)
+    r = _post(app, body, headers).json()
+    assert {e["event_id"]: e["reason"] for e in r["rejected"]} == {"past": "bad_ts", "far": "bad_ts", "huge": "bad_ts"}
+    assert r["accepted"] == 2 and app.storage.count_events() == 2
+
+
+def test_lenient_batch_parsing_refused(app: HubApp) -> None:
+    body, headers = batch(["a"])
+    trailing = _post(app, body + gzip.compress(b'{"v":1,"edge_id":"x","batch_id":"y","events":[]}'), headers)
+    assert trailing.status_code == 400 and "after the end of the gzip" in trailing.json()["error"]
+    dup = b'{"v":1,"edge_id":"e","batch_id":"b","events":[{"event_id":"a","user":"u","user":"w","item":"i","type":"click"}]}'
+    r = _post(app, dup, {"Content-Type": "application/json"})
+    assert r.status_code == 400 and "duplicate JSON key 'user'" in r.json()["error"]
+    for v in (b"2", b"true", b'"1"', b"null"):
+        doc = b'{"v":' + v + b',"edge_id":"e","batch_id":"b","events":[]}'
+        r = _post(app, doc, {"Content-Type": "application/json"})
+        assert r.status_code == 400 and "protocol version" in r.json()["error"]
+    nan = b'{"v":1,"edge_id":"e","batch_id":"b","events":[{"event_id":"a","user":"u","item":"i","type":"click","value":NaN}]}'
+    assert _post(app, nan, {"Content-Type": "application/json"}).status_code == 400
+    assert app.storage.count_events() == 0
+
+
+def test_lenient_channel_requests_refused_with_the_right_reason(app: HubApp, tmp_path: Path) -> None:
+    publish(app, make_tiny_bundle(tmp_path / "b1", model_version="v1"))
+    admin = client(app, ADMIN)
+    r = admin.put("/v1/channels/stable", json={"version": "v1", "rollout_percent": True})
+    assert r.status_code == 400 and "rollout_percent" in r.json()["error"]
+    r = admin.put("/v1/channels/stable", content=b'{"version":"v1","version":"v9"}')
+    assert r.status_code == 400 and "duplicate JSON key" in r.json()["error"]
+    r = admin.put("/v1/channels/bad..name!", json={"version": "v1"})
+    assert r.status_code == 400 and "invalid channel name" in r.json()["error"]  # before: "body must be ..."
+    for bad in ("nan", "-5", "101", "inf", "x"):
+        r = admin.put("/v1/channels/stable", content=b'{"version":"v1","rollout_percent":%s}' % bad.encode())
+        assert r.status_code == 400
+    assert admin.get("/v1/channels/stable").json()["serving"] == {"v1": 100.0}
+
+
+def test_publish_with_bad_rollout_refused_before_any_write(app: HubApp, tmp_path: Path) -> None:
+    tar = make_tar(make_tiny_bundle(tmp_path / "b1", model_version="v1"))
+    admin = client(app, ADMIN)
+    for query in ("?channel=stable&rollout=nan", "?channel=stable&rollout=-5", "?channel=stable&rollout=1e9",
+                  "?channel=bad!name", "?rollout=50"):
+        r = admin.post("/v1/bundles" + query, content=tar)
+        assert r.status_code == 400, query  # before: nan -> 500 after registering v1; -5 accepted
+    assert app.storage.get_bundle("v1") is None and app.storage.get_channel("stable") is None
+    bundles = app.root / "bundles"
+    assert not bundles.exists() or not any(bundles.iterdir())
+    assert admin.post("/v1/bundles?channel=stable&rollout=100", content=tar).status_code == 201
+
+
+def test_channel_moved_back_to_an_older_version_warns(app: HubApp, tmp_path: Path) -> None:
+    from sync.helpers import rewrite
+
+    old = rewrite(make_tiny_bundle(tmp_path / "b1", model_version="v1"),
+                  lambda d: d.update(created_at="2020-01-01T00:00:00Z"), key=None)
+    publish(app, old)
+    publish(app, make_tiny_bundle(tmp_path / "b2", model_version="v2", seed=1))
+    r = client(app, ADMIN).put("/v1/channels/stable", json={"version": "v1"})
+    assert r.status_code == 200
+    warning = r.json()["warning"]
+    assert "v1" in warning and "v2" in warning and "rollback_refused" in warning and "--restamp" in warning
+    forward = client(app, ADMIN).put("/v1/channels/stable", json={"version": "v2"}).json()
+    assert "warning" not in forward

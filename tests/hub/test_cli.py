@@ -28,7 +28,8 @@ def test_publish_channel_set_and_export(tmp_path: Path, capsys: pytest.CaptureFi
         capsys.readouterr()
         assert main(["channel", "set", "stable", "v2", "--rollout", "25", "--hub", hub.url]) == 0
         out = json.loads(capsys.readouterr().out)
-        assert out == {"channel": "stable", "version": "v1", "candidate": "v2", "rollout_percent": 25.0}
+        assert out == {"channel": "stable", "version": "v1", "candidate": "v2", "rollout_percent": 25.0,
+                       "serving": {"v1": 75.0, "v2": 25.0}}
         assert main(["channel", "set", "stable", "v2", "--hub", hub.url, "--token", "wrong"]) == 2
     events = [orjson.dumps({"event_id": f"e{i}", "user": "p", "item": f"i{i}", "type": "click", "ts": 100 + i})
               for i in range(3)]
@@ -73,3 +74,49 @@ def test_parse_since() -> None:
 
 def test_publish_refuses_remote_http(tmp_path: Path) -> None:
     assert main(["publish", str(bundle(tmp_path, "v1")), "--hub", "http://hub.example.com", "--token", "t"]) == 2
+
+
+def test_cli_shows_the_hub_error_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = new_hub(tmp_path / "hub")
+    with serve_in_thread(app) as hub:
+        assert main(["channel", "set", "stable", "v999", "--hub", hub.url, "--token", ADMIN]) == 2
+    err = capsys.readouterr().err
+    assert "404" in err and "no such bundle version" in err  # before: only "404 error for .../channels/stable"
+
+
+def test_cli_validates_rollout_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # no hub listens at this URL: each refusal happens before any request
+    for bad in ("nan", "-5", "101", "inf", "half"):
+        with pytest.raises(SystemExit) as exc:
+            main(["channel", "set", "stable", "v1", "--rollout", bad, "--hub", "http://127.0.0.1:9", "--token", "t"])
+        assert exc.value.code == 2
+        assert "within [0, 100]" in capsys.readouterr().err
+    b1 = bundle(tmp_path, "v1")
+    assert main(["publish", str(b1), "--rollout", "50", "--hub", "http://127.0.0.1:9", "--token", "t"]) == 2
+    assert "--rollout goes with --channel" in capsys.readouterr().err
+
+
+def test_channel_moved_back_cli_prints_the_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = new_hub(tmp_path / "hub")
+    b1 = rewrite(bundle(tmp_path, "v1", key=None), lambda d: d.update(created_at="2020-01-01T00:00:00Z"), key=None)
+    with serve_in_thread(app) as hub:
+        base = ["--hub", hub.url, "--token", ADMIN]
+        assert main(["publish", str(b1), "--channel", "stable", *base]) == 0
+        assert main(["publish", str(bundle(tmp_path, "v2", seed=1, key=None)), "--channel", "stable", *base]) == 0
+        capsys.readouterr()
+        assert main(["channel", "set", "stable", "v1", *base]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "rollback_refused" in err and "--restamp" in err
+
+
+def test_version_flag_and_hub_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import edgerec_sdk
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and edgerec_sdk.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["hub", "serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "address to listen on" in out and "(default: 127.0.0.1)" in out and "(default: 8080)" in out
+    assert "--idle-timeout" in out and "(default: 30)" in out
