@@ -10,7 +10,8 @@
     ├── ModelError                               a bundle cannot be used
     │   ├── ModelFormatError                     manifest schema, unknown format_version, ONNX external data
     │   │   └── ModelIntegrityError              size, sha256 or signature mismatch
-    │   │       └── RollbackRefused              signed, but older than the newest the edge accepted
+    │   │       ├── RollbackRefused              signed, but older than the newest the edge accepted
+    │   │       └── FutureManifestRefused        signed, but created_at beyond the clock-skew allowance
     │   ├── ModelLoadError                       onnxruntime refused the model, or the smoke test failed
     │   │   └── SmokeFailure                     the candidate's smoke test failed; .reason
     │   └── NonFiniteScoresError                 the model gave NaN/inf for a user (raised only in strict mode)
@@ -156,6 +157,15 @@ class RollbackRefused(ModelIntegrityError):
     def __init__(self, message: str, *, model_version: str, newest_version: str) -> None:
         super().__init__(message, model_version=model_version)
         self.newest_version = newest_version
+
+
+class FutureManifestRefused(ModelIntegrityError):
+    """A manifest whose ``created_at`` lies further ahead of this host's clock than the skew allowance.
+
+    Accepted, it would become the channel's high-water mark and lock out every later bundle (fault C04).
+    """
+
+    reason = "from_the_future"
 
 
 class NonFiniteScoresError(ModelError):

@@ -10,12 +10,16 @@ import io
 import os
 import shutil
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._impl.files import sha256_file
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_file_name, created_at_time
 from ..errors import ModelFormatError, PublishError
+
+MAX_CREATED_AT_SKEW_S = 86400.0
+"""A manifest stamped further ahead of the hub's clock is refused (edges allow the same by default)."""
 
 __all__ = ["Intake", "PublishError", "ingest_tar", "make_tar"]
 
@@ -94,8 +98,12 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
         manifest = Manifest.from_bytes(raw)
     except ModelFormatError as exc:
         raise PublishError(f"invalid manifest: {exc}") from exc
-    if created_at_time(manifest.created_at) is None:  # edges order a channel's manifests by it (rollback check)
+    when = created_at_time(manifest.created_at)
+    if when is None:  # edges order a channel's manifests by it (rollback check)
         raise PublishError(f"invalid manifest: created_at {manifest.created_at[:64]!r} is not an ISO 8601 time")
+    if when.timestamp() > time.time() + MAX_CREATED_AT_SKEW_S:  # edges refuse it (from_the_future)
+        raise PublishError(f"invalid manifest: created_at {manifest.created_at[:64]!r} is more than a day ahead "
+                           "of the hub's clock; every edge refuses it")
     extra = seen - {n.lower() for n in manifest.files} - {MANIFEST_NAME, SIGNATURE_NAME}
     if extra:
         raise PublishError(f"files not listed in the manifest: {sorted(extra)[:5]}")

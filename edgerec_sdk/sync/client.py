@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import threading
@@ -269,17 +270,11 @@ class HubClient:
             headers = resp.headers
         if not raw.lstrip().startswith(b"{"):
             raise HubProtocolError(f"manifest from {redact_url(str(url))} is not a JSON object")
-        candidate = headers.get(protocol.CANDIDATE_HEADER) or None
-        try:
-            rollout = float(headers.get(protocol.ROLLOUT_HEADER, "0"))
-        except ValueError:
-            rollout = 0.0
-        if candidate is None or not 0.0 <= rollout <= 100.0:
-            candidate, rollout = None, 0.0
+        candidate, rollout = _rollout_headers(headers, redact_url(str(url)))
         return ManifestResponse(
             raw=raw,
-            etag=headers.get("ETag"),
-            signature=headers.get(protocol.SIGNATURE_HEADER),
+            etag=_header_token(headers.get("ETag"), 256),
+            signature=_header_token(headers.get(protocol.SIGNATURE_HEADER), 512),
             candidate_version=candidate,
             rollout_percent=rollout,
         )
@@ -424,6 +419,30 @@ class HubClient:
     def get_status(self) -> Any:
         """``GET /v1/status``."""
         return self.request_json("GET", protocol.STATUS_PATH)
+
+
+def _rollout_headers(headers: httpx.Headers, safe: str) -> tuple[str | None, float]:
+    """The candidate version and its share, checked: a hub that sends a malformed one breaks protocol v1."""
+    candidate = headers.get(protocol.CANDIDATE_HEADER)
+    if not candidate:
+        return None, 0.0
+    if not protocol.is_valid_name(candidate, max_chars=128):
+        raise HubProtocolError(f"invalid {protocol.CANDIDATE_HEADER} header {candidate[:40]!r} from {safe}")
+    raw = headers.get(protocol.ROLLOUT_HEADER, "")
+    try:
+        rollout = float(raw) if len(raw) <= 32 else math.nan
+    except ValueError:
+        rollout = math.nan
+    if not math.isfinite(rollout) or not 0.0 <= rollout <= 100.0:
+        raise HubProtocolError(f"invalid {protocol.ROLLOUT_HEADER} header {raw[:40]!r} from {safe}")
+    return candidate, rollout
+
+
+def _header_token(value: str | None, max_chars: int) -> str | None:
+    """A header value kept only when short and printable ASCII (an ETag, a signature); else dropped."""
+    if value is None or len(value) > max_chars or not value.isascii() or not value.isprintable():
+        return None
+    return value
 
 
 def _error_text(resp: httpx.Response) -> str:

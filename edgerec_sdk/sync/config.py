@@ -105,6 +105,9 @@ class SyncConfig:
     """Run the first load and smoke test of a candidate in a child process."""
     keep_bundles: int = 2
     """Verified bundles kept in ``state_dir`` (the current one and its predecessors)."""
+    max_clock_skew_s: float = 86400.0
+    """A manifest whose signed ``created_at`` is further ahead of this host's clock than this is refused
+    (``from_the_future``): accepted, it would outrank every later bundle of the channel."""
     max_artifact_bytes: int = 64 * 1024 * 1024
     """Cap on one channel artifact (a catalogue delta, a rule set); larger ones are refused unread."""
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
@@ -130,6 +133,7 @@ class SyncConfig:
             "download_deadline_s",
             "min_download_bytes_per_s",
             "smoke_timeout_s",
+            "max_clock_skew_s",
         ):
             _positive_float(name, getattr(self, name))
         for name in ("max_manifest_bytes", "max_bundle_bytes", "keep_bundles", "max_artifact_bytes"):

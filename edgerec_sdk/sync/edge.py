@@ -109,7 +109,8 @@ class EdgeSync:
             max_bundle_bytes=config.max_bundle_bytes, download_deadline_s=config.download_deadline_s,
             min_download_bytes_per_s=config.min_download_bytes_per_s, smoke_timeout_s=config.smoke_timeout_s,
             smoke_in_subprocess=config.smoke_in_subprocess, keep_bundles=config.keep_bundles,
-            auth_backoff_s=config.auth_backoff_s, backoff=self._backoff(), clock=self._clock, rng=self._rng,
+            auth_backoff_s=config.auth_backoff_s, max_clock_skew_s=config.max_clock_skew_s,
+            backoff=self._backoff(), clock=self._clock, rng=self._rng,
         )
         key = config.signing_key.encode() if config.signing_key else None
         self.followers = [

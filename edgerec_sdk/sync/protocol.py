@@ -41,6 +41,7 @@ __all__ = [
     "decode_batch_result",
     "encode_batch",
     "is_retryable",
+    "is_valid_name",
     "loads_strict",
     "manifest_path",
     "parse_retry_after",
@@ -107,8 +108,13 @@ def artifact_path(channel: str, kind: str, seq: int) -> str:
     return f"{artifacts_path(channel, kind)}/{int(seq)}"
 
 
+def is_valid_name(value: object, *, max_chars: int = 255) -> bool:
+    """Whether ``value`` may be a channel, version or file name: ``[A-Za-z0-9][A-Za-z0-9._-]*``, bounded."""
+    return isinstance(value, str) and len(value) <= max_chars and _NAME_RE.fullmatch(value) is not None
+
+
 def _segment(value: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or len(value) > 255:
+    if not is_valid_name(value):
         raise ValueError(f"not a valid path segment: {str(value)[:40]!r}")
     return value
 

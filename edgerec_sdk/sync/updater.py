@@ -50,9 +50,12 @@ from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
 from ..bundle.verify import check_signature
 from ..errors import (
     DownloadError,
+    FutureManifestRefused,
     HubAuthError,
     HubError,
+    HubProtocolError,
     HubStatusError,
+    HubTransportError,
     ModelError,
     ModelFormatError,
     ModelIntegrityError,
@@ -106,6 +109,7 @@ class Updater:
         smoke_in_subprocess: bool = True,
         keep_bundles: int = 2,
         auth_backoff_s: float = 300.0,
+        max_clock_skew_s: float = 86400.0,
         backoff: protocol.Backoff | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -130,6 +134,9 @@ class Updater:
         self.smoke_in_subprocess = smoke_in_subprocess
         self.keep_bundles = keep_bundles
         self.auth_backoff_s = auth_backoff_s
+        self.max_clock_skew_s = max_clock_skew_s
+        self._wall = time.time  # the real clock: created_at is compared with the date, not a test's fake clock
+        self._future_logged: set[str] = set()
         self._rng = rng or random.Random()
         self.backoff = backoff or protocol.Backoff(rng=self._rng)
         self._clock = clock or SystemClock()
@@ -206,8 +213,13 @@ class Updater:
                     return self._retry("poll", exc, exc.retry_after_s)
                 what = "channel not found" if exc.status in (404, 410) else f"hub answered {exc.status}"
                 return self._long_backoff(f"http_{exc.status}", f"{what} for channel {self.channel!r}")
+            except HubProtocolError as exc:  # a header or body that breaks protocol v1: say so in status()
+                self._record(None, "hub_protocol", exc)
+                return self._retry("poll", exc, None)
             except HubError as exc:
                 return self._retry("poll", exc, None)
+            except Exception as exc:  # why: nothing from the hub may escape the updater (poll_once included)
+                return self._internal_error(exc)
             self.auth_failed = False
             if resp is None:
                 self.counts["not_modified"] += 1
@@ -218,7 +230,14 @@ class Updater:
                 reason = exc.reason if isinstance(exc, DownloadError) else reason_of(exc)
                 self._record(getattr(exc, "model_version", None), reason, exc)
                 return self._retry("download", exc, getattr(exc, "retry_after_s", None))
+            except Exception as exc:  # why: as above; the current bundle keeps serving
+                return self._internal_error(exc)
             return self._ok()
+
+    def _internal_error(self, exc: Exception) -> float:
+        logger.exception("updater poll failed unexpectedly; current bundle keeps serving")
+        self._record(getattr(exc, "model_version", None), "internal_error", exc)
+        return self._retry("poll", exc, None)
 
     def _ok(self) -> float:
         if self._episode is not None:
@@ -252,11 +271,15 @@ class Updater:
         if settled:
             self._etag = resp.etag  # refused or applied: not fetched again until the manifest changes
 
-    def _verify(self, raw: bytes, signature: str | None, sha: str) -> tuple[Bundle, Path]:
+    def _verify(self, raw: bytes, signature: str | None, sha: str,
+                expect_version: str | None = None) -> tuple[Bundle, Path]:
         """Signature, schema, size cap, staged download, smoke test, load: a ready bundle or a ``ModelError``."""
         if self._key is not None:
             check_signature(raw, signature.encode() if signature else None, self._key, source="hub manifest")
         manifest = Manifest.from_bytes(raw, source="hub manifest")
+        if expect_version is not None and manifest.model_version != expect_version:
+            raise ModelFormatError(f"hub manifest: the rollout names {expect_version!r} but its manifest is "
+                                   f"{manifest.model_version!r}", model_version=manifest.model_version)
         self._check_order(manifest)
         total = sum(e.size for e in manifest.files.values())
         if total > self.max_bundle_bytes:
@@ -331,7 +354,8 @@ class Updater:
         if sha in self._bad:
             return True
         try:
-            bundle, final = self._verify(raw, sig.decode("ascii", "replace").strip() if sig else None, sha)
+            bundle, final = self._verify(raw, sig.decode("ascii", "replace").strip() if sig else None, sha,
+                                         expect_version=cand)
         except ModelError as exc:
             self._refuse(sha, exc)
             return True
@@ -355,6 +379,7 @@ class Updater:
         if (final / MANIFEST_NAME).is_file():
             return final  # verified earlier (another worker, or a rollback): load_bundle re-hashes it
         staging = self.state_dir / "staging" / f"{name}.{os.getpid()}"
+        self._drop_own_staging(keep=staging.name)  # an earlier manifest's leftovers (the hub moved on)
         staging.mkdir(parents=True, exist_ok=True, mode=0o700)
         local = self._local_files()
         try:
@@ -384,13 +409,20 @@ class Updater:
                     raise
                 shutil.rmtree(staging, ignore_errors=True)  # another worker of the host got there first
             fsync_dir(final.parent)
-        except ModelError:
+        except HubTransportError:
+            raise  # a reset mid-file: the partial file stays for the Range resume of the next poll (fault A05)
+        except BaseException:
+            # every other failure (refusal, 4xx/5xx, deadline, disk full: fault D12) leaves nothing behind
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # disk full (fault D12)
-            raise
         return final
+
+    def _drop_own_staging(self, *, keep: str = "") -> None:
+        suffix = f".{os.getpid()}"
+        with contextlib.suppress(OSError):
+            for entry in (self.state_dir / "staging").iterdir():
+                if entry.name.endswith(suffix) and entry.name != keep:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _local_files(self) -> dict[tuple[str, int], Path]:
         """(sha256, size) -> a file of a verified bundle on disk, from those bundles' manifests."""
@@ -446,10 +478,21 @@ class Updater:
                                self._high_water_path().name)
                 self._high_water_warned = True
             return mark
+        if when is not None and self._in_future(when):
+            # written by an older SDK that accepted a far-future manifest: honouring it would refuse every
+            # later bundle forever (recovery documented in docs/reliability.md, C04)
+            if "mark:" + version not in self._future_logged:
+                self._future_logged.add("mark:" + version)
+                logger.error("rollback high-water mark %s names %r created in the future (%s); ignored",
+                             self._high_water_path().name, version, when.isoformat())
+            return mark
         if when is not None and (mark is None or when > mark[0]):
             mark = (when, version)
             self._high_water = mark
         return mark
+
+    def _in_future(self, when: datetime) -> bool:
+        return when.timestamp() > self._wall() + self.max_clock_skew_s
 
     def _check_order(self, manifest: Manifest) -> None:
         """Refuse ``manifest`` when it is older than the newest this edge accepted for its channel."""
@@ -458,6 +501,12 @@ class Updater:
             raise ModelFormatError(f"hub manifest: created_at {manifest.created_at[:64]!r} is not an ISO 8601 "
                                    "time; the edge cannot order it against what it serves",
                                    model_version=manifest.model_version)
+        if self._in_future(when):
+            raise FutureManifestRefused(
+                f"channel {self.channel!r}: manifest of {manifest.model_version!r} has created_at "
+                f"{manifest.created_at[:64]!r}, more than {self.max_clock_skew_s:.0f} s ahead of this host's clock "
+                "(max_clock_skew_s); a stamp from the future would lock out every later bundle",
+                model_version=manifest.model_version)
         mark = self._load_high_water()
         if mark is not None and when < mark[0]:
             raise RollbackRefused(
@@ -469,7 +518,7 @@ class Updater:
     def _raise_high_water(self, created_at: str, version: str) -> None:
         """Record ``created_at`` as the channel's newest accepted, if it is newer; atomic, best effort on disk."""
         when = created_at_time(created_at)
-        if when is None:
+        if when is None or self._in_future(when):
             return
         mark = self._load_high_water()
         if mark is not None and when <= mark[0]:

@@ -276,3 +276,13 @@ def test_channel_moved_back_to_an_older_version_warns(app: HubApp, tmp_path: Pat
     assert "v1" in warning and "v2" in warning and "rollback_refused" in warning and "--restamp" in warning
     forward = client(app, ADMIN).put("/v1/channels/stable", json={"version": "v2"}).json()
     assert "warning" not in forward
+
+
+def test_publish_refuses_a_manifest_from_the_future(app: HubApp, tmp_path: Path) -> None:
+    from sync.helpers import rewrite
+
+    future = rewrite(make_tiny_bundle(tmp_path / "b1", model_version="v1"),
+                     lambda d: d.update(created_at="2099-01-01T00:00:00Z"), key=None)
+    r = publish(app, future)
+    assert r.status_code == 400 and "ahead of the hub's clock" in r.json()["error"]
+    assert app.storage.get_bundle("v1") is None
