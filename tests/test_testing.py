@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from pathlib import Path
@@ -109,3 +110,12 @@ def test_fork_probe_reports_checks_failures_and_a_hung_child() -> None:
     assert fork_probe(lambda: [True, 0, "x"]) == "101"
     assert fork_probe(lambda: [1 / 0]).endswith("!exit")
     assert fork_probe(lambda: [threading.Event().wait()], timeout_s=0.5) == "!timeout"  # never set: killed
+
+
+def test_d21_fork_probe_child_exits_like_sys_exit_and_a_hang_at_exit_fails(tmp_path: Path) -> None:
+    marker = tmp_path / "atexit-ran"
+    # atexit hooks and a non-zero status, as after an uncaught sys.exit: the child's own hook runs.
+    assert fork_probe(lambda: [atexit.register(marker.touch) is not None]) == "1"
+    assert marker.exists()
+    # A child that answers and then blocks at exit (what onnxruntime's destructors did) is a failure.
+    assert fork_probe(lambda: [atexit.register(threading.Event().wait) is not None], timeout_s=1.0) == "1!hang"

@@ -2,7 +2,8 @@
 
 This is the only module that translates onnxruntime errors (into :class:`ModelLoadError`). The session is
 created lazily and per process id: an ``InferenceSession`` inherited across ``os.fork`` can hang in its
-thread pool (microsoft/onnxruntime#9800), so a forked child builds its own.
+thread pool, so a forked child builds its own and never deallocates the inherited one (see ``onnxrt``).
+onnxruntime itself is imported only when a session is built (fault D21).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ..errors import ModelLoadError
+from .onnxrt import inference_session, onnxruntime
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 __all__ = ["InterestModel", "session_options"]
 
@@ -29,10 +33,11 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
 
     A spinning pool keeps a core busy after each call and slows the index scan that follows it.
     """
-    opts = ort.SessionOptions()
+    rt = onnxruntime()
+    opts = rt.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.execution_mode = rt.ExecutionMode.ORT_SEQUENTIAL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3
@@ -96,8 +101,8 @@ class InterestModel:
 
     def _create(self) -> ort.InferenceSession:
         try:
-            session = ort.InferenceSession(
-                self._bytes, sess_options=session_options(self._threads), providers=list(self._providers)
+            session: ort.InferenceSession = inference_session(
+                self._bytes, session_options(self._threads), self._providers
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
             raise ModelLoadError(f"interest.onnx: onnxruntime refused the model: {exc}") from exc
@@ -144,7 +149,7 @@ class InterestModel:
         return out
 
     def postfork(self) -> None:
-        """Forget the session so the next call builds one in this process."""
+        """Forget the parent's session (never deallocated here: see ``onnxrt``) so the next call builds one."""
         self._lock = threading.Lock()
         self._session = None
         self._pid = -1

@@ -12,7 +12,10 @@ Example:
 
 from __future__ import annotations
 
-from ._caps import AUTO_CUDA_MIN_ROWS, HAS_CUDA, Device, cuda_usable, providers_for, resolve_device
+from typing import Any
+
+from . import _caps
+from ._caps import AUTO_CUDA_MIN_ROWS, Device, cuda_usable, providers_for, resolve_device
 from ._common import SearchResult, VectorIndex, brute_force_topk
 from .factory import ANN_MIN_ITEMS, AUTO_ONNX_MIN_ROWS, make_index
 from .ivf import IvfIndex, IvfLayout
@@ -58,3 +61,10 @@ for _name in (
 ):
     globals()[_name].__module__ = __name__
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    # HAS_CUDA is asked on first read: importing the SDK must not import onnxruntime (fault D21).
+    if name == "HAS_CUDA":
+        return _caps.has_cuda()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,18 +13,34 @@ import logging
 import subprocess
 import sys
 import threading
-from typing import Literal
+from typing import Any, Literal
 
-import onnxruntime as _ort
-
+from .._impl.onnxrt import onnxruntime
 from ..errors import ConfigError
 
-__all__ = ["AUTO_CUDA_MIN_ROWS", "HAS_CUDA", "Device", "cuda_usable", "providers_for", "resolve_device"]
+__all__ = ["AUTO_CUDA_MIN_ROWS", "Device", "cuda_usable", "has_cuda", "providers_for", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
-HAS_CUDA: bool = "CUDAExecutionProvider" in _ort.get_available_providers()
-"""Whether this onnxruntime build offers the CUDA execution provider (a GPU may still be absent)."""
+
+def has_cuda() -> bool:
+    """Whether this onnxruntime build offers the CUDA execution provider (a GPU may still be absent).
+
+    Also readable as the module attribute ``HAS_CUDA``; asked on first use, so that importing the SDK does
+    not import onnxruntime (fault D21).
+    """
+    known = globals().get("HAS_CUDA")
+    if known is None:
+        known = "CUDAExecutionProvider" in onnxruntime().get_available_providers()
+        globals()["HAS_CUDA"] = known
+    return bool(known)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HAS_CUDA":
+        return has_cuda()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -57,7 +73,7 @@ def cuda_usable() -> bool:
     False at no cost where onnxruntime has no CUDA provider (the ``cpu`` install).
     """
     global _usable
-    if not HAS_CUDA:
+    if not has_cuda():
         return False
     with _lock:
         if _usable is None:
@@ -90,7 +106,7 @@ def resolve_device(requested: Device, n_items: int) -> Literal["cpu", "cuda"]:
         if not cuda_usable():
             raise ConfigError(
                 "device='cuda' but onnxruntime has no usable CUDA GPU here "
-                f"(CUDA provider {'present' if HAS_CUDA else 'absent'}: pip install 'edgerec-sdk[gpu]' on a "
+                f"(CUDA provider {'present' if has_cuda() else 'absent'}: pip install 'edgerec-sdk[gpu]' on a "
                 "machine with an NVIDIA GPU, or use device='auto')"
             )
         return "cuda"

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._impl.onnxrt import inference_session, onnxruntime
 from ..errors import ModelLoadError
 from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
 from ._topk_graph import BLOCK as _BLOCK
@@ -148,21 +149,30 @@ class OnnxTopKIndex:
         logger.debug("onnx index: %d x %d %s on %s", self.n_items, self.dim, values.dtype, got[0])
 
     def _open(self, int8: bool) -> Any:
-        import onnxruntime as ort
-
+        ort = onnxruntime()
         so = ort.SessionOptions()
         so.intra_op_num_threads = self._threads
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             blob = _build_graph(self._values, self._scales, int8=int8, bound=self.bound, order=self._order)
-            session = ort.InferenceSession(blob, so, providers=self._asked)
+            session = inference_session(blob, so, self._asked)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(f"onnxruntime refused the top-K graph: {exc}") from exc
         self._pid = os.getpid()
         if self.bound:
             self._items = None  # uploaded on first use, in the process that uses it
         return session
+
+    def _cpu_session(self) -> Any:
+        """The unbound session for this process. A single-threaded one serves a forked child as inherited
+        (sharing the parent's pages); one with an intra-op pool is rebuilt there, its pool's threads being
+        the parent's (fault D21)."""
+        if self._threads > 1 and self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._session = self._open(self.quantized_query)
+        return self._session
 
     def _bound_state(self) -> tuple[Any, Any]:
         """This process's session and device-resident item matrix (rebuilt after a fork)."""
@@ -173,8 +183,7 @@ class OnnxTopKIndex:
             if self._pid != os.getpid():
                 self._session = self._open(False)
             if self._items is None:
-                import onnxruntime as ort
-
+                ort = onnxruntime()
                 host = _float32_items(self._values, self._scales)
                 device = "cuda" if self._session.get_providers()[0] == _CUDA else "cpu"
                 try:
@@ -195,7 +204,7 @@ class OnnxTopKIndex:
         pad = order.shape[0] - n
         kb = min(n_blocks, fetch + 1 + _SPARE_BLOCKS)
         kk = min(fetch + pad, kb * _BLOCK)  # room for the padding copies among the candidates
-        vals, local, blocks, bounds = self._session.run(
+        vals, local, blocks, bounds = self._cpu_session().run(
             ["vals", "local", "blocks", "bounds"],
             {"q": q, "k": np.array([kk], np.int64), "kb": np.array([kb], np.int64)},
         )
@@ -240,7 +249,7 @@ class OnnxTopKIndex:
             feeds = {"q": q, "k": kk}
             if self._blocked:
                 feeds["kb"] = np.array([1], np.int64)
-            return list(self._session.run(names, feeds))
+            return list(self._cpu_session().run(names, feeds))
         session, items = self._bound_state()
         io = session.io_binding()
         io.bind_ortvalue_input("W", items)

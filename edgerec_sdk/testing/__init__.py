@@ -11,9 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import signal
+import sys
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -217,11 +221,16 @@ def _columns(rng: np.random.Generator, n: int) -> dict[str, list[Any]]:
 def fork_probe(checks: Callable[[], Sequence[object]], *, timeout_s: float = 60.0) -> str:
     """Run ``checks`` in a forked child and return its verdict, one ``"1"``/``"0"`` per check.
 
-    The child reports through a pipe and leaves with ``os._exit`` (never running the parent's atexit or test
-    teardown); a child that raises or dies gives a verdict shorter than the checks, and one that has not
-    answered within ``timeout_s`` (a deadlock inherited across the fork) is killed and gives ``"!timeout"``,
-    so the caller's equality assertion fails instead of hanging.
+    The child reports through a pipe, then exits the way an uncaught ``sys.exit`` ends a process: atexit
+    hooks (the SDK's feedback flush among them), interpreter finalisation and the C libraries' exit handlers
+    all run, so a child that would hang at exit (fault D21) is caught here. A child that raises or dies gives
+    a verdict shorter than the checks plus ``"!exit"``; one that has not answered within ``timeout_s`` (a
+    deadlock inherited across the fork) is killed and gives ``"!timeout"``; one that has answered but not
+    exited by then is killed and adds ``"!hang"``: every caller's equality assertion then fails instead of
+    hanging.
     """
+    for stream in (sys.stdout, sys.stderr):  # else the child writes the parent's buffered output again
+        stream.flush()
     r, w = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
@@ -229,15 +238,41 @@ def fork_probe(checks: Callable[[], Sequence[object]], *, timeout_s: float = 60.
     if pid == 0:
         code = 1
         try:
+            os.close(r)
             os.write(w, "".join("1" if c else "0" for c in checks()).encode())
             code = 0
+        except BaseException:  # a short verdict and a non-zero exit tell the parent
+            traceback.print_exc()
         finally:
-            os._exit(code)
+            _exit_as_sys_exit(code)  # ``w`` stays open until the process has ended: its EOF marks the exit
     os.close(w)
-    ready, _, _ = select.select([r], [], [], timeout_s)
-    verdict = os.read(r, 1024).decode() if ready else "!timeout"
-    os.close(r)
-    if not ready:
+    verdict, exited = b"", False
+    deadline = time.monotonic() + timeout_s
+    try:
+        while (left := deadline - time.monotonic()) > 0 and select.select([r], [], [], left)[0]:
+            chunk = os.read(r, 1024)
+            if not chunk:
+                exited = True
+                break
+            verdict += chunk
+    finally:
+        os.close(r)
+    if not exited:
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return verdict if status == 0 or not ready else verdict + "!exit"
+        os.waitpid(pid, 0)
+        return verdict.decode() + "!hang" if verdict else "!timeout"
+    status = os.waitpid(pid, 0)[1]
+    return verdict.decode() if status == 0 else verdict.decode() + "!exit"
+
+
+def _exit_as_sys_exit(code: int) -> None:
+    """End this (forked) process exactly as an uncaught ``SystemExit(code)`` would, and never return.
+
+    CPython handles one by calling ``Py_Exit``: atexit hooks, finalisation, then C ``exit()`` with its
+    handlers. Raising ``SystemExit`` here instead would unwind into the caller's frames, and a test runner
+    forked with us would catch it and carry on running tests in the child.
+    """
+    try:
+        ctypes.pythonapi.Py_Exit(ctypes.c_int(code))
+    finally:
+        os._exit(code if code else 1)  # only if Py_Exit were unavailable: it never returns

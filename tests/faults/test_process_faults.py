@@ -255,15 +255,31 @@ def test_d02_fork_while_updater_holds_its_lock(hub: FakeHub, tmp_path: Path, bun
 # --- D: processes killed and terminated ------------------------------------------------------------------
 
 _CHILD = r"""
-import os, sys, threading
-from edgerec_sdk import Recommender
+import os, select, sys, threading, time
+from edgerec_sdk import IndexConfig, Recommender, RecommenderConfig
 from edgerec_sdk.sync import SyncConfig
 url, state, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 env = os.environ
 cfg = SyncConfig(hub_url=url, token=env["T_"], user_id_key=env["U_"], signing_key=env["S_"], state_dir=state,
                  smoke_in_subprocess=False, upload_interval_s=3600.0, poll_interval_s=3600.0, read_timeout_s=30.0)
+# "fork": onnxruntime sessions with thread pools built before the fork (fault D21).
+config = RecommenderConfig(index=IndexConfig(backend="onnx", intra_op_threads=2)) if mode == "fork" else None
 rec = Recommender.connect(url, token=cfg.token, user_id_key=cfg.user_id_key, state_dir=state, sync_config=cfg,
-                          start=False)
+                          start=False, config=config)
+if mode == "fork":
+    rec.poll_once()
+    assert rec.recommend("alice@example.com", k=3, history=["item-000002"]).model_version == "v1"
+    pid = os.fork()
+    if pid == 0:  # a uWSGI-style worker: serve, take feedback, leave with sys.exit; atexit ships it
+        mode = "exit"
+    else:
+        t0, fd = time.monotonic(), os.pidfd_open(pid)
+        exited = bool(select.select([fd], [], [], 20.0)[0])
+        if not exited:
+            os.kill(pid, 9)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        print("child", code if exited else "hang", round(time.monotonic() - t0, 1), flush=True)
+        sys.exit(0)
 if mode == "term":
     rec.install_signal_handlers(timeout_s=5.0)
 if mode == "download":
@@ -273,6 +289,9 @@ for i in range(n):
                   "event_id": "%s-%d" % (mode, i)})
 if mode == "upload":
     rec.flush(30.0)  # the hub commits, then holds the answer; the parent kills us there
+if mode == "exit" and config is not None:
+    assert not rec.recommend("bob.raw.user-id", k=3).degraded
+    sys.exit(0)
 print("ready", flush=True)
 if mode != "exit":
     threading.Event().wait(60.0)
@@ -306,6 +325,22 @@ def test_d06_sigterm_with_pending_feedback_flushed_within_deadline(hub: FakeHub,
     left = edge(None, tmp_path / "state")
     o = left.status()["outbox"]
     assert o["pending"] == 0 and o["delivered"] == 200 and balanced(o)
+    left.close(0)
+
+
+def test_d21_forked_child_with_onnx_thread_pools_exits_by_sys_exit_and_ships_feedback(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    with hub.serve() as url:
+        proc = _spawn(url, tmp_path / "state", "fork", 30)
+        code, text = _finish(proc)
+        assert code == 0, text[-2000:]
+        verdict = text.split()[:3]
+        assert verdict[:2] == ["child", "0"] and float(verdict[2]) < 10.0, text[-2000:]  # hung forever before
+        assert len(hub.events) == 30  # the child's atexit flush shipped every event before it ended
+    left = edge(None, tmp_path / "state")
+    o = left.status()["outbox"]
+    assert o["pending"] == 0 and o["delivered"] == 30 and balanced(o)
     left.close(0)
 
 
