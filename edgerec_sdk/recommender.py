@@ -137,7 +137,7 @@ class Recommender:
 
     @classmethod
     def connect(
-        cls, hub_url: str, *, token: str, user_id_key: str, state_dir: str | Path,
+        cls, hub_url: str | Sequence[str], *, token: str, user_id_key: str, state_dir: str | Path,
         channel: str = "stable", signing_key: str | None = None, allow_unsigned_bundles: bool = False,
         poll_interval_s: float = 30.0, config: RecommenderConfig | None = None,
         sync_config: SyncConfig | None = None, transport: Any = None, profile_store: ProfileStore | None = None,
@@ -149,7 +149,8 @@ class Recommender:
         before any bundle exists answers are degraded with reason ``not_ready``. Threads start lazily.
 
         Args:
-            hub_url: the hub's base URL (``https://``; ``http://`` only for loopback).
+            hub_url: the hub's base URL (``https://``; ``http://`` only for loopback), or a list of replica
+                URLs: a dead replica then costs one retry on the next.
             token: the edge token (never logged).
             user_id_key: the HMAC key that pseudonymises user ids before they leave the process.
             state_dir: where the outbox and the last good bundle live (created ``0700``).
@@ -164,7 +165,8 @@ class Recommender:
             start: start the updater thread now (the uploader starts on the first feedback).
         """
         sync_cfg = sync_config or SyncConfig(
-            hub_url=hub_url, token=token, user_id_key=user_id_key, state_dir=str(state_dir), channel=channel,
+            hub_url=hub_url if isinstance(hub_url, str) else hub_url[0],
+            hub_urls=() if isinstance(hub_url, str) else tuple(hub_url[1:]), token=token, user_id_key=user_id_key, state_dir=str(state_dir), channel=channel,
             signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles, poll_interval_s=poll_interval_s,
         )
         rec = cls(None, config, profile_store=profile_store)

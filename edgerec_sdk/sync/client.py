@@ -12,16 +12,17 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 import orjson
@@ -44,6 +45,10 @@ __all__ = ["DownloadError", "HubClient", "ManifestResponse"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+# answers of a load balancer or proxy whose hub behind it is gone: worth one try at another replica
+_REPLICA_DOWN = frozenset({502, 503, 504})
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 _SLOW_GRACE_S = 30.0
 # Clients inherited across fork: never closed in the child (their sockets are the parent's), never collected.
 _abandoned: list[object] = []
@@ -78,11 +83,38 @@ def _map_httpx_errors(url: str) -> Iterator[None]:
         raise HubError(f"{type(exc).__name__} talking to {safe}", url=safe) from exc
 
 
+def _failover(method: Callable[Concatenate[HubClient, _P], _T]) -> Callable[Concatenate[HubClient, _P], _T]:
+    """Run an idempotent hub call; when the replica is down, run it once more on the next replica.
+
+    Safe for every call it wraps: reads, resumable downloads (the partial file resumes with ``Range``) and event
+    batches (the hub deduplicates on ``event_id``, so a batch a dead replica committed counts once).
+    """
+
+    @functools.wraps(method)
+    def call(self: HubClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        active = self._active
+        try:
+            return method(self, *args, **kwargs)
+        except (HubTransportError, HubStatusError) as exc:
+            absolute = bool(args) and isinstance(args[0], str) and args[0].startswith(("http://", "https://"))
+            down = isinstance(exc, HubTransportError) or exc.status in _REPLICA_DOWN
+            if len(self.base_urls) < 2 or absolute or not down:
+                raise
+            self._next_replica(active, exc)
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class HubClient:
-    """Talks protocol v1 to one hub.
+    """Talks protocol v1 to a hub: one URL, or several replicas of the same hub.
+
+    With several URLs the client uses one at a time; a call that finds it down (connection refused or reset,
+    timeout, ``502``/``503``/``504``) is repeated once on the next replica, which then stays in use. A dead
+    replica therefore costs one retry, never a lost event or a failed update.
 
     Args:
-        base_url: the hub, e.g. ``https://hub.example.com``.
+        base_url: the hub, e.g. ``https://hub.example.com``, or a sequence of replica URLs (same tokens).
         token: bearer token (edge or admin); never logged, never sent to another origin.
         transport: an ``httpx.BaseTransport`` (``MockTransport``, ``WSGITransport``) for tests.
         connect_timeout_s: connect timeout of every request.
@@ -94,7 +126,7 @@ class HubClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         token: str,
         transport: httpx.BaseTransport | None = None,
@@ -105,8 +137,15 @@ class HubClient:
         clock: Clock | None = None,
         user_agent: str = "edgerec-sdk/1",
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("give at least one hub URL")
+        self.base_urls = tuple(u.rstrip("/") for u in urls)
+        self._hub_origins = {_origin_of(httpx.URL(u)) for u in self.base_urls}
+        self._active = 0
+        self.base_url = self.base_urls[0]
         self._origin = httpx.URL(self.base_url)
+        self.failovers = 0
         self._token = token
         self._transport = transport
         self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
@@ -122,6 +161,17 @@ class HubClient:
 
     def __repr__(self) -> str:
         return f"HubClient({redact_url(self.base_url)!r})"
+
+    def _next_replica(self, failed: int, exc: BaseException) -> None:
+        with self._lock:
+            if self._active != failed:  # another thread moved on already
+                return
+            self._active = (failed + 1) % len(self.base_urls)
+            self.base_url = self.base_urls[self._active]
+            self._origin = httpx.URL(self.base_url)
+            self.failovers += 1
+        logger.warning("hub replica %s unavailable (%s); using %s", redact_url(self.base_urls[failed]),
+                       type(exc).__name__, redact_url(self.base_url))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -171,8 +221,7 @@ class HubClient:
 
     def _headers(self, url: httpx.URL, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(extra or {})
-        same_origin = (url.scheme, url.host, url.port) == (self._origin.scheme, self._origin.host, self._origin.port)
-        if self._token and same_origin:
+        if self._token and _origin_of(url) in self._hub_origins:  # never to an external origin or a redirect
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
@@ -241,6 +290,7 @@ class HubClient:
         except orjson.JSONDecodeError as exc:
             raise HubProtocolError(f"answer from {redact_url(str(url))} is not JSON") from exc
 
+    @_failover
     def get_bytes(self, path: str, *, max_bytes: int, missing_ok: bool = False) -> bytes | None:
         """A small file (a candidate's manifest or signature) under a cap; ``None`` on 404 when ``missing_ok``."""
         url = self._url(path)
@@ -254,6 +304,7 @@ class HubClient:
 
     # --- protocol v1 calls -------------------------------------------------------------------------------
 
+    @_failover
     def get_manifest(
         self, channel: str, *, etag: str | None = None, max_bytes: int = 1024 * 1024
     ) -> ManifestResponse | None:
@@ -279,6 +330,7 @@ class HubClient:
             rollout_percent=rollout,
         )
 
+    @_failover
     def download_file(
         self,
         path_or_url: str,
@@ -364,6 +416,7 @@ class HubClient:
         if got != expected_size:
             raise DownloadError(f"body shorter than declared from {safe}", reason="size_mismatch", url=safe)
 
+    @_failover
     def post_events(
         self, body: bytes, headers: Mapping[str, str], sent_ids: Iterable[str], *, timeout_s: float | None = None
     ) -> protocol.BatchResult:
@@ -403,6 +456,7 @@ class HubClient:
         return self.request_json("POST", protocol.artifacts_path(channel, kind), body=body, headers=headers,
                                  timeout_s=600.0)
 
+    @_failover
     def list_artifacts(self, channel: str, kind: str, *, after: int = 0) -> list[dict[str, Any]]:
         """The artifacts after ``after``, oldest first: ``{"seq", "sha256", "size", "signature"}`` each."""
         doc = self.request_json("GET", f"{protocol.artifacts_path(channel, kind)}?after={int(after)}")
@@ -416,6 +470,7 @@ class HubClient:
         got = self.get_bytes(protocol.artifact_path(channel, kind, seq), max_bytes=max_bytes)
         return got or b""
 
+    @_failover
     def get_status(self) -> Any:
         """``GET /v1/status``."""
         return self.request_json("GET", protocol.STATUS_PATH)
@@ -456,6 +511,10 @@ def _error_text(resp: httpx.Response) -> str:
     if not isinstance(text, str):
         return ""
     return "".join(c if c.isprintable() else "?" for c in text[:300])
+
+
+def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _check_content_range(value: str | None, have: int, expected_size: int, safe: str) -> None:

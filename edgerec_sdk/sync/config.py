@@ -57,6 +57,9 @@ class SyncConfig:
 
     hub_url: str
     """Base URL of the hub, e.g. ``https://hub.example.com``; ``http://`` only for loopback or when allowed."""
+    hub_urls: tuple[str, ...] = ()
+    """More replicas of the same hub (same tokens), tried in turn when the one in use is down: a dead replica
+    costs one retry. Not needed behind a load balancer that health-checks its replicas (``/healthz``)."""
     token: str = field(default="", repr=False)
     """Edge token sent as ``Authorization: Bearer``."""
     user_id_key: str = field(default="", repr=False)
@@ -115,6 +118,11 @@ class SyncConfig:
 
     def __post_init__(self) -> None:
         _check_url(self.hub_url, self.allow_insecure_http)
+        if isinstance(self.hub_urls, str) or not isinstance(self.hub_urls, (tuple, list)):
+            raise ConfigError("hub_urls must be a list of URLs")
+        object.__setattr__(self, "hub_urls", tuple(self.hub_urls))  # a list from settings or JSON
+        for url in self.hub_urls:
+            _check_url(url, self.allow_insecure_http)
         if not isinstance(self.token, str):
             raise ConfigError("token must be a string")
         if not self.channel or not isinstance(self.channel, str):

@@ -89,7 +89,7 @@ class EdgeSync:
         self.state_dir_safe = _prepare_state_dir(root)
         work_dir = root if self.state_dir_safe else Path(tempfile.mkdtemp(prefix="edgerec-"))
         self.client = HubClient(
-            config.hub_url, token=config.token, transport=transport, connect_timeout_s=config.connect_timeout_s,
+            [config.hub_url, *config.hub_urls], token=config.token, transport=transport, connect_timeout_s=config.connect_timeout_s,
             read_timeout_s=config.read_timeout_s, ca_bundle=config.ca_bundle,
             max_retry_after_s=config.max_retry_after_s, clock=self._clock,
         )

@@ -3,11 +3,21 @@ the database), behind which edges update and deliver feedback."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from acceptance.support import ADMIN, EDGE, bundle, connect, publish_http
+import httpx
+import pytest
+from acceptance.support import ADMIN, EDGE, bundle, connect, publish_http, sync_config, wait_for
 
 from edgerec_sdk.hub import HubApp, serve_in_thread
+from edgerec_sdk.sync import EdgeSync, OutboxConfig
 
 
 def replica(root: Path, pg_url: str) -> HubApp:
@@ -31,4 +41,65 @@ def test_publish_through_a_edge_on_b_swaps_within_two_polls(pg_url: str, tmp_pat
         assert not any((tmp_path / "root-a" / "bundles").iterdir())
         rec.close(5.0)
         a.app.close()
+        b.app.close()
+
+
+@contextmanager
+def hub_process(root: Path, pg_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``edgerec hub serve`` in a process of its own, so the test can stop and kill it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "edgerec_sdk.cli", "hub", "serve", "--root", str(root), "--db",
+                             pg_url, "--port", str(port), "--admin-token", ADMIN, "--edge-token", EDGE],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return proc.poll() is not None
+    try:
+        assert wait_for(up, 60.0) and proc.poll() is None, "hub process did not start"
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait(10)
+
+
+def test_replica_killed_mid_upload_loses_nothing_and_doubles_nothing(pg_url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    with hub_process(tmp_path / "root-a", pg_url) as (proc_a, url_a), \
+            serve_in_thread(replica(tmp_path / "root-b", pg_url)) as b:
+        publish_http(url_a, bundle(tmp_path, "v1"))
+        cfg = sync_config(url_a, tmp_path / "edge", hub_urls=[b.url], read_timeout_s=1.0,
+                          outbox=OutboxConfig(batch_size=50))
+        sync = EdgeSync(cfg)
+        monkeypatch.setattr(sync.uploader, "start", lambda: False)  # the test drives every upload step
+        assert sync.poll_once() and sync.updater.current_version == "v1"
+        ids = [f"ev-{i:04d}" for i in range(400)]
+        for i, eid in enumerate(ids):
+            sync.put({"user": f"user-{i % 7}", "item": "item-000001", "type": "click", "event_id": eid,
+                      "model_version": "v1"})
+        sync.upload_once()
+        sync.upload_once()
+        assert b.app.storage.count_events() == 100 and sync.client.base_url == url_a  # through A so far
+        os.kill(proc_a.pid, signal.SIGSTOP)  # A hangs with the next batch in flight ...
+        sync.upload_once()  # ... the read times out, and the same batch goes to B
+        proc_a.kill()
+        assert sync.client.base_url == b.url and sync.client.failovers == 1
+        assert sync.flush(30.0)
+        assert b.app.storage.event_ids() == ids  # every event, each once
+        assert b.app.storage.status()["per_model_version"]["v1"]["events"] == 400
+        assert sync.status()["outbox"]["pending"] == 0
+        sync.close(5.0)
+        # a fresh edge whose first replica is dead: one retry, no failed update
+        fresh = EdgeSync(sync_config(url_a, tmp_path / "edge2", hub_urls=[b.url]))
+        fresh.poll_once()
+        assert fresh.updater.current_version == "v1" and fresh.updater.counts["poll_errors"] == 0
+        assert fresh.client.failovers == 1
+        fresh.close(5.0)
         b.app.close()
