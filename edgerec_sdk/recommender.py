@@ -149,8 +149,7 @@ class Recommender:
         before any bundle exists answers are degraded with reason ``not_ready``. Threads start lazily.
 
         Args:
-            hub_url: the hub's base URL (``https://``; ``http://`` only for loopback), or a list of replica
-                URLs: a dead replica then costs one retry on the next.
+            hub_url: the hub's base URL (``https://``; ``http://`` only for loopback), or a list of replicas.
             token: the edge token (never logged).
             user_id_key: the HMAC key that pseudonymises user ids before they leave the process.
             state_dir: where the outbox and the last good bundle live (created ``0700``).
@@ -164,10 +163,11 @@ class Recommender:
             profile_store: where per-user history lives.
             start: start the updater thread now (the uploader starts on the first feedback).
         """
+        urls = [hub_url] if isinstance(hub_url, str) else list(hub_url)
         sync_cfg = sync_config or SyncConfig(
-            hub_url=hub_url if isinstance(hub_url, str) else hub_url[0],
-            hub_urls=() if isinstance(hub_url, str) else tuple(hub_url[1:]), token=token, user_id_key=user_id_key, state_dir=str(state_dir), channel=channel,
-            signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles, poll_interval_s=poll_interval_s,
+            hub_url=urls[0], hub_urls=tuple(urls[1:]), token=token, user_id_key=user_id_key, channel=channel,
+            state_dir=str(state_dir), signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles,
+            poll_interval_s=poll_interval_s,
         )
         rec = cls(None, config, profile_store=profile_store)
         sync = EdgeSync(sync_cfg, transport=transport, on_bundle=rec._swap_from_hub,
