@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 SECTIONS: list[tuple[str, str, list[str]]] = [
     ("The recommender", "edgerec_sdk", ["Recommender"]),
     ("Results and events", "edgerec_sdk", ["Recommendations", "Recommendation", "FeedbackEvent", "Status"]),
-    ("Configuration", "edgerec_sdk", ["RecommenderConfig", "IndexConfig", "ProfileConfig"]),
+    ("Configuration", "edgerec_sdk", ["RecommenderConfig", "IndexConfig", "ProfileConfig", "FeedbackConfig"]),
     ("Profile stores", "edgerec_sdk.profile",
      ["make_profile_store", "ProfileStore", "ProfileEvent", "MemoryProfileStore", "SqliteProfileStore",
       "RedisProfileStore", "ProfileUnavailableError"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from .config import IndexConfig, ProfileConfig, RecommenderConfig
+from .config import FeedbackConfig, IndexConfig, ProfileConfig, RecommenderConfig
 from .errors import (
     ClosedError,
     ConfigError,
@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "EdgerecError",
     "EventError",
+    "FeedbackConfig",
     "FeedbackEvent",
     "HubAuthError",
     "HubError",

@@ -10,13 +10,14 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from ._impl.configs import from_mapping
 from .errors import ConfigError
 from .profile.factory import parse_profile_spec
 
-__all__ = ["IndexConfig", "ProfileConfig", "RecommenderConfig"]
+__all__ = ["DEFAULT_EVENT_WEIGHTS", "FeedbackConfig", "IndexConfig", "ProfileConfig", "RecommenderConfig"]
 
 IndexBackend = Literal["auto", "numpy", "onnx", "ivf"]
 
@@ -66,6 +67,66 @@ class ProfileConfig:
         _positive("max_users", self.max_users)
 
 
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType({
+    "impression": 0.0, "view": 0.5, "click": 1.0, "cart": 2.0, "purchase": 3.0, "rating": 2.0,
+    "dislike": -1.0, "hide": -1.0, "skip": 0.0,
+})
+"""How much each event type says about interest: > 0 feeds the interest model (heavier types are kept first
+when a history is longer than the model reads), 0 is seen but not interest, < 0 is an explicit negative
+(removed at once, its neighbours demoted). A ``rating`` at or below ``negative_rating_max`` is negative."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeedbackConfig:
+    """What feedback does on the edge: type weights, explicit negatives, impression logging and rotation."""
+
+    weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
+    """Per event type weight (see :data:`DEFAULT_EVENT_WEIGHTS`); types left out keep their default."""
+    negative_rating_max: float = 2.0
+    """A rating at or below this many stars is a negative signal."""
+    neighbour_demotion: float = 0.5
+    """How far a negative pushes its nearest neighbours down: the user's interest vector loses this share of
+    its length along the negative item's direction (0 turns demotion off; negatives are still removed)."""
+    log_impressions: bool = False
+    """Log every answer of ``recommend()`` as one impression row (per request: ``log_impressions=``)."""
+    impression_max_items: int = 100
+    """Items of one answer logged as shown (the top of a longer answer)."""
+    remembered_answers: int = 10_000
+    """Answers kept in process so ``impression(rec_id)`` can log a partly rendered one later."""
+    rotation_free_shows: int = 3
+    """Times an item may be shown to a user without a click before it starts rotating down."""
+    rotation_step: float = 1.0
+    """Slots an item moves down per show beyond ``rotation_free_shows`` (0 turns rotation off)."""
+    rotation_max_users: int = 100_000
+    """Users whose impression counts are kept in process (least recently shown evicted first)."""
+
+    def __post_init__(self) -> None:
+        from .types import EVENT_TYPES
+
+        if not isinstance(self.weights, Mapping):
+            raise ConfigError("feedback weights must be a mapping of event type to number")
+        unknown = sorted(set(self.weights) - EVENT_TYPES)
+        if unknown:
+            raise ConfigError(f"feedback weights name unknown event types: {', '.join(map(str, unknown))}")
+        for name, weight in self.weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
+                raise ConfigError(f"feedback weight of {name!r} must be a number, not {weight!r}")
+        if self.weights is not DEFAULT_EVENT_WEIGHTS:  # fill in the types left out; keep it read-only
+            object.__setattr__(self, "weights", MappingProxyType({**DEFAULT_EVENT_WEIGHTS, **self.weights}))
+        if not 1.0 <= self.negative_rating_max < 5.0:
+            raise ConfigError("negative_rating_max must be within [1, 5)")
+        if not 0.0 <= self.neighbour_demotion <= 4.0:
+            raise ConfigError("neighbour_demotion must be within [0, 4]")
+        if not self.rotation_step >= 0.0:
+            raise ConfigError("rotation_step must be >= 0")
+        _positive("impression_max_items", self.impression_max_items)
+        _positive("remembered_answers", self.remembered_answers)
+        _positive("rotation_max_users", self.rotation_max_users)
+        if isinstance(self.rotation_free_shows, bool) or not isinstance(self.rotation_free_shows, int) \
+                or self.rotation_free_shows < 0:
+            raise ConfigError("rotation_free_shows must be an integer >= 0")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RecommenderConfig:
     """Settings of a :class:`~edgerec_sdk.Recommender`."""
@@ -105,6 +166,7 @@ class RecommenderConfig:
     or ``"auto"`` (the GPU for catalogs from 100,000 items when onnxruntime-gpu finds one, else the CPU)."""
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
     profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
+    feedback: FeedbackConfig = dataclasses.field(default_factory=FeedbackConfig)
 
     def __post_init__(self) -> None:
         _positive("max_k", self.max_k)
@@ -132,7 +194,7 @@ class RecommenderConfig:
     def from_mapping(cls, data: Mapping[str, Any]) -> RecommenderConfig:
         """Build from a plain mapping (Django ``settings.EDGEREC``, Flask ``app.config``).
 
-        Nested ``index`` and ``profile`` mappings become their dataclasses; unknown keys are an error.
+        Nested ``index``, ``profile`` and ``feedback`` mappings become their dataclasses; unknown keys are an error.
 
         Example:
             >>> RecommenderConfig.from_mapping({"strict": True, "index": {"backend": "numpy"}}).strict
@@ -147,7 +209,7 @@ class RecommenderConfig:
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(prefix + f.name.upper())
-            if raw is None or f.name in ("index", "profile"):
+            if raw is None or f.name in ("index", "profile", "feedback"):
                 continue
             kwargs[f.name] = _parse_env(f.name, raw, f.type)
         return cls(**kwargs)

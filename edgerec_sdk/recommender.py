@@ -24,9 +24,11 @@ from ._impl import log as _log
 from ._impl.checks import check_diversity, check_exclude, check_k
 from ._impl.counters import Counters
 from ._impl.events import check_user_id, normalize_event
+from ._impl.impressions import AnswerLog
 from ._impl.items import ItemCatalog
 from ._impl.serving import Ranked, ServingState
 from ._impl.threads import register_postfork
+from ._impl.weights import user_rows
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
 from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyError
@@ -49,7 +51,6 @@ __all__ = ["Recommender"]
 
 logger = logging.getLogger(__name__)
 
-_NON_INTEREST_TYPES = frozenset({"skip"})
 _CacheKey = tuple[Any, ...]
 _Answer = tuple[tuple[Recommendation, ...], tuple[str, ...]]
 """A cached answer: its items and the merchandising rules that touched it."""
@@ -109,6 +110,7 @@ class Recommender:
         self._origin: str | None = None
         self._rules: RuleSet | None = None
         self.items = ItemCatalog(self)
+        self._answer_log = AnswerLog(cfg.feedback, clock)
         if bundle is not None:
             self.swap(bundle, origin=origin or "path")
         register_postfork(self.postfork)
@@ -207,6 +209,7 @@ class Recommender:
         self, user: UserId, k: int = 10, *, history: Sequence[str] | None = None, query: str | None = None,
         exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None, explain: bool = False,
         diversity: float | None = None, rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None = None,
+        log_impressions: bool | None = None,
     ) -> Recommendations:
         """Rank items for one user.
 
@@ -222,6 +225,8 @@ class Recommender:
             rules: merchandising rules for this request (a :class:`~edgerec_sdk.rank.RuleSet` or its JSON
                 form), applied after the rule set of :meth:`set_rules`; the answer's ``rules`` names those
                 that touched it.
+            log_impressions: log this answer as shown (one outbox row keyed by its ``rec_id``); ``None``
+                follows ``config.feedback.log_impressions``.
 
         Raises:
             TypeError, ValueError: for programmer errors (bad ``k``, user id, filter, exclude, diversity);
@@ -230,13 +235,14 @@ class Recommender:
         return self.recommend_many(
             [user], k, histories=None if history is None else [history], query=query,
             exclude=exclude, filters=filters, explain=explain, diversity=diversity, rules=rules,
+            log_impressions=log_impressions,
         )[0]
 
     def recommend_many(
         self, users: Sequence[UserId], k: int = 10, *, histories: Sequence[Sequence[str]] | None = None,
         query: str | None = None, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
         explain: bool = False, diversity: float | None = None,
-        rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None = None,
+        rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None = None, log_impressions: bool | None = None,
     ) -> list[Recommendations]:
         """Rank items for a batch of users with one model call and one kernel call."""
         ids = [check_user_id(u) for u in users]
@@ -276,8 +282,10 @@ class Recommender:
                 answers = [self._degraded(state, k, "internal_error", exc) for _ in idx]
             for i, answer in zip(idx, answers, strict=True):
                 results[i] = answer
-        return [r if r is not None else self._degraded(None, k, "not_ready", NotReadyError("no bundle"))
+        done = [r if r is not None else self._degraded(None, k, "not_ready", NotReadyError("no bundle"))
                 for r in results]
+        self._counters.incr("impressions_logged", self._answer_log.answered(ids, done, self._sync, log_impressions))
+        return done
 
     def set_rules(self, rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None) -> RuleSet | None:
         """Apply a merchandising rule set to every following answer (``None`` clears it).
@@ -358,39 +366,40 @@ class Recommender:
                 ex_rows = np.union1d(ex_rows, never)
                 applied = tuple(r.id for r in rules.rules if r.action == "never")
         stage_key = (stages.diversity, self.config.max_per_category, None if rules is None else rules.rules)
-        hist_rows, seen_rows, keys = [], [], []
+        fb = self.config.feedback
+        hist_rows, seen_rows, neg_rows, keys, shown = [], [], [], [], []
         unavailable: set[int] = set()
         for i, user in enumerate(ids):
-            if histories is not None:
-                given = [str(h) for h in histories[i]]
-                interest_items, seen_items = given, given
-            else:
-                events = self._read_profile(user)
-                if events is None:  # shared store down (fault D20): answer as for a cold user, flagged
-                    unavailable.add(i)
-                    events = []
-                interest_items = [e.item for e in events if e.type not in _NON_INTEREST_TYPES]
-                seen_items = [e.item for e in events]
-            rows = state.rows_of(interest_items)
-            if not self.config.exclude_seen:
-                seen = np.empty(0, np.int64)
-            else:  # history= gives one list for both: map its ids once
-                seen = rows if seen_items is interest_items else state.rows_of(seen_items)
+            events = None if histories is not None else self._read_profile(user)
+            if histories is None and events is None:  # shared store down (fault D20): a cold user, flagged
+                unavailable.add(i)
+            rows, seen, negatives = user_rows(state, None if histories is None else histories[i], events or [], fb,
+                                              exclude_seen=self.config.exclude_seen)
             hist_rows.append(rows)
+            neg_rows.append(negatives)
             seen_rows.append(np.union1d(seen, ex_rows) if len(ex_rows) else seen)
-            keys.append((state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes(), digest_size=16)
-                         .digest(), k, excluded, canon, explain, query if query_tokens is not None else None,
-                         stage_key))
+            counts = self._answer_log.over_free_shows(user)
+            shown.append(counts)
+            # answers that impressions reorder are not cached: every show changes them
+            keys.append(None if counts else (
+                state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes() + negatives.tobytes(),
+                                                     digest_size=16).digest(),
+                k, excluded, canon, explain, query if query_tokens is not None else None, stage_key))
         answers: list[_Answer | None] = [self._cache_get(key) for key in keys]
         todo = [i for i, a in enumerate(answers) if a is None]
         if todo:
             options = [StageOptions(k=k, diversity=stages.diversity, max_per_category=self.config.max_per_category,
                                     rules=rules, allow=allow, blocked=seen_rows[i]) for i in todo]
             ranked = state.rank([hist_rows[i] for i in todo], fetch,
-                                excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens)
+                                excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens,
+                                negatives=[neg_rows[i] for i in todo], demotion=fb.neighbour_demotion)
+            ids_of = state.bundle.catalog.ids
             for i, r, opt in zip(todo, ranked, options, strict=True):
                 if r.nonfinite:
                     raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
+                if shown[i]:  # impression decay reorders the candidates before the later stages choose
+                    order = self._answer_log.rotation([ids_of[int(row)] for row in r.rows], shown[i])
+                    r = Ranked(r.rows[order], r.scores[order], r.personalized)
                 shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt) if opt.active \
                     else Candidates(r.rows[:k], r.scores[:k])
                 r = Ranked(shaped.rows, shaped.scores, r.personalized)
@@ -453,8 +462,8 @@ class Recommender:
         return Recommendations(items=items, model_version=None if state is None else state.model_version,
                                rec_id=uuid.uuid4().hex, degraded=True, degraded_reason=reason)
 
-    def _cache_get(self, key: _CacheKey) -> _Answer | None:
-        if self._cache is None:
+    def _cache_get(self, key: _CacheKey | None) -> _Answer | None:
+        if self._cache is None or key is None:
             return None
         with self._cache_lock:
             hit = self._cache.get(key)
@@ -462,8 +471,8 @@ class Recommender:
             self._counters.incr("cache_hits")
         return hit
 
-    def _cache_put(self, key: _CacheKey, answer: _Answer) -> None:
-        if self._cache is not None:
+    def _cache_put(self, key: _CacheKey | None, answer: _Answer) -> None:
+        if self._cache is not None and key is not None:
             with self._cache_lock:
                 self._cache[key] = answer
 
@@ -490,7 +499,10 @@ class Recommender:
             self._counters.incr("feedback_refused")
             raise
         try:
-            self._profiles.append(normalized.user, ProfileEvent(normalized.item, normalized.type, normalized.ts))
+            if self._answer_log.observe(normalized):  # not an impression: it joins the user's history
+                value = normalized.value if normalized.type == "rating" else None
+                self._profiles.append(normalized.user,
+                                      ProfileEvent(normalized.item, normalized.type, normalized.ts, value))
         except Exception as exc:  # shared store down (fault D20): the event still goes to the outbox
             self._counters.incr("profile_write_failed")
             if self.config.strict:
@@ -507,15 +519,32 @@ class Recommender:
         state = self._state_for(event.user)
         outcome = self._sync.put({
             "user": event.user, "item": event.item, "type": event.type, "ts": event.ts, "value": event.value,
-            "rec_id": event.rec_id, "event_id": event.event_id,
+            "rec_id": event.rec_id, "event_id": event.event_id, "position": event.position,
             "model_version": None if state is None else state.model_version,
         })
         if outcome is not None and outcome.startswith("dropped"):
             self._counters.incr(f"feedback_{outcome}")
 
+    def impression(self, rec_id: str, positions: Sequence[int] | None = None) -> bool:
+        """Log that a recent answer of this process was shown, or only its 0-based slots ``positions`` (pages
+        rendering part of an answer); ``False`` after ``close()``.
+
+        Raises:
+            EventError: ``rec_id`` is not an answer this process gave recently (``remembered_answers``), or a
+                position is not a slot of that answer. Nothing is logged then.
+        """
+        answer, slots = self._answer_log.find(rec_id, positions)
+        if self._closed:
+            self._counters.incr("feedback_refused_closed")
+            return False
+        self._answer_log.log(self._sync, answer, slots, fresh_id=True)
+        self._counters.incr("impressions_logged")
+        return True
+
     def forget(self, user: UserId) -> None:
         """Erase everything held locally about ``user`` (and, with a hub, ask it to erase its copy)."""
         uid = check_user_id(user)
+        self._answer_log.forget(uid)
         self._profiles.forget(uid)
         self._sync.forget(uid)
 
@@ -563,6 +592,7 @@ class Recommender:
         self._cache_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._counters.postfork()
+        self._answer_log.postfork()
         state = self._state
         if state is not None:
             state.model.postfork()

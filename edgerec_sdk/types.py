@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_POSITION",
     "DegradedReason",
     "EventLike",
     "EventType",
@@ -37,8 +38,14 @@ DegradedReason = Literal[
     "internal_error",
 ]
 
-EventType = Literal["view", "click", "cart", "purchase", "skip", "rating"]
-EVENT_TYPES: frozenset[str] = frozenset({"view", "click", "cart", "purchase", "skip", "rating"})
+EventType = Literal["impression", "view", "click", "cart", "purchase", "rating", "dislike", "hide", "skip"]
+EVENT_TYPES: frozenset[str] = frozenset(
+    {"impression", "view", "click", "cart", "purchase", "rating", "dislike", "hide", "skip"}
+)
+"""Every accepted feedback type; docs/concepts.md ("Feedback signals") says what each does at once and in
+training. ``rating`` carries ``value`` 1-5; ``impression`` carries the ``rec_id`` of the answer shown."""
+MAX_POSITION = 10_000
+"""Positions are 0-based slots of an answer; anything from here up is refused as not a position."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +121,14 @@ class FeedbackEvent:
     Attributes:
         user: the storefront's user id (kept local; only a pseudonym leaves the process).
         item: the external item id.
-        type: one of ``view``, ``click``, ``cart``, ``purchase``, ``skip``, ``rating``.
+        type: one of :data:`EVENT_TYPES` (``impression``, ``view``, ``click``, ``cart``, ``purchase``,
+            ``rating``, ``dislike``, ``hide``, ``skip``).
         ts: Unix time in seconds (now when omitted).
-        value: an optional finite number (a rating, a price, a dwell time).
-        rec_id: the ``rec_id`` of the answer that showed the item, for attribution.
+        value: an optional finite number (a price, a dwell time); required for ``rating``: 1 to 5.
+        rec_id: the ``rec_id`` of the answer that showed the item, for attribution (required for
+            ``impression``).
         event_id: a unique id; minted when omitted, used by the hub to drop duplicates.
+        position: the 0-based slot of the item in that answer, when the page knows it.
     """
 
     user: str
@@ -128,6 +138,7 @@ class FeedbackEvent:
     value: float | None = None
     rec_id: str | None = None
     event_id: str = ""
+    position: int | None = None
 
     def is_finite(self) -> bool:
         return self.value is None or math.isfinite(self.value)

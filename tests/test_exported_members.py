@@ -4,7 +4,7 @@ import edgerec_sdk
 def test_all_is_pinned() -> None:
     assert edgerec_sdk.__all__ == sorted(edgerec_sdk.__all__)
     assert set(edgerec_sdk.__all__) == {
-        "ClosedError", "ConfigError", "EdgerecError", "EventError", "FeedbackEvent", "HubAuthError", "HubError",
+        "ClosedError", "ConfigError", "EdgerecError", "EventError", "FeedbackConfig", "FeedbackEvent", "HubAuthError", "HubError",
         "HubProtocolError", "HubStatusError", "HubTransportError", "IndexConfig", "MissingExtraError",
         "ModelError", "ModelFormatError", "ModelIntegrityError", "ModelLoadError", "NotReadyError",
         "ProfileConfig", "Recommendation", "Recommendations", "Recommender", "RecommenderConfig", "RuleError", "Status",

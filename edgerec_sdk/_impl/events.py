@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 
 from ..errors import EventError
-from ..types import EVENT_TYPES, EventLike, FeedbackEvent
+from ..types import EVENT_TYPES, MAX_POSITION, EventLike, FeedbackEvent
 
-__all__ = ["MAX_ID_CHARS", "check_user_id", "normalize_event"]
+__all__ = ["MAX_ID_CHARS", "check_position", "check_user_id", "normalize_event"]
 
 MAX_ID_CHARS = 256
-_FIELDS = frozenset({"user", "item", "type", "ts", "value", "rec_id", "event_id"})
+_FIELDS = frozenset({"user", "item", "type", "ts", "value", "rec_id", "event_id", "position"})
+RATING_RANGE = (1.0, 5.0)
 _MAX_FUTURE_S = 86_400.0
 
 
@@ -61,6 +62,16 @@ def _number(value: object, name: str) -> float:
     return number
 
 
+def check_position(value: object, name: str = "position") -> int:
+    """A 0-based answer slot: a plain non-negative int below ``MAX_POSITION`` (bool and float refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise EventError(f"event field {name!r} must be an int, not {type(value).__name__}", field=name)
+    position = int(value)
+    if not 0 <= position < MAX_POSITION:
+        raise EventError(f"event field {name!r} must be within [0, {MAX_POSITION})", field=name)
+    return position
+
+
 def _timestamp(value: object, now: float) -> float:
     if value is None:
         return now
@@ -89,6 +100,7 @@ def normalize_event(
         data: Mapping[str, Any] = {
             "user": event.user, "item": event.item, "type": event.type, "ts": event.ts,
             "value": event.value, "rec_id": event.rec_id, "event_id": event.event_id or None,
+            "position": event.position,
         }
     elif isinstance(event, Mapping):
         data = event
@@ -106,13 +118,18 @@ def normalize_event(
     if kind not in EVENT_TYPES:
         raise EventError(f"unknown event type {kind[:32]!r}; expected one of {sorted(EVENT_TYPES)}", field="type")
     value = None if data.get("value") is None else _number(data["value"], "value")
-    rec_id = _id_field(data, "rec_id", required=False)
+    if kind == "rating":
+        low, high = RATING_RANGE
+        if value is None or not low <= value <= high:
+            raise EventError(f"a rating needs 'value' within [{low:g}, {high:g}], not {value!r}", field="value")
+    rec_id = _id_field(data, "rec_id", required=kind == "impression")
+    position = None if data.get("position") is None else check_position(data["position"])
     event_id = _id_field(data, "event_id", required=False) or uuid.uuid4().hex
     if user is None or item is None:  # unreachable (required=True raises); narrows the type
         raise EventError("event needs 'user' and 'item'")
     normalized = FeedbackEvent(
         user=user, item=item, type=kind, ts=_timestamp(data.get("ts"), clock()),
-        value=value, rec_id=rec_id, event_id=event_id,
+        value=value, rec_id=rec_id, event_id=event_id, position=position,
     )
     size = len(orjson.dumps({f: getattr(normalized, f) for f in _FIELDS}))
     if size > max_event_bytes:

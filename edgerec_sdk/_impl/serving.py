@@ -123,10 +123,13 @@ class ServingState:
         excludes: Sequence[NDArray[np.int64]],
         allow: NDArray[np.bool_] | None,
         query: NDArray[np.int64] | None = None,
+        negatives: Sequence[NDArray[np.int64]] | None = None,
+        demotion: float = 0.0,
     ) -> list[Ranked]:
         """Rank for a batch: one model call and one kernel call for all users with history.
 
-        A query (one row of token ids) applies to every user of the batch.
+        A query (one row of token ids) applies to every user of the batch. ``negatives`` (rows per user)
+        demote their nearest neighbours: see :meth:`demote`.
         """
         out: list[Ranked | None] = [None] * len(histories)
         warm = [i for i, h in enumerate(histories) if len(h)]
@@ -136,6 +139,10 @@ class ServingState:
             interest = self.model.embed(tokens, q)
             finite = np.all(np.isfinite(interest), axis=1)
             interest = np.where(finite[:, None], interest, 0.0).astype(np.float32)
+            if negatives is not None and demotion > 0:
+                for j, i in enumerate(warm):
+                    if len(negatives[i]):
+                        interest[j] = self.demote(interest[j], negatives[i], demotion)
             result = self.index.search(interest, k, exclude=[excludes[i] for i in warm], allow=allow)
             for j, i in enumerate(warm):
                 count = int(result.counts[j])
@@ -148,6 +155,24 @@ class ServingState:
             if out[i] is None:
                 out[i] = self.popular_for(k, excludes[i], allow)
         return [r for r in out if r is not None]
+
+    def demote(self, interest: NDArray[np.float32], negatives: NDArray[np.int64], strength: float
+               ) -> NDArray[np.float32]:
+        """The interest vector with ``strength`` of its length taken away along the mean negative direction.
+
+        Every item's score moves by ``-strength * |interest| * <item, mean unit negative>``: the negative
+        items' nearest neighbours (the largest inner products) lose the most, and an item is raised only if it
+        points away from every negative, so a negative never lifts its neighbours.
+        """
+        vecs = self.bundle.vectors.rows_f32(negatives).astype(np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        unit = (vecs / np.where(norms > 0, norms, 1.0)).mean(axis=0)
+        length = float(np.linalg.norm(unit))
+        if length == 0.0:
+            return interest
+        scale = strength * float(np.linalg.norm(interest)) / length
+        out: NDArray[np.float32] = (interest - scale * unit).astype(np.float32)
+        return out
 
     def similar(
         self, row: int, k: int, *, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None

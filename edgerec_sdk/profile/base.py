@@ -15,6 +15,8 @@ class ProfileEvent(NamedTuple):
     item: str
     type: str
     ts: float
+    value: float | None = None
+    """The event's value where it matters on the edge (a rating's stars); ``None`` otherwise."""
 
 
 class ProfileStore(Protocol):

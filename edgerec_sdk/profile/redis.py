@@ -82,8 +82,9 @@ class RedisProfileStore:
         events = []
         for blob in raw:
             try:
-                item, type_, ts = orjson.loads(blob)
-                events.append(ProfileEvent(str(item), str(type_), float(ts)))
+                item, type_, ts, *rest = orjson.loads(blob)  # a rating adds its stars as a fourth field
+                value = float(rest[0]) if rest and rest[0] is not None else None
+                events.append(ProfileEvent(str(item), str(type_), float(ts), value))
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 continue  # a foreign or corrupt entry: skip it rather than fail the request
         return events
@@ -93,7 +94,10 @@ class RedisProfileStore:
         key = self._key(user)
         try:
             pipe = self._client.pipeline(transaction=True)
-            pipe.rpush(key, orjson.dumps([event.item, event.type, float(event.ts)]))
+            fields: list[object] = [event.item, event.type, float(event.ts)]
+            if event.value is not None:
+                fields.append(float(event.value))
+            pipe.rpush(key, orjson.dumps(fields))
             pipe.ltrim(key, -self._max_events, -1)
             if self._ttl_s is not None:
                 pipe.expire(key, self._ttl_s)

@@ -38,11 +38,12 @@ logger = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS profile_events ("
-    " seq INTEGER PRIMARY KEY, user TEXT NOT NULL, item TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL)",
+    " seq INTEGER PRIMARY KEY, user TEXT NOT NULL, item TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,"
+    " value REAL)",
     "CREATE INDEX IF NOT EXISTS profile_events_user ON profile_events (user, seq)",
 )
-_SELECT = "SELECT item, type, ts FROM profile_events WHERE user = ? ORDER BY seq DESC LIMIT ?"
-_INSERT = "INSERT INTO profile_events (user, item, type, ts) VALUES (?, ?, ?, ?)"
+_SELECT = "SELECT item, type, ts, value FROM profile_events WHERE user = ? ORDER BY seq DESC LIMIT ?"
+_INSERT = "INSERT INTO profile_events (user, item, type, ts, value) VALUES (?, ?, ?, ?, ?)"
 # Keep the newest N rows of the user: delete every row at or below the (N+1)-th newest seq.
 _TRIM = (
     "DELETE FROM profile_events WHERE user = ? AND seq <= "
@@ -99,7 +100,8 @@ class SqliteProfileStore:
             rows = self._conn().execute(_SELECT, (user, self._max_events)).fetchall()
         except sqlite3.Error as exc:
             raise ProfileUnavailableError(f"profile read failed: {type(exc).__name__}: {exc}") from exc
-        return [ProfileEvent(str(item), str(type_), float(ts)) for item, type_, ts in reversed(rows)]
+        return [ProfileEvent(str(item), str(type_), float(ts), None if value is None else float(value))
+                for item, type_, ts, value in reversed(rows)]
 
     def append(self, user: str, event: ProfileEvent) -> None:
         """Add one event and trim the user to ``max_events_per_user``, in one transaction."""
@@ -107,7 +109,7 @@ class SqliteProfileStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(_INSERT, (user, event.item, event.type, float(event.ts)))
+                conn.execute(_INSERT, (user, event.item, event.type, float(event.ts), event.value))
                 conn.execute(_TRIM, (user, user, self._max_events))
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -180,6 +182,9 @@ class SqliteProfileStore:
                 logger.warning("profile store: SQLite refused WAL mode (%s); writers will block readers", mode)
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(profile_events)")}
+            if "value" not in columns:  # a file written before ratings kept their stars
+                conn.execute("ALTER TABLE profile_events ADD COLUMN value REAL")
         except (OSError, sqlite3.Error) as exc:
             raise ProfileUnavailableError(f"cannot open profile store: {type(exc).__name__}: {exc}") from exc
 

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,9 @@ class EdgeSync:
         ]
         self.artifact_task = RepeatingTask("edgerec-artifacts", self.poll_artifacts,
                                            interval_s=config.poll_interval_s)
+        self._later: deque[Mapping[str, Any]] = deque()
+        self.later_dropped = 0
+        self.uploader.before_upload = self.store_later
         self._lock = threading.Lock()
         self._closed = False
         self._close_result = False
@@ -177,9 +181,40 @@ class EdgeSync:
             self._start_uploader()
         return result
 
+    def put_later(self, event: Mapping[str, Any]) -> None:
+        """Queue an event (an impression row) for the outbox off the request path: the uploader thread,
+        ``flush()`` and ``close()`` store queued rows in one transaction before they upload. A hard kill loses
+        at most one upload interval of them; beyond ``max_memory_events`` queued, new ones are dropped and
+        counted (``later_dropped``)."""
+        if self._closed:
+            self.rejected_after_close += 1
+            return
+        if len(self._later) >= self.config.outbox.max_memory_events:
+            self.later_dropped += 1
+            return
+        self._later.append(event)
+        if not self._started:
+            self._start_uploader()
+
+    def store_later(self) -> int:
+        """Move the queued events into the outbox (pseudonymised, allow-listed); return how many."""
+        rows: list[tuple[str, str, bytes]] = []
+        while True:
+            try:
+                event = self._later.popleft()
+            except IndexError:
+                break
+            pseudonym = self._pseudo(str(event["user"]))
+            wire = protocol.wire_event({**event, "user": pseudonym, "edge_id": self.edge_id})
+            rows.append((str(wire.setdefault("event_id", uuid.uuid4().hex)), pseudonym, orjson.dumps(wire)))
+        if rows:
+            self.outbox.put_many(rows)
+        return len(rows)
+
     def forget(self, user: str) -> int:
         """Erase the user's pending events at once and queue a tombstone for the hub; return rows erased."""
         pseudonym = self._pseudo(user)
+        self.store_later()  # queued impressions of the user are erased with the rest
         n = self.outbox.forget(pseudonym)
         event_id = uuid.uuid4().hex
         tomb = {"event_id": event_id, "user": pseudonym, "type": protocol.FORGET_TYPE,
@@ -253,6 +288,7 @@ class EdgeSync:
             return
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._later = deque()  # the parent stores its own queued rows
         if self._default_edge_id:
             self.edge_id = _default_edge_id()
             self.uploader.edge_id = self.edge_id
@@ -282,6 +318,8 @@ class EdgeSync:
             "edge_id": self.edge_id,
             "artifacts": {f.kind: f.status() for f in self.followers},
             "feedback_after_close": self.rejected_after_close,
+            "impressions_queued": len(self._later),
+            "impressions_dropped": self.later_dropped,
             "closed": self._closed,
         }
 
@@ -305,6 +343,12 @@ class NullSync:
 
     def put(self, event: Mapping[str, Any]) -> PutResult | None:
         return None
+
+    def put_later(self, event: Mapping[str, Any]) -> None:
+        return None
+
+    def store_later(self) -> int:
+        return 0
 
     def forget(self, user: str) -> int:
         return 0

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -219,34 +219,42 @@ class Outbox:
             user_key: the user's pseudonym, so ``forget`` can find the row.
             body: the orjson-encoded, allow-listed wire event.
         """
+        return self.put_many([(event_id, user_key, body)])[0]
+
+    def put_many(self, rows: Sequence[tuple[str, str, bytes]]) -> list[PutResult]:
+        """Store ``(event_id, user_key, body)`` rows in one transaction (the same rules as :meth:`put`)."""
         with self._lock:
             conn = self._connect_locked()
             if conn is not None and self._mem:
                 self._drain_locked(conn)
             if conn is not None and not self._mem:
                 try:
-                    return self._put_db(conn, event_id, user_key, body)
+                    with self._tx(conn):
+                        results = [self._insert_db(conn, *row) for row in rows]
+                    return [self._after_put(r) for r in results]
                 except sqlite3.Error as exc:
                     self._db_failed(exc)
-            return self._put_mem(event_id, user_key, body)
+            return [self._put_mem(*row) for row in rows]
 
-    def _put_db(self, conn: sqlite3.Connection, event_id: str, user_key: str, body: bytes) -> PutResult:
-        with self._tx(conn):
-            used = _counter(conn, "bytes")
-            if used + len(body) > self.config.max_outbox_bytes:
-                conn.executemany(_BUMP, [("accepted", 1), ("dropped_outbox_full", 1)])
-                result: PutResult = "dropped_outbox_full"
+    def _insert_db(self, conn: sqlite3.Connection, event_id: str, user_key: str, body: bytes) -> PutResult:
+        used = _counter(conn, "bytes")
+        if used + len(body) > self.config.max_outbox_bytes:
+            conn.executemany(_BUMP, [("accepted", 1), ("dropped_outbox_full", 1)])
+            result: PutResult = "dropped_outbox_full"
+        else:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outbox(event_id, user_key, body, size, created_at) VALUES(?,?,?,?,?)",
+                (event_id, user_key, body, len(body), self._clock.time()),
+            )
+            if cur.rowcount == 0:
+                conn.execute(_BUMP, ("duplicates", 1))
+                result = "duplicate"
             else:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO outbox(event_id, user_key, body, size, created_at) VALUES(?,?,?,?,?)",
-                    (event_id, user_key, body, len(body), self._clock.time()),
-                )
-                if cur.rowcount == 0:
-                    conn.execute(_BUMP, ("duplicates", 1))
-                    result = "duplicate"
-                else:
-                    conn.executemany(_BUMP, [("accepted", 1), ("bytes", len(body))])
-                    result = "stored"
+                conn.executemany(_BUMP, [("accepted", 1), ("bytes", len(body))])
+                result = "stored"
+        return result
+
+    def _after_put(self, result: PutResult) -> PutResult:
         if result == "dropped_outbox_full":
             warn_once(logger, "outbox-full", "outbox at max_outbox_bytes=%d; new events are dropped and counted",
                       self.config.max_outbox_bytes)

@@ -25,6 +25,8 @@ from typing import Any, Final
 import orjson
 
 from ..errors import HubError, HubProtocolError, HubStatusError, HubTransportError
+from ..types import EVENT_TYPES as _FEEDBACK_TYPES
+from ..types import MAX_POSITION
 
 __all__ = [
     "ALLOWED_EVENT_FIELDS",
@@ -61,7 +63,7 @@ CANDIDATE_HEADER: Final = "X-Edgerec-Rollout-Version"
 
 FORGET_TYPE: Final = "forget"
 """Event type of a tombstone: the hub erases every event of that pseudonymised user."""
-EVENT_TYPES: Final = frozenset({"view", "click", "cart", "purchase", "skip", "rating", FORGET_TYPE})
+EVENT_TYPES: Final = _FEEDBACK_TYPES | {FORGET_TYPE}
 ALLOWED_EVENT_FIELDS: Final = (
     "event_id",
     "user",
@@ -72,8 +74,13 @@ ALLOWED_EVENT_FIELDS: Final = (
     "rec_id",
     "model_version",
     "edge_id",
+    "position",
+    "items",
+    "positions",
 )
-"""The only event fields that ever leave the edge (fault F06)."""
+"""The only event fields that ever leave the edge (fault F06). ``items``/``positions`` belong to the one
+``impression`` row an answer logs: the ids shown and their 0-based slots (``item`` repeats the first)."""
+MAX_IMPRESSION_ITEMS: Final = 1000
 MAX_EVENTS_PER_BATCH: Final = 5000
 MAX_ID_CHARS: Final = 256
 MAX_EVENT_FUTURE_S: Final = 2 * 86400.0
@@ -354,6 +361,30 @@ def validate_wire_event(event: object, *, now_s: float | None = None) -> str | N
         isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     ):
         return "bad_value"
+    position = event.get("position")
+    if position is not None and not _is_position(position):
+        return "bad_position"
+    return _impression_fields(event)
+
+
+def _is_position(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_POSITION
+
+
+def _impression_fields(event: Mapping[str, Any]) -> str | None:
+    items, positions = event.get("items"), event.get("positions")
+    if items is None and positions is None:
+        return "bad_rec_id" if event["type"] == "impression" and not event.get("rec_id") else None
+    if event["type"] != "impression":
+        return "bad_items"
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_IMPRESSION_ITEMS or not all(
+        isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in items
+    ):
+        return "bad_items"
+    if not isinstance(positions, list) or len(positions) != len(items) or not all(map(_is_position, positions)):
+        return "bad_positions"
+    if not event.get("rec_id"):
+        return "bad_rec_id"
     return None
 
 

@@ -13,6 +13,7 @@ import random
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,8 @@ class Uploader:
         self.requests = 0
         self.batches_delivered = 0
         self._error_episode: str | None = None
+        self.before_upload: Callable[[], object] | None = None
+        """Called before each upload attempt (the edge stores its queued impression rows)."""
         # first upload one interval after start: events put in a burst leave as one batch
         self.task = RepeatingTask("edgerec-uploader", self._tick, interval_s=interval_s, initial_delay_s=interval_s)
 
@@ -104,6 +107,8 @@ class Uploader:
             timeout_s: cap on this request's timeouts (a flush deadline).
             force: ignore the backoff timer (used by nothing but tests and explicit flushes).
         """
+        if self.before_upload is not None:
+            self.before_upload()
         # A flush with a deadline never waits longer than its deadline for the thread's request to end.
         if not self._lock.acquire(timeout=-1 if timeout_s is None else max(0.0, timeout_s)):
             return 0.01
@@ -219,6 +224,8 @@ class Uploader:
     def flush(self, timeout_s: float) -> bool:
         """Send until nothing is pending or ``timeout_s`` passes; return whether everything was delivered."""
         deadline = self._clock.monotonic() + max(0.0, timeout_s)
+        if self.before_upload is not None:
+            self.before_upload()
         while True:
             if not self._queue and self.outbox.pending() == 0:
                 return True
