@@ -35,7 +35,7 @@ from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyErr
 from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import RuleSet, check_filters, explain_items
 from .rank.pipeline import Candidates, StageOptions, merge_rule_sets, run_stages
-from .sync import EdgeSync, NullSync, SyncConfig
+from .sync import EdgeSync, NullSync, Sync, SyncConfig
 from .types import (
     DegradedReason,
     EventLike,
@@ -73,6 +73,9 @@ class Recommender:
         profile_store: where per-user history lives (in process by default).
         clock: wall clock in seconds, for event times (tests inject one).
         origin: a label of where the bundle came from, shown in ``status()``.
+        sync: the hub connection feedback goes to and updates come from; :meth:`connect` builds an
+            :class:`~edgerec_sdk.sync.EdgeSync`. Default :class:`~edgerec_sdk.sync.NullSync`: no hub, feedback only
+            updates the local profile.
 
     Example:
         >>> rec = Recommender.demo()
@@ -89,7 +92,7 @@ class Recommender:
         profile_store: ProfileStore | None = None,
         clock: Callable[[], float] = time.time,
         origin: str | None = None,
-        sync: Any = None,
+        sync: Sync | None = None,
     ) -> None:
         self.config = config or RecommenderConfig()
         cfg = self.config
@@ -97,7 +100,7 @@ class Recommender:
             cfg.profile_store, max_events_per_user=cfg.profile.max_events_per_user, max_users=cfg.profile.max_users
         )
         self._clock = clock
-        self._sync: Any = sync or NullSync()
+        self._sync: Sync = sync or NullSync()
         self._candidate: tuple[ServingState, float] | None = None
         self._counters = Counters()
         self._cache: TTLCache[_CacheKey, _Answer] | None = (

@@ -37,9 +37,12 @@ _MAX_SIGNATURE_BYTES: Final = 1024
 
 
 def check_signing_key(key: object) -> bytes:
-    """Return ``key`` if it is usable for HMAC-SHA256; an empty key would make signatures meaningless."""
+    """``key`` as bytes (a ``str`` is UTF-8 encoded, as ``edgerec publish --signing-key`` does), if it is usable
+    for HMAC-SHA256; an empty key would make signatures meaningless."""
+    if isinstance(key, str):
+        key = key.encode("utf-8")
     if not isinstance(key, (bytes, bytearray)) or not key:
-        raise ConfigError("signing_key must be non-empty bytes")
+        raise ConfigError("signing_key must be a non-empty str or bytes")
     return bytes(key)
 
 

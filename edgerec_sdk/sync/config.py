@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .._impl.configs import from_mapping
+from ..bundle.verify import check_signing_key
 from ..errors import ConfigError
 
 __all__ = ["OutboxConfig", "SyncConfig"]
@@ -64,8 +65,8 @@ class SyncConfig:
     """Edge token sent as ``Authorization: Bearer``."""
     user_id_key: str = field(default="", repr=False)
     """Key of the HMAC that pseudonymises user ids; required to upload feedback."""
-    signing_key: str | None = field(default=None, repr=False)
-    """HMAC key bundles are signed with (``edgerec publish --signing-key``)."""
+    signing_key: str | bytes | None = field(default=None, repr=False)
+    """HMAC key bundles are signed with (``edgerec publish --signing-key``); a ``str`` is taken as UTF-8."""
     allow_unsigned_bundles: bool = False
     """Accept bundles without a signature (development only)."""
     allow_insecure_http: bool = False
@@ -129,6 +130,8 @@ class SyncConfig:
             raise ConfigError("channel must be a non-empty string")
         if self.signing_key is None and not self.allow_unsigned_bundles:
             raise ConfigError("pulling bundles from a hub needs signing_key= (or allow_unsigned_bundles=True)")
+        if self.signing_key is not None:
+            check_signing_key(self.signing_key)
         for name in (
             "poll_interval_s",
             "upload_interval_s",

@@ -31,9 +31,11 @@ import orjson
 
 from .._impl.threads import Clock, RepeatingTask, SystemClock, register_postfork
 from ..bundle import Bundle
+from ..bundle.verify import check_signing_key
 from ..errors import ConfigError
 from . import protocol
 from .artifacts import Artifact, ArtifactFollower
+from .base import Sync
 from .client import HubClient
 from .config import SyncConfig
 from .outbox import Outbox, PutResult
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 _TOMBSTONE_KEY = "!tombstone"  # outbox user_key of tombstones, so a later forget() never erases them
 
 
-class EdgeSync:
+class EdgeSync(Sync):
     """Model updates in, feedback out, for one process.
 
     Args:
@@ -97,23 +99,11 @@ class EdgeSync:
         ob = config.outbox
         outbox_path = None if not self.state_dir_safe else (ob.path or str(root / "outbox.sqlite3"))
         self.outbox = Outbox(ob, path=outbox_path, clock=self._clock)
-        self.uploader = Uploader(
-            self.outbox, self.client, edge_id=self.edge_id, batch_size=ob.batch_size,
-            interval_s=config.upload_interval_s, backoff=self._backoff(), auth_backoff_s=config.auth_backoff_s,
-            clock=self._clock, rng=self._rng,
-        )
-        self.updater = Updater(
-            self.client, state_dir=work_dir, channel=config.channel,
-            signing_key=config.signing_key.encode() if config.signing_key else None, on_bundle=on_bundle,
-            on_candidate=on_candidate,
-            poll_interval_s=config.poll_interval_s, max_manifest_bytes=config.max_manifest_bytes,
-            max_bundle_bytes=config.max_bundle_bytes, download_deadline_s=config.download_deadline_s,
-            min_download_bytes_per_s=config.min_download_bytes_per_s, smoke_timeout_s=config.smoke_timeout_s,
-            smoke_in_subprocess=config.smoke_in_subprocess, keep_bundles=config.keep_bundles,
-            auth_backoff_s=config.auth_backoff_s, max_clock_skew_s=config.max_clock_skew_s,
-            backoff=self._backoff(), clock=self._clock, rng=self._rng,
-        )
-        key = config.signing_key.encode() if config.signing_key else None
+        self.uploader = Uploader(self.outbox, self.client, config, edge_id=self.edge_id, clock=self._clock,
+                                 rng=self._rng)
+        self.updater = Updater(self.client, config, state_dir=work_dir, on_bundle=on_bundle,
+                               on_candidate=on_candidate, clock=self._clock, rng=self._rng)
+        key = None if config.signing_key is None else check_signing_key(config.signing_key)
         self.followers = [
             ArtifactFollower(self.client, channel=config.channel, kind=kind, signing_key=key, apply=fn,
                              state_dir=work_dir if self.state_dir_safe else None,
@@ -132,9 +122,6 @@ class EdgeSync:
         self.rejected_after_close = 0
         self._pid = os.getpid()
         register_postfork(self.postfork)
-
-    def _backoff(self) -> protocol.Backoff:
-        return protocol.Backoff(base_s=self.config.backoff_base_s, max_s=self.config.backoff_max_s, rng=self._rng)
 
     def __repr__(self) -> str:
         return f"EdgeSync({self.client.base_url!r}, channel={self.config.channel!r}, edge_id={self.edge_id!r})"
@@ -324,7 +311,7 @@ class EdgeSync:
         }
 
 
-class NullSync:
+class NullSync(Sync):
     """The same methods as :class:`EdgeSync`, doing nothing: the Recommender's collaborator without a hub."""
 
     edge_id = ""

@@ -47,8 +47,9 @@ from .._impl.files import fsync_dir, link_or_copy_verified, replace_file, sha256
 from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
 from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
-from ..bundle.verify import check_signature
+from ..bundle.verify import check_signature, check_signing_key
 from ..errors import (
+    ConfigError,
     DownloadError,
     FutureManifestRefused,
     HubAuthError,
@@ -64,6 +65,7 @@ from ..errors import (
 )
 from . import protocol
 from .client import HubClient, ManifestResponse
+from .config import SyncConfig
 from .smoke import check_bundle, reason_of, run_smoke_subprocess
 
 __all__ = ["RollbackRefused", "Updater"]
@@ -79,45 +81,36 @@ class Updater:
 
     Args:
         client: the hub client.
-        state_dir: where bundles, staging and the ``current`` pointer live (created ``0700``).
-        channel: the channel to follow.
-        signing_key: HMAC key the manifest signature must verify under (``None``: unsigned allowed).
+        config: the channel, signing key, poll interval, caps, deadlines and smoke-test settings.
+        state_dir: where bundles, staging and the ``current`` pointer live (created ``0700``); default
+            ``config.state_dir``.
         on_bundle: called with each new verified, smoke-tested :class:`Bundle` (the Recommender's swap).
         on_candidate: called with ``(bundle, percent)`` when the channel rolls a candidate out to ``percent`` %
             of users, and with ``(None, 0.0)`` when the rollout ends; ``None`` ignores rollouts.
-        poll_interval_s, max_manifest_bytes, max_bundle_bytes, download_deadline_s, min_download_bytes_per_s,
-        smoke_timeout_s, smoke_in_subprocess, keep_bundles, auth_backoff_s: see :class:`SyncConfig`.
-        backoff: retry delays after transient failures.
+        backoff: retry delays after transient failures; default from ``config.backoff_base_s``/``backoff_max_s``.
         clock, rng: time and jitter (inject in tests).
     """
 
     def __init__(
         self,
         client: HubClient,
+        config: SyncConfig,
         *,
-        state_dir: str | os.PathLike[str],
-        channel: str = "stable",
-        signing_key: bytes | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
         on_bundle: Callable[[Bundle], object] | None = None,
         on_candidate: Callable[[Bundle | None, float], object] | None = None,
-        poll_interval_s: float = 30.0,
-        max_manifest_bytes: int = 1024 * 1024,
-        max_bundle_bytes: int = 2 * 1024**3,
-        download_deadline_s: float = 600.0,
-        min_download_bytes_per_s: float = 1024.0,
-        smoke_timeout_s: float = 60.0,
-        smoke_in_subprocess: bool = True,
-        keep_bundles: int = 2,
-        auth_backoff_s: float = 300.0,
-        max_clock_skew_s: float = 86400.0,
         backoff: protocol.Backoff | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
-        self.state_dir = Path(state_dir)
-        self.channel = channel
-        self._key = signing_key
+        self.config = config
+        root = config.state_dir if state_dir is None else os.fspath(state_dir)
+        if not root:
+            raise ConfigError("the updater needs a state_dir (in SyncConfig or as an argument)")
+        self.state_dir = Path(root)
+        self.channel = config.channel
+        self._key = None if config.signing_key is None else check_signing_key(config.signing_key)
         self.on_bundle = on_bundle
         self.on_candidate = on_candidate
         self.candidate_version: str | None = None
@@ -125,20 +118,11 @@ class Updater:
         self.rollout_percent = 0.0
         self._candidate_bundle: Bundle | None = None
         self._candidate_dir = ""
-        self.poll_interval_s = poll_interval_s
-        self.max_manifest_bytes = max_manifest_bytes
-        self.max_bundle_bytes = max_bundle_bytes
-        self.download_deadline_s = download_deadline_s
-        self.min_download_bytes_per_s = min_download_bytes_per_s
-        self.smoke_timeout_s = smoke_timeout_s
-        self.smoke_in_subprocess = smoke_in_subprocess
-        self.keep_bundles = keep_bundles
-        self.auth_backoff_s = auth_backoff_s
-        self.max_clock_skew_s = max_clock_skew_s
         self._wall = time.time  # the real clock: created_at is compared with the date, not a test's fake clock
         self._future_logged: set[str] = set()
         self._rng = rng or random.Random()
-        self.backoff = backoff or protocol.Backoff(rng=self._rng)
+        self.backoff = backoff or protocol.Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s,
+                                                   rng=self._rng)
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._etag: str | None = None
@@ -157,7 +141,7 @@ class Updater:
         self.counts = dict.fromkeys(("polls", "not_modified", "updates", "refused", "verify_failed", "poll_errors"), 0)
         for sub in ("bundles", "staging", "smoke_ok"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.task = RepeatingTask("edgerec-updater", self.poll_once, interval_s=poll_interval_s)
+        self.task = RepeatingTask("edgerec-updater", self.poll_once, interval_s=config.poll_interval_s)
 
     # --- start-up -------------------------------------------------------------------------------------
 
@@ -205,7 +189,7 @@ class Updater:
         with self._lock:
             self.counts["polls"] += 1
             try:
-                resp = self.client.get_manifest(self.channel, etag=self._etag, max_bytes=self.max_manifest_bytes)
+                resp = self.client.get_manifest(self.channel, etag=self._etag, max_bytes=self.config.max_manifest_bytes)
             except HubAuthError as exc:
                 return self._long_backoff("auth", f"hub refused the edge token ({exc.status})", auth=True)
             except HubStatusError as exc:
@@ -244,7 +228,7 @@ class Updater:
             logger.info("updater recovered")
         self._episode = None
         self.backoff.reset()
-        return self.poll_interval_s * (1.0 + 0.1 * self._rng.random())
+        return self.config.poll_interval_s * (1.0 + 0.1 * self._rng.random())
 
     def _retry(self, kind: str, exc: BaseException, retry_after_s: float | None) -> float:
         self.counts["poll_errors"] += 1
@@ -252,15 +236,15 @@ class Updater:
         if self._episode != label:
             logger.warning("updater %s failed (%s); retrying with backoff", kind, type(exc).__name__)
             self._episode = label
-        return max(self.poll_interval_s, self.backoff.next_delay(retry_after_s))
+        return max(self.config.poll_interval_s, self.backoff.next_delay(retry_after_s))
 
     def _long_backoff(self, label: str, message: str, *, auth: bool = False) -> float:
         self.counts["poll_errors"] += 1
         self.auth_failed = auth
         if self._episode != label:
-            logger.error("%s; current bundle keeps serving, retrying every ~%.0f s", message, self.auth_backoff_s)
+            logger.error("%s; current bundle keeps serving, retrying every ~%.0f s", message, self.config.auth_backoff_s)
             self._episode = label
-        return self.backoff.jitter(self.auth_backoff_s)
+        return self.backoff.jitter(self.config.auth_backoff_s)
 
     # --- one update -------------------------------------------------------------------------------------
 
@@ -282,13 +266,13 @@ class Updater:
                                    f"{manifest.model_version!r}", model_version=manifest.model_version)
         self._check_order(manifest)
         total = sum(e.size for e in manifest.files.values())
-        if total > self.max_bundle_bytes:
+        if total > self.config.max_bundle_bytes:
             raise SmokeFailure(f"bundle declares {total} bytes, over max_bundle_bytes", reason="too_large",
                                model_version=manifest.model_version)
         try:
             final = self._stage(manifest, raw, signature, sha)
             bundle = load_bundle(final, signing_key=self._key)
-            if not self.smoke_in_subprocess:
+            if not self.config.smoke_in_subprocess:
                 check_bundle(bundle)
         except ModelError as exc:
             exc.model_version = exc.model_version or manifest.model_version
@@ -341,7 +325,7 @@ class Updater:
                 self._candidate_bundle, self._candidate_dir = None, ""
                 self._notify_candidate(None, 0.0)
             return True
-        raw = self.client.get_bytes(protocol.bundle_file_path(cand, MANIFEST_NAME), max_bytes=self.max_manifest_bytes)
+        raw = self.client.get_bytes(protocol.bundle_file_path(cand, MANIFEST_NAME), max_bytes=self.config.max_manifest_bytes)
         sig = self.client.get_bytes(protocol.bundle_file_path(cand, SIGNATURE_NAME), max_bytes=1024, missing_ok=True)
         if raw is None:
             return True
@@ -390,8 +374,8 @@ class Updater:
                     protocol.bundle_file_path(manifest.model_version, fname),
                     staging / fname,
                     expected_size=entry.size,
-                    deadline_s=self.download_deadline_s,
-                    min_bytes_per_s=self.min_download_bytes_per_s,
+                    deadline_s=self.config.download_deadline_s,
+                    min_bytes_per_s=self.config.min_download_bytes_per_s,
                 )
                 if got != entry.sha256:
                     (staging / fname).unlink(missing_ok=True)
@@ -399,8 +383,8 @@ class Updater:
             write_synced(staging / MANIFEST_NAME, raw)
             if signature:
                 write_synced(staging / SIGNATURE_NAME, signature.encode() + b"\n")
-            if self.smoke_in_subprocess and not (self.state_dir / "smoke_ok" / sha).exists():
-                run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.smoke_timeout_s)
+            if self.config.smoke_in_subprocess and not (self.state_dir / "smoke_ok" / sha).exists():
+                run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.config.smoke_timeout_s)
                 (self.state_dir / "smoke_ok" / sha).touch()
             try:
                 os.replace(staging, final)
@@ -492,7 +476,7 @@ class Updater:
         return mark
 
     def _in_future(self, when: datetime) -> bool:
-        return when.timestamp() > self._wall() + self.max_clock_skew_s
+        return when.timestamp() > self._wall() + self.config.max_clock_skew_s
 
     def _check_order(self, manifest: Manifest) -> None:
         """Refuse ``manifest`` when it is older than the newest this edge accepted for its channel."""
@@ -504,7 +488,7 @@ class Updater:
         if self._in_future(when):
             raise FutureManifestRefused(
                 f"channel {self.channel!r}: manifest of {manifest.model_version!r} has created_at "
-                f"{manifest.created_at[:64]!r}, more than {self.max_clock_skew_s:.0f} s ahead of this host's clock "
+                f"{manifest.created_at[:64]!r}, more than {self.config.max_clock_skew_s:.0f} s ahead of this host's clock "
                 "(max_clock_skew_s); a stamp from the future would lock out every later bundle",
                 model_version=manifest.model_version)
         mark = self._load_high_water()
@@ -552,7 +536,7 @@ class Updater:
         for p in dirs:
             if p.name in keep:
                 continue
-            if ".corrupt-" not in p.name and kept < self.keep_bundles:
+            if ".corrupt-" not in p.name and kept < self.config.keep_bundles:
                 kept += 1
                 continue
             shutil.rmtree(p, ignore_errors=True)

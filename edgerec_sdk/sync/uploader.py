@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._impl.threads import Clock, RepeatingTask, SystemClock
-from ..errors import HubAuthError, HubError, HubStatusError
+from ..errors import ConfigError, HubAuthError, HubError, HubStatusError
 from . import protocol
 from .client import HubClient
+from .config import SyncConfig
 from .leases import new_owner
 from .outbox import LeasedEvent, Outbox
 
@@ -49,11 +50,10 @@ class Uploader:
     Args:
         outbox: where events wait.
         client: the hub client.
-        edge_id: names this edge in every batch.
-        batch_size: events per batch.
-        interval_s: idle wait between outbox checks.
-        backoff: retry delays after transient failures.
-        auth_backoff_s: retry delay after 401/403 and other refusals of the endpoint itself.
+        config: ``upload_interval_s`` (idle wait between outbox checks), ``auth_backoff_s`` (retry delay after
+            401/403 and other refusals of the endpoint itself), ``outbox.batch_size`` (events per batch).
+        edge_id: names this edge in every batch; default ``config.edge_id``.
+        backoff: retry delays after transient failures; default from ``config.backoff_base_s``/``backoff_max_s``.
         clock: monotonic time for backoff and deadlines.
         rng: jitter source (seed it in tests).
     """
@@ -62,25 +62,24 @@ class Uploader:
         self,
         outbox: Outbox,
         client: HubClient,
+        config: SyncConfig,
         *,
-        edge_id: str,
-        batch_size: int = 500,
-        interval_s: float = 1.0,
+        edge_id: str | None = None,
         backoff: protocol.Backoff | None = None,
-        auth_backoff_s: float = 300.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
-        self.edge_id = edge_id
-        self.batch_size = batch_size
-        self.interval_s = interval_s
+        self.config = config
+        self.edge_id = config.edge_id if edge_id is None else edge_id
+        if not self.edge_id:
+            raise ConfigError("the uploader needs an edge_id (in SyncConfig or as an argument)")
         self._rng = rng or random.Random()
-        self.backoff = backoff or protocol.Backoff(rng=self._rng)
-        self.auth_backoff_s = auth_backoff_s
+        self.backoff = backoff or protocol.Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s,
+                                                   rng=self._rng)
         self._clock = clock or SystemClock()
-        self._owner = new_owner(edge_id)
+        self._owner = new_owner(self.edge_id)
         self._queue: deque[_Batch] = deque()
         self._next_at = 0.0
         self._lock = threading.Lock()
@@ -93,7 +92,8 @@ class Uploader:
         self.before_upload: Callable[[], object] | None = None
         """Called before each upload attempt (the edge stores its queued impression rows)."""
         # first upload one interval after start: events put in a burst leave as one batch
-        self.task = RepeatingTask("edgerec-uploader", self._tick, interval_s=interval_s, initial_delay_s=interval_s)
+        self.task = RepeatingTask("edgerec-uploader", self._tick, interval_s=config.upload_interval_s,
+                                 initial_delay_s=config.upload_interval_s)
 
     # --- the loop body -----------------------------------------------------------------------------------
 
@@ -123,9 +123,9 @@ class Uploader:
             if not force and now < self._next_at:
                 return self._next_at - now
             if not self._queue:
-                events = self.outbox.lease(self._owner, self.batch_size)
+                events = self.outbox.lease(self._owner, self.config.outbox.batch_size)
                 if not events:
-                    return self.interval_s
+                    return self.config.upload_interval_s
                 self._queue.append(self._encode(_Batch(uuid.uuid4().hex, events)))
             batch = self._queue[0]
             self.requests += 1
@@ -138,7 +138,7 @@ class Uploader:
             except HubError as exc:
                 return self._retry_later(exc, batch, None)
             self._success(batch, result)
-            return 0.0 if self._queue or self.outbox.pending() else self.interval_s
+            return 0.0 if self._queue or self.outbox.pending() else self.config.upload_interval_s
 
     def _encode(self, batch: _Batch) -> _Batch:
         batch.body, batch.headers = protocol.encode_batch(
@@ -166,10 +166,10 @@ class Uploader:
         self.auth_failed = True
         if self._error_episode != "auth":
             logger.error("hub refused the edge token (%d); events stay in the outbox, retrying every ~%.0f s",
-                         exc.status, self.auth_backoff_s)
+                         exc.status, self.config.auth_backoff_s)
             self._error_episode = "auth"
         self.last_error = f"http_{exc.status}"
-        return self._schedule(self.backoff.jitter(self.auth_backoff_s), batch)
+        return self._schedule(self.backoff.jitter(self.config.auth_backoff_s), batch)
 
     def _status_failure(self, exc: HubStatusError, batch: _Batch) -> float:
         if exc.status == 413:
@@ -200,10 +200,10 @@ class Uploader:
         self.outbox.release(batch.ids)
         if self._error_episode != f"http_{exc.status}":
             logger.error("hub answered %d to an event batch; events kept, retrying in ~%.0f s",
-                         exc.status, self.auth_backoff_s)
+                         exc.status, self.config.auth_backoff_s)
             self._error_episode = f"http_{exc.status}"
         self.last_error = f"http_{exc.status}"
-        self._next_at = self._clock.monotonic() + self.backoff.jitter(self.auth_backoff_s)
+        self._next_at = self._clock.monotonic() + self.backoff.jitter(self.config.auth_backoff_s)
         return self._next_at - self._clock.monotonic()
 
     def _retry_later(self, exc: HubError, batch: _Batch, retry_after_s: float | None) -> float:

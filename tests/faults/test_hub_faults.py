@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -345,9 +346,9 @@ def test_b09_b14_smoke_child_crash_or_hang_parent_lives(hub: FakeHub, tmp_path: 
                                                         bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                                         body: str, reason: str) -> None:
     sync = edge(hub, tmp_path / "state", clock, smoke_in_subprocess=True, smoke_timeout_s=0.5)
-    sync.updater.smoke_in_subprocess = False
+    sync.updater.config = dataclasses.replace(sync.updater.config, smoke_in_subprocess=False)
     sync.poll_once()
-    sync.updater.smoke_in_subprocess = True
+    sync.updater.config = dataclasses.replace(sync.updater.config, smoke_in_subprocess=True)
     hub.publish(bundles["v2"])
     monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, body))
     t0 = time.monotonic()

@@ -12,6 +12,7 @@ import pytest
 from edgerec_sdk.bundle import Bundle, Manifest
 from edgerec_sdk.bundle.restamp import restamp_bundle
 from edgerec_sdk.hub import HubApp
+from edgerec_sdk.sync import SyncConfig
 from edgerec_sdk.sync.client import HubClient
 from edgerec_sdk.sync.updater import Updater
 from edgerec_sdk.testing import make_tiny_bundle
@@ -33,8 +34,8 @@ def make(app: HubApp | None, state: Path, clock: FakeClock, swaps: Swaps | None 
     transport = transport or httpx.WSGITransport(app=app)
     client = HubClient("http://hub", token=EDGE, transport=transport, clock=clock)
     kw.setdefault("smoke_in_subprocess", False)
-    return Updater(client, state_dir=state, signing_key=KEY, on_bundle=swaps, clock=clock,
-                   rng=random.Random(0), poll_interval_s=30.0, **kw)  # type: ignore[arg-type]
+    config = SyncConfig(hub_url="http://hub", allow_insecure_http=True, state_dir=str(state), signing_key=KEY, **kw)  # type: ignore[arg-type]
+    return Updater(client, config, on_bundle=swaps, clock=clock, rng=random.Random(0))
 
 
 @pytest.fixture
@@ -183,8 +184,7 @@ def test_a08_auth_failure_keeps_bundle_and_backs_off(app: HubApp, tmp_path: Path
 
 
 def test_a09_unknown_channel_long_backoff(app: HubApp, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    up = make(app, tmp_path / "state", clock)
-    up.channel = "nope"
+    up = make(app, tmp_path / "state", clock, channel="nope")
     with caplog.at_level(logging.ERROR):
         assert up.poll_once() >= 150
         assert up.poll_once() >= 150
@@ -236,9 +236,9 @@ def test_c08_rollout_candidate_loaded_beside_base(app: HubApp, tmp_path: Path, c
     swaps = Swaps()
     cands: list[tuple[str | None, float]] = []
     client = HubClient("http://hub", token=EDGE, transport=httpx.WSGITransport(app=app), clock=clock)
-    up = Updater(client, state_dir=tmp_path / "state", signing_key=KEY, on_bundle=swaps, clock=clock,
-                 on_candidate=lambda b, p: cands.append((b.model_version if b else None, p)),
-                 smoke_in_subprocess=False, rng=random.Random(0))
+    config = SyncConfig(hub_url="http://hub", allow_insecure_http=True, signing_key=KEY, smoke_in_subprocess=False)
+    up = Updater(client, config, state_dir=tmp_path / "state", on_bundle=swaps, clock=clock,
+                 on_candidate=lambda b, p: cands.append((b.model_version if b else None, p)), rng=random.Random(0))
     up.poll_once()
     with admin(app) as c:
         c.put("/v1/channels/stable", json={"version": "v2", "rollout_percent": 10})

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from edgerec_sdk.sync.client import HubClient
-from edgerec_sdk.sync.config import OutboxConfig
+from edgerec_sdk.sync.config import OutboxConfig, SyncConfig
 from edgerec_sdk.sync.outbox import Outbox
 from edgerec_sdk.sync.protocol import Backoff
 from edgerec_sdk.sync.uploader import Uploader
@@ -47,8 +47,9 @@ class Hub:
 def make(tmp_path: Path, clock: FakeClock, handler: Handler, *, batch_size: int = 500) -> Uploader:
     box = Outbox(OutboxConfig(), path=tmp_path / "o.sqlite3", clock=clock)
     client = HubClient("https://hub.test", token="t", transport=httpx.MockTransport(handler), clock=clock)
-    return Uploader(box, client, edge_id="edge-1", batch_size=batch_size, clock=clock,
-                    backoff=Backoff(rng=random.Random(0)), rng=random.Random(0))
+    config = SyncConfig(hub_url="https://hub.test", allow_unsigned_bundles=True, edge_id="edge-1",
+                        outbox=OutboxConfig(batch_size=batch_size))
+    return Uploader(box, client, config, clock=clock, backoff=Backoff(rng=random.Random(0)), rng=random.Random(0))
 
 
 def fill(up: Uploader, n: int, start: int = 0) -> None:
@@ -75,7 +76,7 @@ def test_a06_5xx_then_ok(tmp_path: Path, clock: FakeClock) -> None:
     for d, nominal in zip(delays, [1, 2, 4, 8], strict=True):
         assert nominal / 2 <= d <= nominal
     assert len(hub.batches) == 4
-    assert up.upload_once() == up.interval_s  # the 200
+    assert up.upload_once() == up.config.upload_interval_s  # the 200
     assert len(hub.batches) == 5
     assert len({b["batch_id"] for b in hub.batches}) == 1  # same batch id on every retry
     assert up.backoff.failures == 0
@@ -132,7 +133,7 @@ def test_a13_whole_batch_400_dead_lettered_once(tmp_path: Path, clock: FakeClock
     up.upload_once()
     c = up.outbox.counters()
     assert c["dead_lettered"] == 3 and c["pending"] == 0 and balanced(c)
-    assert up.upload_once() == up.interval_s and len(hub.batches) == 1  # never repeated
+    assert up.upload_once() == up.config.upload_interval_s and len(hub.batches) == 1  # never repeated
 
 
 def test_a10_404_never_repeats_the_request(tmp_path: Path, clock: FakeClock) -> None:
@@ -229,8 +230,9 @@ def test_uploader_thread_delivers_and_stops(tmp_path: Path) -> None:
         return resp
 
     box = Outbox(OutboxConfig(), path=tmp_path / "o.sqlite3")
-    up = Uploader(box, HubClient("https://hub.test", token="t", transport=httpx.MockTransport(handler)),
-                  edge_id="e", interval_s=0.01)
+    config = SyncConfig(hub_url="https://hub.test", allow_unsigned_bundles=True, upload_interval_s=0.01)
+    up = Uploader(box, HubClient("https://hub.test", token="t", transport=httpx.MockTransport(handler)), config,
+                  edge_id="e")
     for i in range(5):
         box.put(f"e{i}", "p", orjson.dumps({"event_id": f"e{i}", "user": "p", "item": "i", "type": "view"}))
     assert up.start()
