@@ -1,3 +1,4 @@
+# Over 500 lines: the one public facade (every Recommender method); the math, I/O and parsing it calls live elsewhere.
 """The facade: wiring, lifecycle and the fallback policy. No math, HTTP or file parsing here."""
 
 from __future__ import annotations

@@ -16,10 +16,11 @@ def test_no_sleep_in_tests() -> None:
 
 
 def test_module_size_limit() -> None:
+    """A module over 500 lines says why on its first line (``# Over 500 lines: <reason>``)."""
     too_big = {
         str(p.relative_to(ROOT)): n
         for p in (ROOT / "edgerec_sdk").rglob("*.py")
-        if (n := len(p.read_text().splitlines())) > 600
+        if (n := len(lines := p.read_text().splitlines())) > 500 and not lines[0].startswith("# Over 500 lines: ")
     }
     assert too_big == {}
 

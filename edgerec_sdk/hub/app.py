@@ -1,3 +1,4 @@
+# Over 500 lines: one WSGI app; its routes share the auth, body caps and storage-error mapping kept here.
 """The reference hub: a plain WSGI application implementing protocol v1 (docs/hub.md).
 
 No framework: it runs under waitress (``edgerec hub serve``, see server.py), gunicorn

@@ -1,3 +1,4 @@
+# Over 500 lines: one SQLite discipline (locks, fork guards, memory spill, counters) every method relies on.
 """The durable feedback outbox: SQLite in WAL mode, shared by a host's workers (design G3, docs/design.md).
 
 Every event is inserted before ``feedback()`` returns; rows leave only after the hub acknowledged them

@@ -1,3 +1,4 @@
+# Over 500 lines: one ordered update transaction (verify, stage, smoke, swap, pointer) sharing its state.
 """The model updater: poll the channel manifest, stage, verify, smoke-test, swap (docs/design.md).
 
 ``poll_once()`` is the whole loop body. Order of checks (fault B): signature over the exact manifest bytes,
