@@ -1,3 +1,4 @@
+# Over 500 lines: the only place httpx is called and translated; every route shares its caps, redirects and retries.
 """``HubClient``: the SDK's one ``httpx.Client`` and the only place httpx errors are translated.
 
 Everything above this module sees :mod:`edgerec_sdk.errors` types only. Requests never follow redirects
