@@ -41,6 +41,14 @@ class Sync(Protocol):
         """Queue one validated feedback event; the outbox's verdict, or ``None`` when nothing was queued."""
         ...
 
+    def put_later(self, event: Mapping[str, Any]) -> None:
+        """Queue an event (an impression row) to be stored off the request path, by the uploader thread."""
+        ...
+
+    def store_later(self) -> int:
+        """Move the events queued by ``put_later`` into the outbox now; return how many."""
+        ...
+
     def forget(self, user: str) -> int:
         """Erase the user's pending events and tell the hub; return the rows erased."""
         ...
