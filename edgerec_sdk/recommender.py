@@ -124,10 +124,17 @@ class Recommender:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, *, config: RecommenderConfig | None = None, signing_key: bytes | None = None,
+        cls, path: str | Path, *, config: RecommenderConfig | None = None, signing_key: str | bytes | None = None,
         profile_store: ProfileStore | None = None,
     ) -> Recommender:
         """Load, verify and serve the bundle at ``path``.
+
+        Args:
+            path: the bundle directory.
+            config: recommender settings.
+            signing_key: when given, the bundle's ``signature`` must verify under it; ``str`` (taken as UTF-8, like
+                ``edgerec publish --signing-key``) or ``bytes``.
+            profile_store: where per-user history lives.
 
         Raises:
             ModelFormatError: the bundle is missing, malformed or fails its checksums.
@@ -144,7 +151,7 @@ class Recommender:
     @classmethod
     def connect(
         cls, hub_url: str | Sequence[str], *, token: str, user_id_key: str, state_dir: str | Path,
-        channel: str = "stable", signing_key: str | None = None, allow_unsigned_bundles: bool = False,
+        channel: str = "stable", signing_key: str | bytes | None = None, allow_unsigned_bundles: bool = False,
         poll_interval_s: float = 30.0, config: RecommenderConfig | None = None,
         sync_config: SyncConfig | None = None, transport: Any = None, profile_store: ProfileStore | None = None,
         start: bool = True,
@@ -160,7 +167,8 @@ class Recommender:
             user_id_key: the HMAC key that pseudonymises user ids before they leave the process.
             state_dir: where the outbox and the last good bundle live (created ``0700``).
             channel: the hub channel to follow.
-            signing_key: the HMAC key bundles are signed with (``edgerec publish --signing-key``).
+            signing_key: the HMAC key bundles are signed with (``edgerec publish --signing-key``); ``str``
+                (taken as UTF-8) or ``bytes``.
             allow_unsigned_bundles: accept unsigned bundles (development only).
             poll_interval_s: seconds between manifest polls.
             config: recommender settings.

@@ -7,11 +7,12 @@ import pytest
 
 from edgerec_sdk import (
     ClosedError,
+    ModelIntegrityError,
     ModelLoadError,
     Recommender,
     RecommenderConfig,
 )
-from edgerec_sdk.testing import make_bundle
+from edgerec_sdk.testing import FakeHub, make_bundle, make_tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +279,27 @@ def test_query_on_a_model_without_text_is_ignored_with_a_warning(rec: Recommende
     assert "takes no query text" in caplog.text
     with pytest.raises(TypeError):
         rec.recommend("u", query=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key", ["sig-key", b"sig-key"])
+def test_from_bundle_takes_a_str_or_bytes_signing_key(tmp_path: Path, key: str | bytes) -> None:
+    path = make_tiny_bundle(tmp_path / "b", signing_key=b"sig-key")
+    with Recommender.from_bundle(path, signing_key=key) as rec:
+        assert rec.status().ready
+    with pytest.raises(ModelIntegrityError):
+        Recommender.from_bundle(path, signing_key=key[:3])  # another key of the same type
+
+
+@pytest.mark.parametrize("key", ["sig-key", b"sig-key"])
+def test_connect_takes_a_str_or_bytes_signing_key(tmp_path: Path, key: str | bytes) -> None:
+    hub = FakeHub(token="edge", signing_key=b"sig-key")
+    hub.publish(make_tiny_bundle(tmp_path / "v1", model_version="v1", signing_key=b"sig-key"))
+    for signing_key, served in ((key[:3], None), (key, "v1")):  # a wrong key refuses the bundle
+        rec = Recommender.connect("http://127.0.0.1:9", token="edge", user_id_key="uid",
+                                  state_dir=tmp_path / f"state-{served}", signing_key=signing_key, transport=hub,
+                                  start=False)
+        try:
+            rec.poll_once()
+            assert rec.status().model_version == served
+        finally:
+            rec.close(timeout_s=0.5)

@@ -77,7 +77,7 @@ class Bundle:
         )
 
 
-def load_bundle(path: str | os.PathLike[str], *, signing_key: bytes | None = None) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None = None) -> Bundle:
     """Verify and load the bundle directory at ``path``.
 
     Args:
@@ -382,7 +382,7 @@ def _load_popular(root: Path, manifest: Manifest, raw: bytes) -> NDArray[np.int6
     return popular
 
 
-def inspect_bundle(path: str | os.PathLike[str], *, signing_key: bytes | None = None) -> dict[str, Any]:
+def inspect_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None = None) -> dict[str, Any]:
     """Summarise a bundle and check every file's size and sha256, without raising on a corrupt bundle.
 
     Args:
@@ -439,7 +439,7 @@ def inspect_bundle(path: str | os.PathLike[str], *, signing_key: bytes | None = 
     return report
 
 
-def _signature_verdict(root: Path, raw: bytes, key: bytes | None) -> str:
+def _signature_verdict(root: Path, raw: bytes, key: str | bytes | None) -> str:
     sig = _read_small(root, SIGNATURE_NAME, 1024, model_version=None)
     if key is None:
         return "absent" if sig is None else "present"

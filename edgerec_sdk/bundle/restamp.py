@@ -48,7 +48,7 @@ def restamp_bundle(
     src: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    signing_key: bytes | None = None,
+    signing_key: str | bytes | None = None,
     model_version: str | None = None,
     now: datetime | None = None,
 ) -> Path:

@@ -46,7 +46,7 @@ def check_signing_key(key: object) -> bytes:
     return bytes(key)
 
 
-def sign_bytes(manifest_bytes: bytes, key: bytes) -> str:
+def sign_bytes(manifest_bytes: bytes, key: str | bytes) -> str:
     """Hex HMAC-SHA256 of the exact manifest bytes, the content of the ``signature`` file."""
     return hmac.new(check_signing_key(key), manifest_bytes, hashlib.sha256).hexdigest()
 
@@ -54,7 +54,7 @@ def sign_bytes(manifest_bytes: bytes, key: bytes) -> str:
 def check_signature(
     manifest_bytes: bytes,
     signature: bytes | None,
-    key: bytes,
+    key: str | bytes,
     *,
     source: str,
     model_version: str | None = None,

@@ -67,7 +67,7 @@ def write_bundle(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     tokenizer_json: str | None = None,
-    signing_key: bytes | None = None,
+    signing_key: str | bytes | None = None,
     input_names: Mapping[str, str] | None = None,
     output_names: Mapping[str, str] | None = None,
     query_max_len: int = 0,
@@ -197,7 +197,7 @@ def write_bundle(
 
 
 def update_metrics(
-    bundle_dir: str | os.PathLike[str], metrics: Mapping[str, Any], *, signing_key: bytes | None = None
+    bundle_dir: str | os.PathLike[str], metrics: Mapping[str, Any], *, signing_key: str | bytes | None = None
 ) -> Manifest:
     """Replace the manifest's ``metrics`` atomically (``edgerec evaluate`` runs after the build).
 
@@ -238,7 +238,7 @@ def update_metrics(
     return new
 
 
-def sign_manifest(bundle_dir: str | os.PathLike[str], key: bytes) -> Path:
+def sign_manifest(bundle_dir: str | os.PathLike[str], key: str | bytes) -> Path:
     """Write ``signature``: the hex HMAC-SHA256 of the exact ``manifest.json`` bytes under ``key``.
 
     Returns:

@@ -189,8 +189,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             from ..bundle.restamp import restamp_bundle
 
             out = Path(args.restamp_out) if args.restamp_out else Path(tmp) / "bundle"
-            root = restamp_bundle(root, out, signing_key=key.encode(), model_version=args.restamp_version)
-        signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key.encode()) if key else None
+            root = restamp_bundle(root, out, signing_key=key, model_version=args.restamp_version)
+        signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key) if key else None
         client = _client(args)
         try:
             result = client.publish_bundle(make_tar(root, signature=signature), channel=args.channel,

@@ -61,7 +61,7 @@ class ArtifactFollower:
         *,
         channel: str,
         kind: str,
-        signing_key: bytes | None,
+        signing_key: str | bytes | None,
         apply: Callable[[Artifact], object],
         state_dir: str | os.PathLike[str] | None = None,
         max_bytes: int = 64 * 1024 * 1024,

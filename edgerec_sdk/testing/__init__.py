@@ -134,7 +134,7 @@ def make_bundle(
     dtype: str = "int8",
     max_seq_len: int = 50,
     model_version: str | None = None,
-    signing_key: bytes | None = None,
+    signing_key: str | bytes | None = None,
 ) -> Path:
     """Write a valid bundle with seeded random vectors, a synthetic catalog and a real interest model.
 

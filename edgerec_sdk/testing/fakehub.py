@@ -188,7 +188,7 @@ class FakeHub(httpx.BaseTransport):
     """
 
     token: str = "edge-token"
-    signing_key: bytes | None = None
+    signing_key: str | bytes | None = None
     clock: Any = None
     flap_etag: bool = False
     down: bool = False
