@@ -37,7 +37,7 @@ class Settings:
 
     Attributes:
         bundle: a bundle directory, ``"demo"``, or ``None`` when a hub is configured.
-        signing_key: the bundle's HMAC key, if any (``str`` or ``bytes``).
+        signing_key: the bundle's HMAC key, if any (``SIGNING_KEY`` as ``str`` or ``bytes``; kept as bytes).
         hub: hub settings (lower-case keys) for ``Recommender.connect``, or ``None``.
         config: the :class:`RecommenderConfig` built from every other key.
         preload: build the recommender when the app is set up (before a gunicorn ``--preload`` fork) instead of
@@ -45,7 +45,7 @@ class Settings:
     """
 
     bundle: str | None
-    signing_key: str | bytes | None = field(default=None, repr=False)
+    signing_key: bytes | None = field(default=None, repr=False)
     hub: Mapping[str, Any] | None = field(default=None, repr=False)
     config: RecommenderConfig = field(default_factory=RecommenderConfig)
     preload: bool = False
@@ -82,7 +82,7 @@ def parse_settings(raw: object) -> Settings:
         raise ConfigError(f"EDGEREC: {exc}") from exc
     return Settings(
         bundle=None if bundle is None else os.fspath(bundle),
-        signing_key=key,
+        signing_key=key.encode() if isinstance(key, str) else key,
         hub=None if hub is None else {str(k).lower(): v for k, v in hub.items()},
         config=config,
         preload=preload,
