@@ -27,6 +27,7 @@ from ._impl.counters import Counters
 from ._impl.events import check_user_id, normalize_event
 from ._impl.impressions import AnswerLog
 from ._impl.items import ItemCatalog
+from ._impl.latency import timed
 from ._impl.serving import Ranked, ServingState
 from ._impl.threads import register_postfork
 from ._impl.weights import user_rows
@@ -250,6 +251,7 @@ class Recommender:
             log_impressions=log_impressions,
         )[0]
 
+    @timed
     def recommend_many(
         self, users: Sequence[UserId], k: int = 10, *, histories: Sequence[Sequence[str]] | None = None,
         query: str | None = None, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
@@ -323,6 +325,7 @@ class Recommender:
             return candidate[0]
         return self._state
 
+    @timed
     def similar_items(
         self, item_id: str, k: int = 10, *, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
     ) -> Recommendations:

@@ -1,9 +1,11 @@
-"""Thread-safe named counters, reported by ``status()``."""
+"""Thread-safe named counters, reported by ``status()``, and the request latency histogram."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+
+from .latency import LatencyHistogram
 
 
 class Counters:
@@ -12,6 +14,7 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self.latency = LatencyHistogram()
 
     def incr(self, name: str, by: int = 1) -> None:
         with self._lock:
@@ -23,3 +26,4 @@ class Counters:
 
     def postfork(self) -> None:
         self._lock = threading.Lock()
+        self.latency.postfork()

@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .. import metrics
 from .._impl.optional import require
 from ..recommender import Recommender
 from ._common import ProcessLocalRecommender, create_recommender, parse_settings
@@ -27,7 +28,7 @@ from ._common import ProcessLocalRecommender, create_recommender, parse_settings
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["EdgeRec", "current_recommender"]
+__all__ = ["EdgeRec", "current_recommender", "metrics_response"]
 
 EXTENSION_KEY = "edgerec"
 
@@ -72,6 +73,15 @@ class EdgeRec:
         target = app or (flask.current_app if flask.has_app_context() else self._app)
         if target is not None:
             _holder(target).close()
+
+
+def metrics_response() -> Any:
+    """A Flask response with this process's edge metrics (Prometheus text format, :mod:`edgerec_sdk.metrics`).
+
+    Example: ``app.add_url_rule("/metrics", "metrics", metrics_response)``; keep it off the public internet.
+    """
+    flask = require("flask", extra="flask")
+    return flask.Response(metrics.render(current_recommender()), content_type=metrics.CONTENT_TYPE)
 
 
 def current_recommender() -> Recommender:

@@ -139,6 +139,7 @@ class Updater:
         self.auth_failed = False
         self.last_update_error: dict[str, Any] | None = None
         self.refusals: list[dict[str, Any]] = []
+        self.refusals_by_reason: dict[str, int] = {}  # every refusal counted (``refusals`` keeps the newest)
         self.counts = dict.fromkeys(("polls", "not_modified", "updates", "refused", "verify_failed", "poll_errors"), 0)
         for sub in ("bundles", "staging", "smoke_ok"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -428,6 +429,7 @@ class Updater:
         version = exc.model_version
         self._bad[sha] = reason_of(exc)
         self.counts["refused"] += 1
+        self.refusals_by_reason[reason_of(exc)] = self.refusals_by_reason.get(reason_of(exc), 0) + 1
         if isinstance(exc, ModelIntegrityError):
             self.counts["verify_failed"] += 1
         self._record(version, reason_of(exc), exc)
@@ -565,6 +567,7 @@ class Updater:
             "auth_failed": self.auth_failed,
             "last_update_error": self.last_update_error,
             "refusals": list(self.refusals),
+            "refusals_by_reason": dict(self.refusals_by_reason),
             "updater_running": self.task.started,
             **{f"updater_{k}": v for k, v in self.counts.items()},
         }

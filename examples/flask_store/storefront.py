@@ -24,7 +24,7 @@ from typing import Any
 from flask import Flask, abort, jsonify, redirect, render_template, request, url_for
 
 from edgerec_sdk import EventError
-from edgerec_sdk.integrations.flask import EdgeRec, current_recommender
+from edgerec_sdk.integrations.flask import EdgeRec, current_recommender, metrics_response
 
 USER_COOKIE = "uid"
 
@@ -92,6 +92,8 @@ def create_app(*, bundle: str = "demo", profile_store: str | None = None, **edge
         return jsonify(ready=status.ready, model_version=status.model_version, pid=os.getpid()), (
             200 if status.ready else 503)
 
+    # Prometheus scrapes each worker's edge metrics here (requests, degraded answers, latency, outbox, model)
+    app.add_url_rule("/metrics", "metrics", metrics_response)
     return app
 
 

@@ -104,3 +104,20 @@ def test_e10_ids_are_escaped_in_html(store_app: Any) -> None:
 def test_healthz(store_app: Any) -> None:
     body = store_app.test_client().get("/healthz").get_json()
     assert body["ready"] is True and body["model_version"]
+
+
+def test_the_example_exposes_edge_metrics(store_app: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client = store_app.test_client()
+    for _ in range(3):
+        assert client.get("/").status_code == 200
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(r.get_data(as_text=True))}
+    requests = families["edgerec_requests"].samples[0].value
+    assert requests >= 3
+    duration = {s.name: s.value for s in families["edgerec_request_duration_seconds"].samples
+                if not s.labels}
+    assert duration["edgerec_request_duration_seconds_count"] >= 1
+    assert families["edgerec_model_ready"].samples[0].value == 1

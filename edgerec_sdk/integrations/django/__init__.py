@@ -8,6 +8,7 @@
   (``override_settings``);
 * template tags: ``{% load edgerec %}``, ``{% recommend user k=8 as recs %}``, ``{% similar_items item_id k=6 as also %}``;
 * management commands ``edgerec_status`` and ``edgerec_warmup``;
+* :func:`metrics_view`: this process's edge metrics for Prometheus (``path("metrics", metrics_view)``);
 * system checks ``edgerec.E001`` to ``E002`` and ``edgerec.W001`` to ``W005`` (``manage.py check``).
 
 Example:
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import threading
 
+from ... import metrics
 from ...recommender import Recommender
 from .._common import ProcessLocalRecommender, create_recommender, parse_settings
 
-__all__ = ["close_recommender", "get_recommender"]
+__all__ = ["close_recommender", "get_recommender", "metrics_view"]
 
 _lock = threading.Lock()
 _holder: ProcessLocalRecommender | None = None
@@ -66,3 +68,10 @@ def close_recommender() -> None:
         holder, _holder = _holder, None
     if holder is not None:
         holder.close()
+
+
+def metrics_view(request: object) -> object:
+    """A Django view answering this process's edge metrics (Prometheus text format); keep it off the internet."""
+    from django.http import HttpResponse
+
+    return HttpResponse(metrics.render(get_recommender()), content_type=metrics.CONTENT_TYPE)
