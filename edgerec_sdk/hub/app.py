@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from ..bundle.manifest import (
 from ..errors import EdgerecError, HubProtocolError, ModelFormatError, PublishError, StorageBusyError
 from ..sync import protocol
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
+from .metrics import HubMetrics
 from .publish import ingest_tar
 from .storage import (
     BundleRecord,
@@ -99,6 +101,8 @@ class HubApp:
             (refused with 400, nothing stored); default :data:`~edgerec_sdk.hub.artifacts.VALIDATORS`.
         files: where bundle files live; default: in the database with PostgreSQL (stateless replicas),
             under ``root/bundles/`` with SQLite.
+        metrics: serve Prometheus metrics at ``/metrics`` (no token: keep it internal); ``None``: when
+            prometheus-client is installed (extra ``[hub]``), ``True``: required, ``False``: off.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class HubApp:
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
         artifact_validators: Mapping[str, Callable[[bytes], object]] | None = None,
         files: FileStore | None = None,
+        metrics: bool | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -133,6 +138,7 @@ class HubApp:
         self.max_bundle_bytes = max_bundle_bytes
         self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
         self._files_cache: dict[str, frozenset[str]] = {}
+        self.metrics = HubMetrics(self.storage) if metrics or (metrics is None and _has_prometheus()) else None
         self.max_artifact_bytes = max_artifact_bytes
         self.artifact_validators = dict(VALIDATORS if artifact_validators is None else artifact_validators)
 
@@ -143,6 +149,7 @@ class HubApp:
     # --- WSGI ----------------------------------------------------------------------------------------
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         try:
             status, headers, body = self._dispatch(environ)
         except StorageBusyError as exc:
@@ -151,6 +158,9 @@ class HubApp:
         except Exception:  # why: never leak a traceback to a client; log it here
             logger.exception("hub: unhandled error")
             status, headers, body = _error(500, "internal error")
+        if self.metrics is not None:
+            self.metrics.request(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "") or "/", status,
+                                 time.perf_counter() - started, headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             body = []
         start_response(f"{status} {_REASONS.get(status, 'Status')}", headers)
@@ -171,6 +181,10 @@ class HubApp:
         path = environ.get("PATH_INFO", "") or "/"
         if path == protocol.HEALTH_PATH:
             return _json(200, {"ok": True})
+        if path == "/metrics" and self.metrics is not None:
+            body = self.metrics.render()
+            return 200, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                         ("Content-Length", str(len(body)))], [body]
         if not path.startswith("/v1/"):
             return _error(404, "not found")
         role = self._role(environ)
@@ -249,6 +263,8 @@ class HubApp:
             except StorageBusyError as exc:
                 logger.warning("hub: storage busy (%s); answering 503", exc)
                 return _error(503, "storage busy", [("Retry-After", "1")])
+            if self.metrics is not None:
+                self.metrics.batch(len(events), result)
             logger.debug("hub: batch of %d events: %d new, %d duplicates, %d rejected",
                          len(events), len(result.accepted), len(result.duplicates), len(result.rejected))
             body_out = protocol.encode_batch_result(result)
@@ -514,3 +530,11 @@ def app_from_env(environ: dict[str, str] | None = None) -> HubApp:
         edge_tokens=[t for t in env.get("EDGEREC_EDGE_TOKEN", "").split(",") if t],
         db=env.get("EDGEREC_HUB_DB") or None,
     )
+
+
+def _has_prometheus() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
