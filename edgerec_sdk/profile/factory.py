@@ -7,8 +7,10 @@
 | ``"redis://host:6379/0"``, ``"rediss://…"`` | :class:`RedisProfileStore`, shared by many hosts (extra ``[redis]``) |
 
 As in SQLAlchemy URLs, the path is everything after ``sqlite:///``: three slashes and a relative path, or four
-and an absolute one. Options go in the query string: ``?busy_timeout_ms=100`` (SQLite), ``?timeout_ms=100``,
-``?ttl_s=2592000``, ``?key_prefix=shop:`` (Redis). Other Redis query parameters pass through to redis-py.
+and an absolute one. Options go in the query string: ``?busy_timeout_s=0.1`` (SQLite), ``?timeout_s=0.1``,
+``?ttl_s=2592000``, ``?key_prefix=shop:`` (Redis). Other Redis query parameters pass through to redis-py. The
+millisecond spellings of earlier versions (``?busy_timeout_ms=100``, ``?timeout_ms=100``) still work, with a
+``DeprecationWarning``.
 
 Example:
     >>> make_profile_store("memory")  # doctest: +ELLIPSIS
@@ -17,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -27,8 +31,10 @@ from .memory import MemoryProfileStore
 
 __all__ = ["ProfileSpec", "make_profile_store", "parse_profile_spec"]
 
-_SQLITE_OPTIONS = {"busy_timeout_ms": int, "synchronous": str}
-_REDIS_OPTIONS = {"timeout_ms": int, "ttl_s": int, "key_prefix": str}
+_SQLITE_OPTIONS = {"busy_timeout_s": float, "synchronous": str}
+_REDIS_OPTIONS = {"timeout_s": float, "ttl_s": int, "key_prefix": str}
+# Deprecated millisecond options -> their seconds name (settings strings outlive upgrades, so they keep working).
+_MS_ALIASES = {"busy_timeout_ms": "busy_timeout_s", "timeout_ms": "timeout_s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,11 @@ def _options(
     ours: list[tuple[str, Any]] = []
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(query, keep_blank_values=True):
+        scale = 1.0
+        if _MS_ALIASES.get(key) in allowed:
+            warnings.warn(f"profile_store option {key!r} is deprecated; use {_MS_ALIASES[key]!r} (seconds)",
+                          DeprecationWarning, stacklevel=4)
+            key, scale = _MS_ALIASES[key], 0.001
         kind = allowed.get(key)
         if kind is None:
             if passthrough:
@@ -107,7 +118,11 @@ def _options(
                 continue
             raise ConfigError(f"unknown profile_store option {key!r} (known: {', '.join(sorted(allowed))})")
         try:
-            ours.append((key, kind(value)))
+            parsed = kind(value)
+            if isinstance(parsed, float) and not 0 <= parsed < math.inf:
+                raise ValueError(value)
+            ours.append((key, parsed * scale if scale != 1.0 else parsed))
         except ValueError as exc:
-            raise ConfigError(f"profile_store option {key!r} must be {kind.__name__}") from exc
+            what = "a finite number of seconds >= 0" if kind is float else kind.__name__
+            raise ConfigError(f"profile_store option {key!r} must be {what}") from exc
     return tuple(ours), rest

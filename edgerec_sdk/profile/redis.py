@@ -2,19 +2,20 @@
 
 Each user is one Redis list of JSON-encoded ``[item, type, ts]`` triples, newest at the right end, trimmed to
 ``max_events_per_user`` in the same transaction as the append, with an optional TTL so users who never return
-expire. Every call runs under a socket timeout of ``timeout_ms``; any Redis error becomes
+expire. Every call runs under a socket timeout of ``timeout_s``; any Redis error becomes
 :class:`ProfileUnavailableError`, so the recommender degrades with ``profile_unavailable`` instead of failing.
 
 The ``redis`` package is imported when a store is created, never at ``import edgerec_sdk``.
 
 Example:
-    >>> store = RedisProfileStore("redis://127.0.0.1:6379/0", timeout_ms=50)  # doctest: +SKIP
+    >>> store = RedisProfileStore("redis://127.0.0.1:6379/0", timeout_s=0.05)  # doctest: +SKIP
     >>> store.append("user-42", ProfileEvent("B004756YJA", "click", 1.7e9))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ class RedisProfileStore:
     Args:
         url: ``redis://[:password@]host:port/db`` or ``rediss://…`` (TLS).
         max_events_per_user: newest events kept per user.
-        timeout_ms: socket connect and read timeout of every call.
+        timeout_s: socket connect and read timeout of every call, in seconds.
         ttl_s: seconds after the user's last event before Redis drops the list (``None``: never).
         key_prefix: prefix of every key; user ids follow it verbatim (Redis keys are binary-safe).
         client: an existing ``redis.Redis`` (tests, or to share a pool); ``url`` is then ignored.
@@ -46,19 +47,19 @@ class RedisProfileStore:
     """
 
     def __init__(
-        self, url: str = "redis://127.0.0.1:6379/0", *, max_events_per_user: int = 200, timeout_ms: int = 100,
+        self, url: str = "redis://127.0.0.1:6379/0", *, max_events_per_user: int = 200, timeout_s: float = 0.1,
         ttl_s: int | None = None, key_prefix: str = "edgerec:profile:", client: Any = None,
     ) -> None:
         if isinstance(max_events_per_user, bool) or max_events_per_user <= 0:
             raise ValueError("max_events_per_user must be a positive integer")
-        if isinstance(timeout_ms, bool) or timeout_ms <= 0:
-            raise ValueError("timeout_ms must be a positive integer")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+            raise ValueError("timeout_s must be a positive number of seconds")
         if ttl_s is not None and (isinstance(ttl_s, bool) or ttl_s <= 0):
             raise ValueError("ttl_s must be a positive integer or None")
         self._redis = require("redis", extra="redis")
         self._url = url
         self._max_events = int(max_events_per_user)
-        self._timeout_s = timeout_ms / 1000.0
+        self._timeout_s = float(timeout_s)
         self._ttl_s = ttl_s
         self._prefix = key_prefix
         self._own_client = client is None

@@ -2,7 +2,7 @@
 
 Why SQLite: feedback taken by one gunicorn worker must personalise the next request that another worker serves,
 and every worker of a host can open the same file. WAL mode lets readers run while one writer appends, so a
-``recommend`` never waits on a ``feedback`` of another worker; writers wait at most ``busy_timeout_ms`` for each
+``recommend`` never waits on a ``feedback`` of another worker; writers wait at most ``busy_timeout_s`` for each
 other, then the store raises :class:`ProfileUnavailableError` (the recommender degrades, never fails).
 
 Connections are per thread and per process: a connection is never used by two threads at once, and a forked
@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -59,7 +60,7 @@ class SqliteProfileStore:
     Args:
         path: the database file; its directory is created (mode ``0700``) and the file is made ``0600``.
         max_events_per_user: newest events kept per user; older ones are deleted on append.
-        busy_timeout_ms: how long a write waits for another process's write lock before giving up.
+        busy_timeout_s: seconds a write waits for another process's write lock before giving up.
         synchronous: SQLite ``synchronous`` (``NORMAL`` survives a process crash; ``FULL`` a power loss too).
 
     Raises:
@@ -68,7 +69,7 @@ class SqliteProfileStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_events_per_user: int = 200, busy_timeout_ms: int = 100,
+        self, path: str | os.PathLike[str], *, max_events_per_user: int = 200, busy_timeout_s: float = 0.1,
         synchronous: str = "NORMAL",
     ) -> None:
         text = os.fspath(path)
@@ -76,13 +77,14 @@ class SqliteProfileStore:
             raise ValueError("SqliteProfileStore needs a file path that every worker can open")
         if isinstance(max_events_per_user, bool) or max_events_per_user <= 0:
             raise ValueError("max_events_per_user must be a positive integer")
-        if isinstance(busy_timeout_ms, bool) or busy_timeout_ms < 0:
-            raise ValueError("busy_timeout_ms must be an integer >= 0")
+        if isinstance(busy_timeout_s, bool) or not isinstance(busy_timeout_s, (int, float)) \
+                or not 0 <= busy_timeout_s < math.inf:
+            raise ValueError("busy_timeout_s must be a number of seconds >= 0")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
         self.path = Path(text)
         self._max_events = int(max_events_per_user)
-        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._busy_timeout_ms = round(busy_timeout_s * 1000)  # SQLite counts milliseconds
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self._local = threading.local()

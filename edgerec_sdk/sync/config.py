@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,8 +34,8 @@ class OutboxConfig:
     """Events kept in memory while the SQLite file is unwritable."""
     batch_size: int = 500
     """Events per upload batch."""
-    busy_timeout_ms: int = 50
-    """How long an insert waits for another worker's lock before spilling to memory."""
+    busy_timeout_s: float = 0.05
+    """Seconds an insert waits for another worker's lock before spilling to memory."""
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """SQLite ``synchronous``: NORMAL survives a process crash, FULL a power loss as well."""
     lease_s: float = 60.0
@@ -45,8 +46,9 @@ class OutboxConfig:
     def __post_init__(self) -> None:
         for name in ("max_outbox_bytes", "max_memory_events", "batch_size", "max_dead_letter"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.busy_timeout_ms, bool) or not isinstance(self.busy_timeout_ms, int) or self.busy_timeout_ms < 0:
-            raise ConfigError("busy_timeout_ms must be an integer >= 0")
+        if isinstance(self.busy_timeout_s, bool) or not isinstance(self.busy_timeout_s, (int, float)) \
+                or not 0 <= self.busy_timeout_s < math.inf:
+            raise ConfigError(f"busy_timeout_s must be a number of seconds >= 0, not {self.busy_timeout_s!r}")
         if self.synchronous not in ("NORMAL", "FULL"):
             raise ConfigError("synchronous must be 'NORMAL' or 'FULL'")
         _positive_float("lease_s", self.lease_s)

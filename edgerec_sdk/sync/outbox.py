@@ -7,7 +7,7 @@ file and change in the same transaction as the rows, so at every moment::
 
     accepted == delivered + pending + dead_lettered + dropped_outbox_full + dropped_memory_full + dropped_forgotten
 
-(fault I5). When the file is unwritable (disk full, read-only, locked past ``busy_timeout_ms``) events spill to
+(fault I5). When the file is unwritable (disk full, read-only, locked past ``busy_timeout_s``) events spill to
 a bounded memory buffer that drains back to SQLite once it is writable (fault D13); a corrupt file is renamed
 aside and a fresh one opened (fault D15). Rows hold pseudonymised, allow-listed events only.
 """
@@ -170,9 +170,9 @@ class Outbox:
     def _open(self, path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         new = not path.exists()
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=self.config.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=self.config.busy_timeout_s)
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.config.busy_timeout_ms)}")
+            conn.execute(f"PRAGMA busy_timeout={round(self.config.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.config.synchronous}")
             row = conn.execute("PRAGMA quick_check").fetchone()

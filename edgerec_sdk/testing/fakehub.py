@@ -50,9 +50,9 @@ class FakeClock:
     def time(self) -> float:
         return self.wall
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.wall += seconds
+    def advance(self, dt_s: float) -> None:
+        self.now += dt_s
+        self.wall += dt_s
 
     def wait(self, event: threading.Event, timeout_s: float) -> bool:
         if event.is_set():
@@ -178,7 +178,7 @@ class FakeHub(httpx.BaseTransport):
     Args:
         token: the edge token it accepts (change it to simulate a revocation, back to rotate).
         signing_key: re-signs rewritten manifests (``Fault.rewrite_manifest``).
-        clock: a fake clock with ``advance(seconds)``, advanced by drip faults in process.
+        clock: a fake clock with ``advance(dt_s)``, advanced by drip faults in process.
 
     Example:
         >>> hub = FakeHub(token="t")  # doctest: +SKIP

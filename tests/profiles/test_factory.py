@@ -26,24 +26,25 @@ def test_memory_is_the_default() -> None:
 def test_sqlite_paths_follow_sqlalchemy(tmp_path: Path) -> None:
     assert parse_profile_spec("sqlite:///rel/p.db").target == "rel/p.db"
     assert parse_profile_spec("sqlite:////abs/p.db").target == "/abs/p.db"
-    spec = parse_profile_spec("sqlite:////abs/p.db?busy_timeout_ms=250")
-    assert spec.kind == "sqlite" and dict(spec.options) == {"busy_timeout_ms": 250}
-    store = make_profile_store(f"sqlite:///{tmp_path}/x/p.db?busy_timeout_ms=20", max_events_per_user=2)
+    spec = parse_profile_spec("sqlite:////abs/p.db?busy_timeout_s=0.25")
+    assert spec.kind == "sqlite" and dict(spec.options) == {"busy_timeout_s": 0.25}
+    store = make_profile_store(f"sqlite:///{tmp_path}/x/p.db?busy_timeout_s=0.02", max_events_per_user=2)
     assert isinstance(store, SqliteProfileStore) and store.path == tmp_path / "x" / "p.db"
     store.close()
 
 
 def test_redis_options_are_split_from_the_url() -> None:
-    spec = parse_profile_spec("redis://:pw@host:6380/2?timeout_ms=80&ttl_s=9&key_prefix=s:&health_check_interval=5")
+    spec = parse_profile_spec("redis://:pw@host:6380/2?timeout_s=0.08&ttl_s=9&key_prefix=s:&health_check_interval=5")
     assert spec.kind == "redis"
     assert spec.target == "redis://:pw@host:6380/2?health_check_interval=5"
-    assert dict(spec.options) == {"timeout_ms": 80, "ttl_s": 9, "key_prefix": "s:"}
+    assert dict(spec.options) == {"timeout_s": 0.08, "ttl_s": 9, "key_prefix": "s:"}
     assert parse_profile_spec("rediss://host/0").kind == "redis"
 
 
 @pytest.mark.parametrize("bad", [
     "", "mem", "postgres://x/y", "sqlite://relative-without-third-slash", "sqlite:///", "sqlite:///:memory:",
-    "sqlite:////p.db?nope=1", "sqlite:////p.db?busy_timeout_ms=soon", "redis://h/0?timeout_ms=x",
+    "sqlite:////p.db?nope=1", "sqlite:////p.db?busy_timeout_s=soon", "redis://h/0?timeout_s=x",
+    "sqlite:////p.db?busy_timeout_s=-1", "redis://h/0?timeout_s=nan", "redis://h/0?timeout_s=inf",
 ])
 def test_bad_specs_are_config_errors_at_construction(bad: str) -> None:
     with pytest.raises(ConfigError):
@@ -107,3 +108,12 @@ def test_d20_strict_raises_the_store_error() -> None:
     with pytest.raises(ProfileUnavailableError):
         rec.feedback({"user": "u", "item": "B004756YJA", "type": "click"})
     rec.close()
+
+
+def test_millisecond_options_of_earlier_versions_still_work_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="busy_timeout_s"):
+        spec = parse_profile_spec("sqlite:////abs/p.db?busy_timeout_ms=250")
+    assert dict(spec.options) == {"busy_timeout_s": 0.25}
+    with pytest.warns(DeprecationWarning, match="timeout_s"):
+        spec = parse_profile_spec("redis://host/0?timeout_ms=80")
+    assert dict(spec.options) == {"timeout_s": 0.08} and spec.target == "redis://host/0"

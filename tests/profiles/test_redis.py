@@ -27,7 +27,7 @@ class TestRedisProfileStore(ProfileStoreContract):
 def test_spec_options_and_ttl(redis_server: RedisServer) -> None:
     import redis
 
-    store = make_profile_store(f"{redis_server.url}?timeout_ms=200&ttl_s=60&key_prefix=ttl:", max_events_per_user=5)
+    store = make_profile_store(f"{redis_server.url}?timeout_s=0.2&ttl_s=60&key_prefix=ttl:", max_events_per_user=5)
     store.append("u", ev(1))
     client = redis.Redis.from_url(redis_server.url)
     assert 0 < client.ttl("ttl:u") <= 60
@@ -60,7 +60,7 @@ def test_d20_redis_down_raises_profile_unavailable() -> None:
     pytest.importorskip("redis")
     from edgerec_sdk.profile.redis import RedisProfileStore
 
-    store = RedisProfileStore(f"redis://127.0.0.1:{_closed_port()}/0", timeout_ms=50)
+    store = RedisProfileStore(f"redis://127.0.0.1:{_closed_port()}/0", timeout_s=0.05)
     with pytest.raises(ProfileUnavailableError):
         store.get("u")
     with pytest.raises(ProfileUnavailableError):
@@ -72,7 +72,7 @@ def test_d20_redis_down_raises_profile_unavailable() -> None:
 
 def test_d20_recommender_with_redis_down_degrades_and_keeps_feedback() -> None:
     pytest.importorskip("redis")
-    config = RecommenderConfig(profile_store=f"redis://127.0.0.1:{_closed_port()}/0?timeout_ms=50")
+    config = RecommenderConfig(profile_store=f"redis://127.0.0.1:{_closed_port()}/0?timeout_s=0.05")
     with Recommender.demo(config=config) as rec:
         result = rec.recommend("u", k=5)
         assert result.degraded and result.degraded_reason == "profile_unavailable"

@@ -49,14 +49,14 @@ def test_two_workers_share_one_file(tmp_path: Path) -> None:
 
 def test_reader_is_not_blocked_by_a_held_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "p.sqlite3"
-    store = SqliteProfileStore(path, busy_timeout_ms=10)
+    store = SqliteProfileStore(path, busy_timeout_s=0.01)
     store.append("u", ev(1))
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another worker mid-write
     try:
         assert store.get("u") == [ev(1)]  # WAL: readers go on
         with pytest.raises(ProfileUnavailableError):
-            store.append("u", ev(2))  # writers wait busy_timeout_ms, then give up
+            store.append("u", ev(2))  # writers wait busy_timeout_s, then give up
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

@@ -122,7 +122,7 @@ def test_d13_unwritable_outbox_spills_to_memory_then_drains(tmp_path: Path, cloc
 
 def test_d13_locked_outbox_spills_then_drains(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "o.sqlite3"
-    b = Outbox(OutboxConfig(max_memory_events=2, busy_timeout_ms=0), path=path, clock=clock)
+    b = Outbox(OutboxConfig(max_memory_events=2, busy_timeout_s=0), path=path, clock=clock)
     blocker = sqlite3.connect(str(path), isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     assert b.put("e1", "p", body(1)) == "spilled"
