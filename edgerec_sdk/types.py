@@ -50,7 +50,15 @@ MAX_POSITION = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """One ranked item."""
+    """One ranked item.
+
+    Attributes:
+        item_id: the external item id.
+        score: the ranking score (higher is better; comparable within one answer only).
+        source: where the item came from (the model, the popularity ranking, similarity or the fallback list).
+        reason: with ``explain=True``, a short text saying why this item (the history items most like it);
+            ``None`` otherwise. Why a whole answer was degraded is :attr:`Recommendations.degraded_reason`.
+    """
 
     item_id: str
     score: float
@@ -101,11 +109,6 @@ class Recommendations:
     def scores(self) -> list[float]:
         """The scores, best first."""
         return [r.score for r in self.items]
-
-    @property
-    def reason(self) -> DegradedReason | None:
-        """Alias of ``degraded_reason``."""
-        return self.degraded_reason
 
     def __repr__(self) -> str:
         head = ", ".join(repr(i) for i in self.item_ids[:5])

@@ -115,4 +115,4 @@ def rows(recs: Any) -> list[dict[str, Any]]:
 
 def as_json(recs: Any) -> dict[str, Any]:
     return {"items": rows(recs), "rec_id": recs.rec_id, "model_version": recs.model_version,
-            "degraded": recs.degraded, "reason": recs.degraded_reason, "pid": os.getpid()}
+            "degraded": recs.degraded, "degraded_reason": recs.degraded_reason, "pid": os.getpid()}

@@ -88,7 +88,7 @@ def test_d20_profile_down_degrades_to_popular_with_filters_kept() -> None:
     rec = Recommender(load_bundle(demo_bundle_path()), profile_store=_BrokenStore())
     first = rec.recommend("x", k=1)[0].item_id
     result = rec.recommend("u", k=5, exclude=[first])
-    assert result.degraded and result.reason == "profile_unavailable"
+    assert result.degraded and result.degraded_reason == "profile_unavailable"
     assert result.item_ids == cold.item_ids and first not in result.item_ids
     many = rec.recommend_many(["a", "b"], k=3)
     assert all(r.degraded_reason == "profile_unavailable" for r in many)

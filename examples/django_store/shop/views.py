@@ -56,4 +56,4 @@ def click(request: HttpRequest) -> HttpResponse:
 def api_for_you(request: HttpRequest, user: str) -> JsonResponse:
     recs = get_recommender().recommend(user, k=8)
     return JsonResponse({"items": recs.item_ids, "sources": [r.source for r in recs], "rec_id": recs.rec_id,
-                         "degraded": recs.degraded, "reason": recs.degraded_reason})
+                         "degraded": recs.degraded, "degraded_reason": recs.degraded_reason})
