@@ -313,7 +313,7 @@ class Recommender:
             return None
         state = self._state
         columns = None if state is None else state.bundle.catalog.column_names
-        parsed = RuleSet.parse(rules if not isinstance(rules, RuleSet) else _rule_source(rules), columns=columns)
+        parsed = RuleSet.parse(rules.to_json() if isinstance(rules, RuleSet) else rules, columns=columns)
         self._rules = parsed  # one reference swap: a request sees the old set or the new one, never a mix
         logger.info("merchandising rules %r applied (%d rules)", parsed.version, len(parsed))
         return parsed
@@ -643,29 +643,6 @@ def _register_atexit(rec: Recommender) -> None:
                 logger.debug("flush at exit failed", exc_info=True)
 
     atexit.register(flush_at_exit)
-
-
-def _rule_source(rules: RuleSet) -> list[dict[str, Any]]:
-    """A parsed set back in its JSON form, so :meth:`Recommender.set_rules` re-checks it against the catalogue."""
-    out: list[dict[str, Any]] = []
-    for r in rules.rules:
-        raw: dict[str, Any] = {"id": r.id, "action": r.action}
-        if r.items:
-            raw["item" if r.action == "pin" else "items"] = r.items[0] if r.action == "pin" else list(r.items)
-        if r.where:
-            raw["where"] = {c: _condition_json(cond) for c, cond in r.where}
-        if r.position is not None:
-            raw["position"] = r.position
-        if r.action == "boost":
-            raw["factor"], raw["add"] = r.factor, r.add
-        out.append(raw)
-    return out
-
-
-def _condition_json(cond: tuple[Any, ...]) -> Any:
-    if cond[0] == "range":
-        return {k: v for k, v in (("min", cond[1]), ("max", cond[2])) if v not in (float("inf"), float("-inf"))}
-    return cond[1] if cond[0] == "eq" else list(cond[1])
 
 
 def demo_bundle_path() -> Path:

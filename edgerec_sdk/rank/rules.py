@@ -203,6 +203,22 @@ class RuleSet:
         _check_conflicts(rules)
         return cls(rules, version="+".join(s.version for s in sets if s.version))
 
+    def to_json(self) -> dict[str, Any]:
+        """The set in its JSON form (``RuleSet.parse(s.to_json())`` gives an equal set)."""
+        out: list[dict[str, Any]] = []
+        for r in self.rules:
+            raw: dict[str, Any] = {"id": r.id, "action": r.action}
+            if r.action == "pin":
+                raw["item"], raw["position"] = r.items[0], r.position
+            elif r.items:
+                raw["items"] = list(r.items)
+            if r.where:
+                raw["where"] = {column: _condition_json(cond) for column, cond in r.where}
+            if r.action == "boost":
+                raw["factor"], raw["add"] = r.factor, r.add
+            out.append(raw)
+        return {"version": self.version, "rules": out}
+
     def __len__(self) -> int:
         return len(self.rules)
 
@@ -227,6 +243,12 @@ class RuleSet:
         if not masks:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(np.logical_or.reduce(masks)).astype(np.int64)
+
+
+def _condition_json(cond: tuple[Any, ...]) -> Any:
+    if cond[0] == "range":
+        return {name: v for name, v in (("min", cond[1]), ("max", cond[2])) if math.isfinite(v)}
+    return cond[1] if cond[0] == "eq" else list(cond[1])
 
 
 def _check_conflicts(rules: Sequence[Rule]) -> None:

@@ -161,3 +161,14 @@ def test_random_rule_sets_keep_their_promises(raw: list[dict[str, object]], cand
     assert kinds == sorted(kinds), "a buried item sits above an un-buried one"
     if len(always) + len(pinned) <= k:
         assert always <= set(out)
+
+
+def test_a_rule_set_round_trips_through_its_json_form() -> None:
+    raw = {"version": "v7", "rules": [
+        {"id": "p", "action": "pin", "item": "item-01", "position": 3},
+        {"id": "b", "action": "boost", "where": {"price": {"min": 2}, "brand": ["acme", None]}, "factor": 2.0},
+        {"id": "n", "action": "never", "items": ["item-09"]},
+    ]}
+    rules = RuleSet.parse(raw, columns=CATALOG.column_names)
+    again = RuleSet.parse(rules.to_json(), columns=CATALOG.column_names)
+    assert again.rules == rules.rules and again.version == "v7"
