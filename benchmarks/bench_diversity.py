@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _bench import add_out_argument, emit, start
+
 from edgerec_sdk import Recommender, RecommenderConfig
 from edgerec_sdk.config import DEFAULT_DIVERSITY
 from edgerec_sdk.rank import intra_list_similarity
