@@ -1,6 +1,7 @@
 """The one onnxruntime session of a bundle: the user-interest encoder.
 
-This is the only module that translates onnxruntime errors (into :class:`ModelLoadError`). The session is
+Its onnxruntime errors become :class:`ModelLoadError` here (those of the top-K graph in ``index/onnx_topk.py``,
+see the list in ``errors.py``). The session is
 created lazily and per process id: an ``InferenceSession`` inherited across ``os.fork`` can hang in its
 thread pool, so a forked child builds its own and never deallocates the inherited one (see ``onnxrt``).
 onnxruntime itself is imported only when a session is built (fault D21).
@@ -22,6 +23,8 @@ from .onnxrt import inference_session, onnxruntime
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from ..bundle import Bundle
 
 __all__ = ["InterestModel", "session_options"]
 
@@ -84,6 +87,24 @@ class InterestModel:
         self._lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._pid = -1
+
+    @classmethod
+    def for_bundle(
+        cls, bundle: Bundle, *, intra_op_threads: int = 1, providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> InterestModel:
+        """The interest model of ``bundle``, wired to the input and output names its manifest declares."""
+        m = bundle.manifest
+        return cls(
+            bundle.model_bytes,
+            history_input=m.input_names["history"],
+            interest_output=m.output_names["interest"],
+            max_seq_len=m.max_seq_len,
+            dim=m.dim,
+            query_input=m.input_names.get("query"),
+            query_max_len=m.query_max_len,
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+        )
 
     def load(self) -> None:
         """Create the session now and check its inputs and outputs against the manifest."""

@@ -45,16 +45,8 @@ class ServingState:
         self.model_version = manifest.model_version
         # One device for both sessions, so the interest vector makes one round trip at most.
         self.device = resolve_device(config.device, len(bundle.catalog))
-        self.model = InterestModel(
-            bundle.model_bytes,
-            history_input=manifest.input_names["history"],
-            interest_output=manifest.output_names["interest"],
-            max_seq_len=manifest.max_seq_len,
-            dim=manifest.dim,
-            query_input=manifest.input_names.get("query"),
-            query_max_len=manifest.query_max_len,
-            intra_op_threads=config.index.intra_op_threads,
-            providers=providers_for(self.device),
+        self.model = InterestModel.for_bundle(
+            bundle, intra_op_threads=config.index.intra_op_threads, providers=providers_for(self.device)
         )
         self.index: VectorIndex = make_index(
             bundle.vectors.values,

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from . import _caps
@@ -45,22 +46,12 @@ __all__ = [
     "resolve_device",
 ]
 
-for _name in (
-    "IvfIndex",
-    "IvfLayout",
-    "NumpyExactIndex",
-    "OnnxTopKIndex",
-    "SearchResult",
-    "VectorIndex",
-    "brute_force_topk",
-    "build_ivf",
-    "cuda_usable",
-    "make_index",
-    "providers_for",
-    "resolve_device",
-):
-    globals()[_name].__module__ = __name__
-del _name
+# Reprs and tracebacks name the package, not the private module (constants and aliases keep theirs).
+for _name in __all__:
+    _obj = globals().get(_name)
+    if isinstance(_obj, type) or inspect.isfunction(_obj):
+        _obj.__module__ = __name__
+del _name, _obj
 
 
 def __getattr__(name: str) -> Any:

@@ -68,15 +68,7 @@ def check_bundle(bundle: Bundle) -> None:
     from .._impl.model import InterestModel
 
     m = bundle.manifest
-    model = InterestModel(
-        bundle.model_bytes,
-        history_input=m.input_names["history"],
-        interest_output=m.output_names["interest"],
-        max_seq_len=m.max_seq_len,
-        dim=m.dim,
-        query_input=m.input_names.get("query"),
-        query_max_len=m.query_max_len,
-    )
+    model = InterestModel.for_bundle(bundle)
     rows = [np.arange(min(m.n_items, k), dtype=np.int64) for k in (1, 3, m.max_seq_len + 1)]
     interest = model.embed(model.pad(rows))  # shape checked against (batch, dim) by embed()
     if not np.isfinite(interest).all():
