@@ -38,6 +38,7 @@ and nowhere else:
 * sqlite3, redis in profile stores: ``profile/sqlite.py``, ``profile/redis.py`` -> ``ProfileUnavailableError``
 * sqlite3, psycopg in the hub: ``hub/storage/sqlite.py``, ``hub/storage/postgres.py`` -> ``StorageBusyError``
 * tarfile: ``hub/publish.py`` -> ``PublishError``
+* OSError, orjson reading a catalogue delta: ``bundle/delta.py`` -> ``CatalogueError``
 * OSError, numpy, orjson reading a bundle: ``bundle/verify.py``, ``bundle/loader.py``, ``bundle/catalog.py``
   -> ``ModelFormatError``
 

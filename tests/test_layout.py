@@ -67,5 +67,7 @@ def test_every_exception_class_lives_in_errors() -> None:
             if not node.name.startswith("_") or bases & builtin_exc:
                 misplaced.append(where)
     assert misplaced == []
+    tree = (errors.__doc__ or "").split("Third-party")[0]
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.EdgerecError), name
+        assert re.search(rf"(── |^    ){name}\b", tree, re.M), f"{name} is missing from the tree drawn in errors.py"
