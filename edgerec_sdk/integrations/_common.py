@@ -6,6 +6,7 @@ No Django or Flask import here: both integrations build on this module, and test
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import gc
 import logging
 import os
@@ -24,7 +25,8 @@ __all__ = ["ProcessLocalRecommender", "Settings", "create_recommender", "parse_s
 logger = logging.getLogger(__name__)
 
 _OWN_KEYS = frozenset({"bundle", "signing_key", "hub", "preload"})
-_NESTED = frozenset({"index", "profile"})
+# The nested config sections (index, profile, feedback ...), whose keys are case-insensitive too.
+_NESTED = frozenset(f.name for f in dataclasses.fields(RecommenderConfig) if isinstance(f.default_factory, type))
 # The public calls a holder forwards to its recommender, so `app.extensions["edgerec"].recommend(...)` works.
 _FORWARDED = frozenset({
     "recommend", "recommend_many", "similar_items", "feedback", "forget", "items", "status", "flush", "config",
