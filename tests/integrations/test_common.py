@@ -17,12 +17,12 @@ from edgerec_sdk.integrations import ProcessLocalRecommender, create_recommender
 def test_settings_keys_are_case_insensitive_and_reach_the_config(tmp_path: Path) -> None:
     s = parse_settings({"BUNDLE": "demo", "PROFILE_STORE": f"sqlite:///{tmp_path}/p.db", "max_k": 40,
                         "INDEX": {"BACKEND": "numpy"}, "PROFILE": {"MAX_EVENTS_PER_USER": 7},
-                        "FEEDBACK": {"LOG_IMPRESSIONS": False},
+                        "FEEDBACK": {"LOG_IMPRESSIONS": True},
                         "FALLBACK_ITEMS": ["a", "b"], "SIGNING_KEY": "s3cr3t-key"})
     assert s.bundle == "demo" and s.signing_key == b"s3cr3t-key"
     assert s.config.max_k == 40 and s.config.index.backend == "numpy"
     assert s.config.profile.max_events_per_user == 7 and s.config.fallback_items == ("a", "b")
-    assert s.config.feedback.log_impressions is False
+    assert s.config.feedback.log_impressions is True  # the default is False
     assert s.config.profile_store.startswith("sqlite:///")
     assert "s3cr3t" not in repr(s)
 
