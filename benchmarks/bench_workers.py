@@ -47,6 +47,13 @@ from _bench import add_out_argument, emit, start
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = ROOT / "examples" / "flask_store"
+DJANGO_DIR = ROOT / "examples" / "django_store"
+STOP_LIMIT_S = 5.0
+"""A graceful stop slower than this fails (it meant workers hung at exit and were SIGKILLed: fault D21)."""
+
+
+class StopTooSlow(RuntimeError):
+    """gunicorn took longer than the limit to stop on SIGTERM."""
 
 
 @dataclass
@@ -60,21 +67,32 @@ class Server:
 
 
 def start_gunicorn(*, workers: int, profile_store: str, worker_class: str = "sync", threads: int = 1,
-                   preload_recommender: bool = False, timeout_s: float = 60.0) -> Server:
-    """Start gunicorn on a free loopback port and wait until every worker has booted."""
+                   preload_recommender: bool = False, timeout_s: float = 60.0, app: str = "flask",
+                   env: dict[str, str] | None = None) -> Server:
+    """Start gunicorn on a free loopback port and wait until every worker has booted.
+
+    ``app``: ``flask`` (examples/flask_store, ``PRELOAD=True`` for ``preload_recommender``) or ``django``
+    (examples/django_store, ``STORE_PRELOAD=1``: ``get_holder().preload()`` in the master). ``env`` is added
+    to the server's environment (``STORE_HUB_URL`` ...).
+    """
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if gunicorn is None:
         raise RuntimeError("gunicorn is not installed")
     cmd = [gunicorn, "--preload", "-w", str(workers), "-k", worker_class, "--threads", str(threads),
-           "-b", "127.0.0.1:0", "--chdir", str(STORE_DIR), "--log-level", "info", "--graceful-timeout", "5"]
+           "-b", "127.0.0.1:0", "--chdir", str(DJANGO_DIR if app == "django" else STORE_DIR),
+           "--log-level", "info", "--graceful-timeout", "30"]
     help_text = subprocess.run([gunicorn, "--help"], capture_output=True, text=True, timeout=60).stdout
     if "--no-control-socket" in help_text:
         cmd.append("--no-control-socket")
-    extra = ", PRELOAD=True" if preload_recommender else ""
-    cmd.append(f"storefront:create_app(profile_store={profile_store!r}{extra})")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("WEB_CONCURRENCY", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    full_env.pop("WEB_CONCURRENCY", None)
+    if app == "django":
+        cmd.append("store_site.wsgi")
+        full_env.update(STORE_PROFILE_STORE=profile_store, STORE_PRELOAD="1" if preload_recommender else "0")
+    else:
+        extra = ", PRELOAD=True" if preload_recommender else ""
+        cmd.append(f"storefront:create_app(profile_store={profile_store!r}{extra})")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
                             start_new_session=True)
     server = Server(proc, 0, proc.pid)
     end = time.monotonic() + timeout_s
@@ -107,19 +125,60 @@ def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:
         del log[:-500]
 
 
-def stop(server: Server) -> None:
-    """SIGTERM the master (graceful), SIGKILL the process group if it does not exit in time."""
+def stop(server: Server, *, limit_s: float = STOP_LIMIT_S) -> float:
+    """SIGTERM the master (graceful) and return the seconds until it and its workers exited.
+
+    Raises:
+        StopTooSlow: they were still running after ``limit_s``; the process group is SIGKILLed first, so nothing
+            is left running, but the stop is a failure, never silently forced.
+    """
+    t0 = time.monotonic()
+    slow = False
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
         try:
-            server.proc.wait(timeout=15)
+            server.proc.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
+            slow = True
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait(timeout=10)
+    elapsed = time.monotonic() - t0
     if server.drain is not None:
         server.drain.join(timeout=10)  # ends at EOF, once every worker has exited
     if server.proc.stdout is not None:
         server.proc.stdout.close()
+    if slow:
+        raise StopTooSlow(f"gunicorn did not stop within {limit_s} s of SIGTERM (SIGKILLed):\n"
+                          + "".join(server.log[-30:]))
+    return elapsed
+
+
+def reload(server: Server, *, timeout_s: float = 30.0) -> list[int]:
+    """SIGHUP the master; wait until as many new workers have booted as there were and the old ones are gone.
+
+    Returns the new worker pids. Raises ``RuntimeError`` on a timeout.
+    """
+    old, n = list(server.worker_pids), len(server.worker_pids)
+    seen = len(server.log)
+    server.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        booted = [int(m.group(1)) for line in server.log[seen:]
+                  if (m := re.search(r"Booting worker with pid: (\d+)", line))]
+        if len(booted) >= n and not any(_alive(p) for p in old):
+            server.worker_pids = booted[-n:]
+            return server.worker_pids
+        time.sleep(0.05)
+    raise RuntimeError("gunicorn did not reload in time:\n" + "".join(server.log[-30:]))
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie counts as gone: it has exited, its parent has not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def request(port: int, method: str, path: str, body: dict[str, Any] | None = None,
@@ -148,12 +207,33 @@ def warm_all_workers(server: Server, *, max_requests: int = 400) -> dict[int, in
         if status != 200:
             raise RuntimeError(f"warm-up got HTTP {status}")
         pid = int(headers["x-worker-pid"])
-        item = item or json.loads(body)["items"][0]["id"]
-        request(server.port, "GET", f"/api/similar/{item}")
+        item = item or next(iter(_ids(body)), None)  # none before a hub's first bundle
+        if item is not None:
+            request(server.port, "GET", f"/api/similar/{item}")
         seen[pid] += 1
         if len(seen) == len(server.worker_pids) and min(seen.values()) >= 3:
             break
     return dict(seen)
+
+
+def wait_ready(server: Server, *, timeout_s: float = 60.0) -> None:
+    """Request until every worker answers from a bundle: with a hub, a worker's first bundle arrives (downloaded
+    and smoke-tested) a moment after it boots, and until then it answers ``not_ready``."""
+    ready: set[int] = set()
+    end = time.monotonic() + timeout_s
+    while set(server.worker_pids) - ready:
+        if time.monotonic() > end:
+            raise RuntimeError(f"workers not ready: {sorted(set(server.worker_pids) - ready)}")
+        status, headers, body = request(server.port, "GET", "/api/for-you/ready-probe")
+        if status == 200 and json.loads(body).get("degraded_reason") != "not_ready":
+            ready.add(int(headers["x-worker-pid"]))
+        else:
+            time.sleep(0.05)
+
+
+def _ids(body: bytes) -> list[str]:
+    """Item ids of a recommendations answer (Flask answers rows with an ``id``, Django plain ids)."""
+    return [i if isinstance(i, str) else i["id"] for i in json.loads(body)["items"]]
 
 
 def cross_worker_click(port: int, *, max_tries: int = 200) -> dict[str, Any]:
@@ -209,8 +289,11 @@ def memory_report(server: Server) -> dict[str, Any]:
     return {"master": procs[0], "workers": procs[1:], "total_pss_mb": round(sum(p["pss_mb"] for p in procs), 1)}
 
 
-def load(port: int, *, duration_s: float, clients: int, items: list[str]) -> dict[str, Any]:
-    """``clients`` threads, each sending one request at a time until ``duration_s`` passes."""
+def load(port: int, *, duration_s: float, clients: int, items: list[str], click_share: float = 0.1) -> dict[str, Any]:
+    """``clients`` threads, each sending one request at a time until ``duration_s`` passes.
+
+    ``click_share`` of the requests are clicks, the rest 7:2 for-you and similar-items pages.
+    """
     statuses: Counter[int] = Counter()
     pids: Counter[int] = Counter()
     latencies: list[float] = []
@@ -226,9 +309,9 @@ def load(port: int, *, duration_s: float, clients: int, items: list[str]) -> dic
             roll = rng.random()
             t0 = time.perf_counter()
             try:
-                if roll < 0.7:
+                if roll < (1.0 - click_share) * 0.7 / 0.9:
                     status, headers, _ = request(port, "GET", f"/api/for-you/{user}")
-                elif roll < 0.9:
+                elif roll < 1.0 - click_share:
                     status, headers, _ = request(port, "GET", f"/api/similar/{rng.choice(items)}")
                 else:
                     status, headers, _ = request(port, "POST", "/api/click", {"user": user, "item": rng.choice(items)})
@@ -271,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
     parser.add_argument("--preload-recommender", action="store_true",
                         help='EDGEREC["PRELOAD"]=True: build the recommender in the master, before the fork')
+    parser.add_argument("--app", default="flask", choices=["flask", "django"], help="which example store")
     add_out_argument(parser, "workers")
     args = parser.parse_args(argv)
     start(args.out)
@@ -279,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = f"sqlite:///{tmp}/one/profiles.sqlite3"
         one = start_gunicorn(workers=1, profile_store=spec, worker_class=args.worker_class,
-                             preload_recommender=args.preload_recommender)
+                             preload_recommender=args.preload_recommender, app=args.app)
         try:
             warm_all_workers(one)
             base = memory_report(one)
@@ -288,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = f"sqlite:///{tmp}/many/profiles.sqlite3"
         many = start_gunicorn(workers=args.workers, profile_store=spec, worker_class=args.worker_class,
                               threads=4 if args.worker_class == "gthread" else 1,
-                              preload_recommender=args.preload_recommender)
+                              preload_recommender=args.preload_recommender, app=args.app)
         try:
             warmed = warm_all_workers(many)
             mem = memory_report(many)
@@ -296,17 +380,23 @@ def main(argv: list[str] | None = None) -> int:
             emit(**{"phase": "memory", "preload_recommender": args.preload_recommender, "workers_1": base, f"workers_{args.workers}": mem,
                               "warm_requests": warmed, "extra_worker_pss_mb": round(extra, 1)})
             _, _, body = request(many.port, "GET", "/api/for-you/items-seed?k=50")
-            items = [i["id"] for i in json.loads(body)["items"]]
+            items = _ids(body)
             result = load(many.port, duration_s=args.duration_s, clients=args.clients, items=items)
             emit(**{"phase": "load", "worker_class": args.worker_class, **result})
-            cross = cross_worker_click(many.port)
-            emit(**{"phase": "cross_worker", **cross})
+            changed = True
+            if args.app == "flask":  # the Flask store's answers carry each item's source
+                cross = cross_worker_click(many.port)
+                emit(**{"phase": "cross_worker", **cross})
+                changed = cross["changed"]
             after = memory_report(many)
             emit(**{"phase": "memory_after_load", "workers": after["workers"],
                               "total_pss_mb": after["total_pss_mb"]})
-            ok = result["http_5xx"] == 0 and not result["connection_errors"] and cross["changed"]
+            ok = result["http_5xx"] == 0 and not result["connection_errors"] and changed
+            # Raises (the run fails) past STOP_LIMIT_S: a slow stop means workers hung at exit (fault D21).
+            emit(phase="stop", app=args.app, workers=args.workers, sigterm_exit_s=round(stop(many), 2),
+                 limit_s=STOP_LIMIT_S)
         finally:
-            stop(many)
+            stop(many)  # after an error above; a no-op once stopped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+# httpx.Client() imports these on first use, which is in the updater thread; a gunicorn worker told to exit
+# while that import ran deadlocked (the updater on the module lock, the exit hook on the client's lock) and
+# was SIGKILLed (fault D21). Imported here, with the SDK, they never are in a background thread.
+import certifi  # noqa: F401
+import httpcore  # noqa: F401
 import httpx
 import orjson
 

@@ -10,6 +10,9 @@ the next worker serves::
     gunicorn --preload -w 3 --chdir examples/flask_store \
         'storefront:create_app(profile_store="sqlite:////tmp/flask_store/profiles.sqlite3")'
 
+To follow a hub instead of the demo bundle, set ``STORE_HUB_URL``, ``STORE_HUB_TOKEN``, ``STORE_USER_ID_KEY``,
+``STORE_STATE_DIR`` and ``STORE_SIGNING_KEY`` (or ``STORE_ALLOW_UNSIGNED=1`` in development).
+
 Pages: ``/`` (recommended for you), ``/product/<item_id>`` (customers also viewed), ``POST /click``. JSON for
 scripts: ``/api/for-you/<user>``, ``/api/similar/<item_id>``, ``POST /api/click``, ``/healthz``. Every response
 carries ``X-Worker-Pid`` so you can see which worker served it.
@@ -32,8 +35,9 @@ USER_COOKIE = "uid"
 def create_app(*, bundle: str = "demo", profile_store: str | None = None, **edgerec: Any) -> Flask:
     """Build the app. ``profile_store`` defaults to ``$STORE_PROFILE_STORE`` or ``"memory"``."""
     app = Flask(__name__)
+    hub = hub_from_environment()
     app.config["EDGEREC"] = {
-        "BUNDLE": bundle,
+        **({"HUB": hub} if hub else {"BUNDLE": bundle}),
         "PROFILE_STORE": profile_store or os.environ.get("STORE_PROFILE_STORE", "memory"),
         **edgerec,
     }
@@ -95,6 +99,16 @@ def create_app(*, bundle: str = "demo", profile_store: str | None = None, **edge
     # Prometheus scrapes each worker's edge metrics here (requests, degraded answers, latency, outbox, model)
     app.add_url_rule("/metrics", "metrics", metrics_response)
     return app
+
+
+def hub_from_environment() -> dict[str, Any] | None:
+    """``EDGEREC["HUB"]`` from ``STORE_HUB_*`` variables (secrets stay out of code), or ``None``."""
+    env = os.environ
+    if not env.get("STORE_HUB_URL"):
+        return None
+    return {"hub_url": env["STORE_HUB_URL"], "token": env["STORE_HUB_TOKEN"], "user_id_key": env["STORE_USER_ID_KEY"],
+            "state_dir": env["STORE_STATE_DIR"], "signing_key": env.get("STORE_SIGNING_KEY"),
+            "allow_unsigned_bundles": env.get("STORE_ALLOW_UNSIGNED") == "1"}
 
 
 def send_click(user: str, item: str, rec_id: Any) -> None:

@@ -1,16 +1,22 @@
-"""Faults D03 (the part this SDK owns without a hub): real ``gunicorn --preload -w 3`` serving
-examples/flask_store, sync and gthread workers. Every worker serves, and a click taken by one worker changes
-what another serves next (SQLite profile store shared by the host's workers)."""
+"""Faults D03 and D21: real ``gunicorn --preload -w 3`` serving examples/flask_store and examples/django_store,
+sync and gthread workers. Every worker serves, and a click taken by one worker changes what another serves next
+(SQLite profile store shared by the host's workers). Under load, SIGTERM stops everything within 3 s with every
+acknowledged click at the hub or in the outbox, and SIGHUP replaces the workers without a worker timeout."""
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
+
+from edgerec_sdk.sync import EdgeSync, SyncConfig
+from edgerec_sdk.testing import FakeHub, make_tiny_bundle
 
 from .conftest import ROOT
 
@@ -19,7 +25,7 @@ if shutil.which("gunicorn", path=str(Path(sys.executable).parent)) is None and s
     pytest.skip("gunicorn is not installed", allow_module_level=True)
 
 
-def _bench() -> ModuleType:
+def _bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_workers", ROOT / "benchmarks" / "bench_workers.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -49,3 +55,95 @@ def test_d03_gunicorn_preload_three_workers_share_profiles(
     finally:
         bench.stop(server)
     assert server.proc.returncode is not None
+
+
+TOKEN, USER_KEY, SIGNING = "tok-gunicorn-edge", "uidkey-gunicorn", "sign-gunicorn"
+STOP_WITHIN_S = 3.0
+STORES = [("flask", "sync", False), ("flask", "gthread", True), ("django", "sync", False), ("django", "gthread", True)]
+
+
+def _hub(tmp_path: Path) -> FakeHub:
+    hub = FakeHub(token=TOKEN, signing_key=SIGNING.encode())
+    hub.publish(make_tiny_bundle(tmp_path / "v1", model_version="v1", signing_key=SIGNING.encode()))
+    return hub
+
+
+def _hub_env(url: str, state: Path) -> dict[str, str]:
+    return {"STORE_HUB_URL": url, "STORE_HUB_TOKEN": TOKEN, "STORE_USER_ID_KEY": USER_KEY,
+            "STORE_STATE_DIR": str(state), "STORE_SIGNING_KEY": SIGNING}
+
+
+def _edge(state: Path, url: str = "http://127.0.0.1:9") -> EdgeSync:
+    return EdgeSync(SyncConfig(hub_url=url, token=TOKEN, user_id_key=USER_KEY, state_dir=str(state),
+                               signing_key=SIGNING, smoke_in_subprocess=False))
+
+
+def _outbox(state: Path) -> dict[str, int]:
+    sync = _edge(state)
+    try:
+        return dict(sync.status()["outbox"])
+    finally:
+        sync.close(0)
+
+
+def _start(bench: Any, tmp_path: Path, url: str, app: str, worker_class: str, preload: bool) -> Any:
+    # The host already has v1 as its last good bundle (a restart, the steady state): every worker serves it at
+    # once instead of each downloading and smoke-testing it while the test waits.
+    seed = _edge(tmp_path / "state", url)
+    seed.poll_once()
+    seed.close(0)
+    return bench.start_gunicorn(workers=3, profile_store=f"sqlite:///{tmp_path}/profiles.sqlite3", app=app,
+                                worker_class=worker_class, threads=2, preload_recommender=preload,
+                                env=_hub_env(url, tmp_path / "state"))
+
+
+@pytest.mark.parametrize(("app", "worker_class", "preload"), STORES)
+def test_d21_gunicorn_sigterm_under_load_stops_within_3s_and_loses_no_feedback(
+    tmp_path: Path, app: str, worker_class: str, preload: bool
+) -> None:
+    bench, hub = _bench(), _hub(tmp_path)
+    items = [f"item-{i:06d}" for i in range(1, 21)]
+    with hub.serve() as url:
+        server = _start(bench, tmp_path, url, app, worker_class, preload)
+        try:
+            assert set(bench.warm_all_workers(server, max_requests=300)) == set(server.worker_pids)
+            bench.wait_ready(server)  # every worker serves the hub's bundle
+            results: list[dict[str, Any]] = []
+            loader = threading.Thread(target=lambda: results.append(
+                bench.load(server.port, duration_s=4.0, clients=2, items=items, click_share=0.5)))
+            loader.start()
+            loader.join(1.5)  # clicks flowing: SIGTERM under load
+            stopped_in = bench.stop(server)  # raises past its own 5 s limit
+        finally:
+            bench.stop(server)
+        loader.join(60.0)
+        assert stopped_in <= STOP_WITHIN_S, (stopped_in, "".join(server.log[-20:]))
+        result = results[0]
+        clicks = result["status"].get("204", 0)
+        assert clicks > 0 and result["http_5xx"] == 0, result
+        log = "".join(server.log)
+        assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log
+    o = _outbox(tmp_path / "state")
+    assert len(hub.events) + o["pending"] == clicks  # every acknowledged click shipped or durable: none lost
+    assert o["pending"] == 0  # the workers' exit flush shipped them all (the hub was up)
+
+
+@pytest.mark.parametrize(("app", "preload"), [("flask", True), ("django", False)])
+def test_d21_gunicorn_sighup_replaces_workers_without_a_worker_timeout(tmp_path: Path, app: str, preload: bool) -> None:
+    bench, hub = _bench(), _hub(tmp_path)
+    with hub.serve() as url:
+        server = _start(bench, tmp_path, url, app, "sync", preload)
+        try:
+            bench.warm_all_workers(server, max_requests=300)
+            bench.wait_ready(server)
+            old = list(server.worker_pids)
+            t0 = time.monotonic()
+            new = bench.reload(server, timeout_s=20.0)
+            reloaded_in = time.monotonic() - t0
+            assert not set(new) & set(old)
+            assert bench.request(server.port, "GET", "/api/for-you/after-hup")[0] == 200
+        finally:
+            bench.stop(server)
+    log = "".join(server.log)
+    assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log
+    assert reloaded_in <= STOP_WITHIN_S + 5.0, reloaded_in  # old workers gone, new ones booted (a hang took 30 s)

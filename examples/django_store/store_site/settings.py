@@ -22,6 +22,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "shop.views.worker_pid_header",
 ]
 
 ROOT_URLCONF = "store_site.urls"
@@ -40,8 +41,17 @@ TEMPLATES = [
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 
+# Follow a hub when STORE_HUB_URL is set (secrets from the environment), else serve a local bundle.
+_HUB = {
+    "hub_url": os.environ.get("STORE_HUB_URL", ""),
+    "token": os.environ.get("STORE_HUB_TOKEN", ""),
+    "user_id_key": os.environ.get("STORE_USER_ID_KEY", ""),
+    "state_dir": os.environ.get("STORE_STATE_DIR", ""),
+    "signing_key": os.environ.get("STORE_SIGNING_KEY"),
+    "allow_unsigned_bundles": os.environ.get("STORE_ALLOW_UNSIGNED") == "1",
+}
 EDGEREC = {
-    "BUNDLE": os.environ.get("STORE_BUNDLE", "demo"),
+    **({"HUB": _HUB} if _HUB["hub_url"] else {"BUNDLE": os.environ.get("STORE_BUNDLE", "demo")}),
     "PROFILE_STORE": os.environ.get("STORE_PROFILE_STORE", "memory"),
     "MAX_K": 50,
 }
