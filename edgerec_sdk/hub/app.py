@@ -39,10 +39,18 @@ from ..bundle.manifest import (
     check_model_version,
     created_at_time,
 )
-from ..errors import EdgerecError, HubProtocolError, ModelFormatError, PublishError, StorageBusyError
+from ..errors import (
+    ConfigError,
+    EdgerecError,
+    HubProtocolError,
+    ModelFormatError,
+    PublishError,
+    StorageBusyError,
+)
 from ..sync import protocol
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
 from .metrics import HubMetrics
+from .origin import check_origin_url
 from .publish import ingest_tar
 from .storage import (
     BundleRecord,
@@ -291,6 +299,12 @@ class HubApp:
             rollout = parsed
         elif "rollout" in query:
             return _error(400, "rollout needs a channel")
+        origin = (query.get("origin") or [None])[0]
+        if origin is not None:
+            try:
+                origin = check_origin_url(origin, allow_insecure_http=True)  # edges apply their own rule
+            except ConfigError as exc:
+                return _error(400, str(exc))
         raw_len = environ.get("CONTENT_LENGTH") or ""
         if not raw_len.isdigit():
             return _error(411, "Content-Length required")
@@ -308,7 +322,7 @@ class HubApp:
                     f.write(chunk)
                     remaining -= len(chunk)
             try:
-                intake = ingest_tar(tar_path, tmp, max_bytes=self.max_bundle_bytes)
+                intake = ingest_tar(tar_path, tmp, max_bytes=self.max_bundle_bytes, files_elsewhere=origin is not None)
             except PublishError as exc:
                 return _error(exc.status, str(exc))
             version = intake.manifest.model_version
@@ -323,6 +337,8 @@ class HubApp:
                 self.storage.add_bundle(BundleRecord(version, intake.raw_manifest, sha, intake.signature,
                                                      intake.total_bytes))
                 logger.info("hub: published %s", version)
+            if origin is not None:
+                self.storage.set_origin(bundle_scope(version), origin)
             out: dict[str, Any] = {"version": version, "manifest_sha256": sha, "created": existing is None}
             if channel is not None:
                 warning = self._older_than_base(channel, intake.manifest)
@@ -402,6 +418,9 @@ class HubApp:
             headers += [(protocol.CANDIDATE_HEADER, rec.candidate), (protocol.ROLLOUT_HEADER, f"{rec.rollout_percent:g}")]
         if bundle.signature:
             headers.append((protocol.SIGNATURE_HEADER, bundle.signature))
+        origin = self.storage.get_origin(bundle_scope(rec.version))
+        if origin:
+            headers.append((protocol.ORIGIN_HEADER, origin))
         if environ.get("HTTP_IF_NONE_MATCH", "").strip() == etag:
             return 304, headers, []
         body = bundle.manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from ..bundle.manifest import MANIFEST_NAME
+from ..bundle.manifest import MANIFEST_NAME, Manifest
 from ..bundle.verify import sign_bytes
 from ..errors import ConfigError
 from ..sync.client import HubClient
@@ -66,6 +66,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          "(default: ORIGINAL-restamp-YYYYMMDDTHHMMSSZ)")
     publish.add_argument("--restamp-out", default=None, help="keep the restamped copy in this new directory "
                          "(default: a temporary directory, removed after the upload)")
+    publish.add_argument("--origin", default=None, metavar="s3://BUCKET/PREFIX", help="upload the bundle files "
+                         "there (boto3, extra [origin]; AWS credentials from the environment) and publish only the "
+                         "manifest to the hub, naming where edges fetch the files; edges verify them as always")
+    publish.add_argument("--origin-url", default=None, help="base URL edges fetch PREFIX/ from (a CDN); default "
+                         "the endpoint's path-style URL of the prefix")
+    publish.add_argument("--origin-endpoint", default=None, help="S3-compatible endpoint URL (MinIO, R2, ...; "
+                         "default: $AWS_ENDPOINT_URL or AWS)")
+    publish.add_argument("--origin-acl", default=None, help="canned ACL of each object, e.g. public-read when "
+                         "edges read the bucket directly")
     publish.set_defaults(func=_cmd_publish)
 
     channel = subparsers.add_parser("channel", help="manage channels on a hub")
@@ -182,6 +191,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         raise ConfigError("--rollout goes with --channel")
     if (args.restamp_version or args.restamp_out) and not args.restamp:
         raise ConfigError("--restamp-version and --restamp-out go with --restamp")
+    if (args.origin_url or args.origin_endpoint or args.origin_acl) and not args.origin:
+        raise ConfigError("--origin-url, --origin-endpoint and --origin-acl go with --origin")
+    origin = None
+    if args.origin:  # credentials and bucket checked now, before anything is built or sent
+        from .origin import S3Origin
+
+        origin = S3Origin(args.origin, endpoint_url=args.origin_endpoint, public_url=args.origin_url,
+                          acl=args.origin_acl)
     with tempfile.TemporaryDirectory(prefix="edgerec-restamp-") as tmp:
         if args.restamp:
             if not key:
@@ -192,9 +209,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             root = restamp_bundle(root, out, signing_key=key, model_version=args.restamp_version)
         signature = sign_bytes((root / MANIFEST_NAME).read_bytes(), key) if key else None
         client = _client(args)
+        base = None
+        if origin is not None:
+            manifest = Manifest.from_bytes((root / MANIFEST_NAME).read_bytes())
+            base = origin.upload(root, manifest.model_version, [*sorted(manifest.files), MANIFEST_NAME])
         try:
-            result = client.publish_bundle(make_tar(root, signature=signature), channel=args.channel,
-                                           rollout_percent=args.rollout)
+            result = client.publish_bundle(make_tar(root, signature=signature, manifest_only=base is not None),
+                                           channel=args.channel, rollout_percent=args.rollout, origin=base)
         finally:
             client.close()
     _write_result(result)

@@ -33,12 +33,15 @@ class Intake:
     total_bytes: int
 
 
-def make_tar(bundle_dir: Path, *, signature: str | None = None) -> bytes:
-    """A flat, uncompressed tar of a bundle directory (what ``edgerec publish`` uploads)."""
+def make_tar(bundle_dir: Path, *, signature: str | None = None, manifest_only: bool = False) -> bytes:
+    """A flat, uncompressed tar of a bundle directory (what ``edgerec publish`` uploads); with
+    ``manifest_only``, only the manifest and signature (the files are on an external origin)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(bundle_dir.iterdir()):
             if not path.is_file() or (signature is not None and path.name == SIGNATURE_NAME):
+                continue
+            if manifest_only and path.name not in (MANIFEST_NAME, SIGNATURE_NAME):
                 continue
             tar.add(str(path), arcname=path.name, recursive=False)
         if signature is not None:
@@ -49,17 +52,18 @@ def make_tar(bundle_dir: Path, *, signature: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-def ingest_tar(tar_path: Path, staging: Path, *, max_bytes: int) -> Intake:
-    """Extract and verify ``tar_path`` into the fresh directory ``staging``."""
+def ingest_tar(tar_path: Path, staging: Path, *, max_bytes: int, files_elsewhere: bool = False) -> Intake:
+    """Extract and verify ``tar_path`` into the fresh directory ``staging``; with ``files_elsewhere`` (an
+    external origin serves them) listed files may be missing, and those present are still checked."""
     staging.mkdir(parents=True, mode=0o700)
     try:
-        return _ingest(tar_path, staging, max_bytes)
+        return _ingest(tar_path, staging, max_bytes, files_elsewhere)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
+def _ingest(tar_path: Path, staging: Path, max_bytes: int, files_elsewhere: bool = False) -> Intake:
     total = 0
     seen: set[str] = set()
     try:
@@ -109,6 +113,8 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
         raise PublishError(f"files not listed in the manifest: {sorted(extra)[:5]}")
     for name, entry in manifest.files.items():
         path = staging / name
+        if not path.is_file() and files_elsewhere:
+            continue
         if not path.is_file():
             raise PublishError(f"missing file {name!r}")
         if path.stat().st_size != entry.size:
@@ -120,5 +126,7 @@ def _ingest(tar_path: Path, staging: Path, max_bytes: int) -> Intake:
         signature = (staging / SIGNATURE_NAME).read_text("ascii", errors="replace").strip()[:512] or None
     for p in staging.iterdir():
         os.chmod(p, 0o644)
+    if files_elsewhere:
+        total = sum(e.size for e in manifest.files.values())
     return Intake(manifest, raw, signature, staging, total)
 

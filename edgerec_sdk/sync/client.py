@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
 # httpx.Client() imports these on first use, which is in the updater thread; a gunicorn worker told to exit
 # while that import ran deadlocked (the updater on the module lock, the exit hook on the client's lock) and
@@ -71,6 +72,8 @@ class ManifestResponse:
     """A version in partial rollout on this channel (its files are under ``/v1/bundles/{version}/``)."""
     rollout_percent: float
     """Share of users (0-100) the candidate serves; the manifest body is the base version's."""
+    origin: str | None = None
+    """Base URL of an external origin serving this version's files (never trusted: every file is verified)."""
 
 
 @contextmanager
@@ -334,6 +337,7 @@ class HubClient:
             signature=_header_token(headers.get(protocol.SIGNATURE_HEADER), 512),
             candidate_version=candidate,
             rollout_percent=rollout,
+            origin=_header_token(headers.get(protocol.ORIGIN_HEADER), 1024),
         )
 
     @_failover
@@ -435,13 +439,17 @@ class HubClient:
             raw = self._read_capped(resp, 16 * 1024 * 1024, url)
         return protocol.decode_batch_result(raw, sent_ids)
 
-    def publish_bundle(self, tar_body: bytes, *, channel: str | None = None, rollout_percent: float | None = None) -> Any:
-        """``POST /v1/bundles`` (admin token): upload a bundle as an uncompressed tar."""
+    def publish_bundle(self, tar_body: bytes, *, channel: str | None = None, rollout_percent: float | None = None,
+                       origin: str | None = None) -> Any:
+        """``POST /v1/bundles`` (admin token): upload a bundle as an uncompressed tar; with ``origin``, the
+        tar holds the manifest only and edges fetch the files from ``<origin>/<name>``."""
         query = ""
         if channel:
             query = f"?channel={protocol._segment(channel)}"
             if rollout_percent is not None:
                 query += f"&rollout={float(rollout_percent)}"
+        if origin:
+            query += ("&" if query else "?") + "origin=" + quote(origin, safe="")
         return self.request_json(
             "POST", protocol.BUNDLES_PATH + query, body=tar_body,
             headers={"Content-Type": "application/x-tar"}, timeout_s=600.0,

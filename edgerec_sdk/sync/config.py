@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .._impl.configs import from_mapping
+from .._impl.log import redact_url
 from ..bundle.verify import check_signing_key
 from ..errors import ConfigError
 
@@ -181,6 +182,18 @@ def _check_url(url: object, allow_insecure: bool) -> None:
         raise ConfigError("hub_url must not hold credentials; pass token= instead")
     if parts.scheme == "http" and not allow_insecure and not is_loopback_host(parts.hostname):
         raise ConfigError("hub_url uses http:// to a non-loopback host; use https:// or allow_insecure_http=True")
+
+
+def check_origin_url(url: str, *, allow_insecure_http: bool = False) -> str:
+    """``url`` if edges may fetch from it (``https://``, or ``http://`` to loopback or when allowed); else raise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ConfigError(f"origin URL {redact_url(url)!r} must be http(s) with a host and no credentials")
+    if parts.query or parts.fragment or len(url) > 1024:
+        raise ConfigError("origin URL must have no query or fragment and be at most 1024 characters")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ConfigError(f"origin URL {redact_url(url)!r} uses http:// to a non-loopback host; use https://")
+    return url.rstrip("/")
 
 
 def _positive_int(name: str, value: object) -> None:

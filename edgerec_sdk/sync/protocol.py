@@ -56,6 +56,8 @@ BUNDLES_PATH: Final = "/v1/bundles"
 STATUS_PATH: Final = "/v1/status"
 HEALTH_PATH: Final = "/healthz"
 SIGNATURE_HEADER: Final = "X-Edgerec-Signature"
+#: Base URL of an external origin serving the bundle's files (``<origin>/<name>``); never trusted, files verified.
+ORIGIN_HEADER: Final = "X-Edgerec-Origin"
 ROLLOUT_HEADER: Final = "X-Edgerec-Rollout-Percent"
 """Share of users (0-100) a channel's candidate version serves; the manifest body is the base version's."""
 CANDIDATE_HEADER: Final = "X-Edgerec-Rollout-Version"

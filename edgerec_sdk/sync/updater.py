@@ -66,7 +66,7 @@ from ..errors import (
 )
 from . import protocol
 from .client import HubClient, ManifestResponse
-from .config import SyncConfig
+from .config import SyncConfig, check_origin_url
 from .smoke import check_bundle, reason_of, run_smoke_subprocess
 
 __all__ = ["RollbackRefused", "Updater"]
@@ -258,7 +258,7 @@ class Updater:
             self._etag = resp.etag  # refused or applied: not fetched again until the manifest changes
 
     def _verify(self, raw: bytes, signature: str | None, sha: str,
-                expect_version: str | None = None) -> tuple[Bundle, Path]:
+                expect_version: str | None = None, origin: str | None = None) -> tuple[Bundle, Path]:
         """Signature, schema, size cap, staged download, smoke test, load: a ready bundle or a ``ModelError``."""
         if self._key is not None:
             check_signature(raw, signature.encode() if signature else None, self._key, source="hub manifest")
@@ -272,7 +272,7 @@ class Updater:
             raise SmokeFailure(f"bundle declares {total} bytes, over max_bundle_bytes", reason="too_large",
                                model_version=manifest.model_version)
         try:
-            final = self._stage(manifest, raw, signature, sha)
+            final = self._stage(manifest, raw, signature, sha, origin)
             bundle = load_bundle(final, signing_key=self._key)
             if not self.config.smoke_in_subprocess:
                 check_bundle(bundle)
@@ -289,7 +289,7 @@ class Updater:
         if sha == self.current_sha or sha in self._bad:
             return True
         try:
-            bundle, final = self._verify(resp.raw, resp.signature, sha)
+            bundle, final = self._verify(resp.raw, resp.signature, sha, origin=resp.origin)
         except ModelError as exc:
             self._refuse(sha, exc)
             return True
@@ -359,7 +359,8 @@ class Updater:
         except Exception:  # why: a user callback must not break the updater (fault E14)
             logger.exception("on_candidate callback failed")
 
-    def _stage(self, manifest: Manifest, raw: bytes, signature: str | None, sha: str) -> Path:
+    def _stage(self, manifest: Manifest, raw: bytes, signature: str | None, sha: str,
+               origin: str | None = None) -> Path:
         name = f"{manifest.model_version}-{sha[:12]}"
         final = self.state_dir / "bundles" / name
         if (final / MANIFEST_NAME).is_file():
@@ -373,7 +374,7 @@ class Updater:
                 if _reuse(local.get((entry.sha256, entry.size)), staging / fname, entry.sha256):
                     continue  # same bytes already verified on this host (a restamp, a rollback)
                 got = self.client.download_file(
-                    protocol.bundle_file_path(manifest.model_version, fname),
+                    self._file_url(manifest.model_version, fname, origin),
                     staging / fname,
                     expected_size=entry.size,
                     deadline_s=self.config.download_deadline_s,
@@ -409,6 +410,15 @@ class Updater:
             for entry in (self.state_dir / "staging").iterdir():
                 if entry.name.endswith(suffix) and entry.name != keep:
                     shutil.rmtree(entry, ignore_errors=True)
+
+    def _file_url(self, version: str, name: str, origin: str | None) -> str:
+        """The hub's path of a file, or its URL on the external origin the hub named (checked, never trusted)."""
+        if origin is None:
+            return protocol.bundle_file_path(version, name)
+        try:
+            return f"{check_origin_url(origin, allow_insecure_http=self.config.allow_insecure_http)}/{name}"
+        except ConfigError as exc:
+            raise DownloadError(f"origin refused: {exc}", reason="origin_refused") from exc
 
     def _local_files(self) -> dict[tuple[str, int], Path]:
         """(sha256, size) -> a file of a verified bundle on disk, from those bundles' manifests."""

@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from ..._impl.log import redact_url
 from ..._impl.optional import require
-from ...errors import StorageBusyError
+from ...errors import ConfigError, StorageBusyError
 from ...sync import protocol
 from ._base import INSERT_EVENT, Conn, SQLStorage, event_params, schema_statements
 
@@ -41,6 +41,14 @@ _STATEMENTS = schema_statements(text='TEXT COLLATE "C"', real="DOUBLE PRECISION"
 _SCHEMA_LOCK = 0x6564676572656301  # advisory lock id: concurrent hubs create the tables one at a time
 _TX_ATTEMPTS = 3
 _INHERITED: list[Any] = []  # connections a forked child must neither use nor close
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be logged: no password, no query; never the raw text when it cannot be parsed."""
+    try:
+        return redact_url(url) if "://" in url else "<conninfo>"
+    except ValueError:
+        return "<unparseable URL>"
 
 
 class _PgConn:
@@ -147,6 +155,10 @@ class PostgresStorage(SQLStorage):
             raise ValueError("max_connections must be at least 1")
         self.url = url
         self._psycopg = require("psycopg", extra="hub")
+        try:
+            require("psycopg.conninfo", extra="hub").conninfo_to_dict(url)
+        except self._psycopg.ProgrammingError as exc:  # its text quotes the URL, password included: not kept
+            raise ConfigError(f"--db: not a valid PostgreSQL URL or conninfo ({_shown(url)})") from exc
         self._pool = _Pool(url, max_size=max_connections, timeout_s=pool_timeout_s,
                            connect_timeout_s=connect_timeout_s)
         with self._tx() as conn:
@@ -155,7 +167,7 @@ class PostgresStorage(SQLStorage):
                 conn.execute(stmt)
             # chunks are npy/onnx bytes: TOAST compression would cost CPU on every read for little gain
             conn.execute("ALTER TABLE file_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
-        logger.info("hub storage: postgresql at %s", redact_url(url) if "://" in url else "<conninfo>")
+        logger.info("hub storage: postgresql at %s", _shown(url))
 
     @contextmanager
     def _checked_out(self) -> Iterator[Any]:
