@@ -49,6 +49,7 @@ from ..errors import (
 )
 from ..sync import protocol
 from .artifacts import DEFAULT_MAX_ARTIFACT_BYTES, VALIDATORS
+from .experiments import ExperimentGuard, GuardRunner, experiment_report
 from .metrics import HubMetrics
 from .origin import check_origin_url
 from .publish import ingest_tar
@@ -111,6 +112,8 @@ class HubApp:
             under ``root/bundles/`` with SQLite.
         metrics: serve Prometheus metrics at ``/metrics`` (no token: keep it internal); ``None``: when
             prometheus-client is installed (extra ``[hub]``), ``True``: required, ``False``: off.
+        guard: abort a channel's rollout when its candidate is worse (``GET /v1/experiments/<channel>``
+            shows the numbers); checked after event batches, at most every ``guard_interval_s``.
     """
 
     def __init__(
@@ -129,6 +132,8 @@ class HubApp:
         artifact_validators: Mapping[str, Callable[[bytes], object]] | None = None,
         files: FileStore | None = None,
         metrics: bool | None = None,
+        guard: ExperimentGuard | None = None,
+        guard_interval_s: float = 10.0,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -149,6 +154,7 @@ class HubApp:
         self.metrics = HubMetrics(self.storage) if metrics or (metrics is None and _has_prometheus()) else None
         self.max_artifact_bytes = max_artifact_bytes
         self.artifact_validators = dict(VALIDATORS if artifact_validators is None else artifact_validators)
+        self.guard = None if guard is None else GuardRunner(guard, interval_s=guard_interval_s)
 
     def close(self) -> None:
         """Close the storage (its PostgreSQL connections); the app must not serve afterwards."""
@@ -202,6 +208,10 @@ class HubApp:
         admin = role == "admin"
         if parts == ["events"]:
             return self._post_events(environ) if method == "POST" else _error(405, "use POST")
+        if len(parts) == 2 and parts[0] == "experiments":
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET")
+            return self._experiment(environ, parts[1]) if admin else _error(403, "admin token required")
         if parts == ["status"]:
             return _json(200, self.storage.status()) if method in ("GET", "HEAD") else _error(405, "use GET")
         if parts == ["bundles"]:
@@ -228,6 +238,26 @@ class HubApp:
                 return _json(200, {"channel": rec.name, **_channel_doc(rec)})
             return _error(405, "use GET or PUT")
         return _error(404, "not found")
+
+    def _experiment(self, environ: dict[str, Any], channel: str) -> Response:
+        """``?base=&candidate=&rollout=`` name the arms of a test that ended (promoted or aborted)."""
+        if self.storage.get_channel(channel) is None:
+            return _error(404, "no such channel")
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        try:
+            rollout = float(query["rollout"]) if "rollout" in query else None
+            if rollout is not None and not 0.0 < rollout < 100.0:
+                raise ValueError(rollout)
+            alpha = float(query.get("alpha", 0.01))
+            if not 0.0 < alpha < 0.5:
+                raise ValueError(alpha)
+        except ValueError:
+            return _error(400, "rollout must be within (0, 100) and alpha within (0, 0.5)")
+        report = experiment_report(self.storage, channel, alpha=alpha, base=query.get("base"),
+                                   candidate=query.get("candidate"), rollout_percent=rollout)
+        if report is None:
+            return _error(409, "the channel has no rollout in progress (name ?base= and ?candidate=)")
+        return _json(200, report)
 
     # --- body ----------------------------------------------------------------------------------------
 
@@ -268,6 +298,8 @@ class HubApp:
                 return _error(400, str(exc))
             try:
                 result = self.storage.insert_events(edge_id, batch_id, events)
+                if self.guard is not None and result.accepted:
+                    self.guard.maybe_run(self.storage)
             except StorageBusyError as exc:
                 logger.warning("hub: storage busy (%s); answering 503", exc)
                 return _error(503, "storage busy", [("Retry-After", "1")])

@@ -1,4 +1,4 @@
-"""``edgerec hub serve|export-events``, ``edgerec publish`` and ``edgerec channel set``.
+"""``edgerec hub serve|export-events``, ``edgerec publish``, ``edgerec channel set`` (and ``edgerec experiment``).
 
 ``register(subparsers)`` is called by ``edgerec_sdk/cli.py``. Tokens and keys may come from the environment
 (``EDGEREC_ADMIN_TOKEN``, ``EDGEREC_EDGE_TOKEN``, ``EDGEREC_SIGNING_KEY``) so they stay out of shell history.
@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="close a connection that sent nothing for this long (a stalled upload included)")
     serve.add_argument("--admin-token", default=None, help="default: $EDGEREC_ADMIN_TOKEN (comma-separated list)")
     serve.add_argument("--edge-token", default=None, help="default: $EDGEREC_EDGE_TOKEN (comma-separated list)")
+    serve.add_argument("--guard-confidence", type=float, default=None, metavar="C",
+                       help="abort a rollout whose candidate is worse at this confidence, e.g. 0.99 (default: off)")
+    serve.add_argument("--guard-metric", choices=("ctr", "conversion"), default="ctr", help="what the guard judges")
+    serve.add_argument("--guard-min-impressions", type=_positive_int, default=1000,
+                       help="answers shown per arm before the guard judges")
     serve.set_defaults(func=_cmd_serve)
 
     export = hub_sub.add_parser("export-events", help="write the event log (CSV user,item,type,timestamp)")
@@ -87,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _hub_args(cset)
     cset.set_defaults(func=_cmd_channel_set)
 
+    from .experiment_cli import register as register_experiment
+
+    register_experiment(subparsers)
+
 
 def _percent(text: str) -> float:
     try:
@@ -124,7 +133,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not admin:
         raise ConfigError("an admin token is required (--admin-token or EDGEREC_ADMIN_TOKEN)")
     db = args.db or os.environ.get("EDGEREC_HUB_DB") or None
-    app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge, db=db)
+    guard = None
+    if args.guard_confidence is not None:
+        from .experiments import ExperimentGuard
+
+        try:
+            guard = ExperimentGuard(confidence=args.guard_confidence, metric=args.guard_metric,
+                                    min_impressions=args.guard_min_impressions)
+        except ValueError as exc:
+            raise ConfigError(f"--guard-*: {exc}") from exc
+    app = HubApp(args.root, admin_tokens=admin, edge_tokens=edge, db=db, guard=guard)
     sys.stderr.write(f"edgerec hub: serving {args.root} ({app.storage.kind}) on http://{args.host}:{args.port}\n")
     try:
         serve_forever(app, host=args.host, port=args.port,

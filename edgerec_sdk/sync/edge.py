@@ -113,6 +113,7 @@ class EdgeSync(Sync):
         self.artifact_task = RepeatingTask("edgerec-artifacts", self.poll_artifacts,
                                            interval_s=config.poll_interval_s)
         self._later: deque[Mapping[str, Any]] = deque()
+        self._later_lock = threading.Lock()  # a flush waits for rows another thread took but has not stored yet
         self.later_dropped = 0
         self.uploader.before_upload = self.store_later
         self._lock = threading.Lock()
@@ -185,18 +186,19 @@ class EdgeSync(Sync):
 
     def store_later(self) -> int:
         """Move the queued events into the outbox (pseudonymised, allow-listed); return how many."""
-        rows: list[tuple[str, str, bytes]] = []
-        while True:
-            try:
-                event = self._later.popleft()
-            except IndexError:
-                break
-            pseudonym = self._pseudo(str(event["user"]))
-            wire = protocol.wire_event({**event, "user": pseudonym, "edge_id": self.edge_id})
-            rows.append((str(wire.setdefault("event_id", uuid.uuid4().hex)), pseudonym, orjson.dumps(wire)))
-        if rows:
-            self.outbox.put_many(rows)
-        return len(rows)
+        with self._later_lock:
+            rows: list[tuple[str, str, bytes]] = []
+            while True:
+                try:
+                    event = self._later.popleft()
+                except IndexError:
+                    break
+                pseudonym = self._pseudo(str(event["user"]))
+                wire = protocol.wire_event({**event, "user": pseudonym, "edge_id": self.edge_id})
+                rows.append((str(wire.setdefault("event_id", uuid.uuid4().hex)), pseudonym, orjson.dumps(wire)))
+            if rows:
+                self.outbox.put_many(rows)
+            return len(rows)
 
     def forget(self, user: str) -> int:
         """Erase the user's pending events at once and queue a tombstone for the hub; return rows erased."""
@@ -276,6 +278,7 @@ class EdgeSync(Sync):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._later = deque()  # the parent stores its own queued rows
+        self._later_lock = threading.Lock()
         if self._default_edge_id:
             self.edge_id = _default_edge_id()
             self.uploader.edge_id = self.edge_id

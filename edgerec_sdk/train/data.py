@@ -51,8 +51,14 @@ __all__ = [
     "read_titles",
 ]
 
-#: Event types that do not express interest and are dropped from sequences.
-NEGATIVE_EVENT_TYPES = frozenset({"skip", "dislike", "hide", "remove", "return"})
+#: Event types that do not express interest and are dropped from sequences (an ``impression`` is a shown item,
+#: not an interaction).
+NEGATIVE_EVENT_TYPES = frozenset({"skip", "dislike", "hide", "remove", "return", "impression"})
+#: Explicit negatives: besides being dropped, they take the item out of the user's sequence when they are the
+#: user's latest signal on it (a dislike after a click undoes the click; a purchase after a dislike stands).
+EXPLICIT_NEGATIVE_TYPES = frozenset({"dislike", "hide"})
+NEGATIVE_RATING_MAX = 2.0
+"""A ``rating`` event whose ``value`` is at or below this is an explicit negative too."""
 
 
 @dataclass(frozen=True)
@@ -220,19 +226,31 @@ def _iter_event_rows(path: Path) -> Iterator[Mapping[str, object]]:
 def read_events(
     path: str | os.PathLike[str], *, drop_types: Iterable[str] = NEGATIVE_EVENT_TYPES
 ) -> InteractionData:
-    """Read a CSV or JSONL event log (``user,item,type,timestamp``) into per-user sequences."""
+    """Read a CSV or JSONL event log (``user,item,type,timestamp`` and optionally ``value``; the columns
+    ``edgerec hub export-events`` adds are accepted) into per-user sequences.
+
+    Types in ``drop_types`` are left out; explicit negatives (``dislike``, ``hide``, a rating of 2 or less)
+    also remove the item from the user's sequence when they are the latest signal on it.
+    """
     drop = {t.lower() for t in drop_types}
     per_user: dict[str, list[tuple[float, int, str]]] = {}
+    negatives: dict[str, list[tuple[float, int, str]]] = {}
     n = 0
     for n, rec in enumerate(_iter_event_rows(Path(path))):
         user, item = rec.get("user"), rec.get("item")
         if user in (None, "") or item in (None, ""):
             raise ConfigError(f"{Path(path).name}: event {n + 1} lacks 'user' or 'item'")
         etype = str(rec.get("type") or "view").lower()
+        if _is_explicit_negative(etype, rec.get("value")):
+            negatives.setdefault(str(user), []).append((_parse_ts(rec.get("timestamp", rec.get("ts"))), n, str(item)))
+            continue
         if etype in drop:
             continue
         ts = _parse_ts(rec.get("timestamp", rec.get("ts")))
         per_user.setdefault(str(user), []).append((ts, n, str(item)))
+    for user, bad in negatives.items():
+        if user in per_user:
+            per_user[user] = _without_negated(per_user[user], bad)
     user_ids: list[str] = []
     raw: list[list[str]] = []
     for user, events in per_user.items():
@@ -245,6 +263,29 @@ def read_events(
         raw.append(seq)
     logger.info("read %d events for %d users from %s", n + 1, len(user_ids), Path(path).name)
     return _build(user_ids, raw)
+
+
+def _is_explicit_negative(etype: str, value: object) -> bool:
+    if etype in EXPLICIT_NEGATIVE_TYPES:
+        return True
+    if etype != "rating" or value in (None, ""):
+        return False
+    try:
+        return float(str(value)) <= NEGATIVE_RATING_MAX
+    except ValueError:
+        return False
+
+
+def _without_negated(events: list[tuple[float, int, str]], bad: list[tuple[float, int, str]]
+                     ) -> list[tuple[float, int, str]]:
+    """The positive events of items whose latest signal is not a negative one."""
+    latest: dict[str, tuple[tuple[float, int], bool]] = {}
+    for ts, n, item in events:
+        latest[item] = max(latest.get(item, ((ts, n), True)), ((ts, n), True))
+    for ts, n, item in bad:
+        if item in latest and (ts, n) > latest[item][0]:
+            latest[item] = ((ts, n), False)
+    return [e for e in events if latest[e[2]][1]]
 
 
 def read_interactions(path: str | os.PathLike[str]) -> InteractionData:

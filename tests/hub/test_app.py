@@ -188,7 +188,19 @@ def test_export_events_csv(app: HubApp) -> None:
     client(app).post("/v1/events", content=body, headers=headers)
     out = io.StringIO()
     assert app.storage.export_events(out, since_ts=101) == 2
-    assert out.getvalue() == "user,item,type,timestamp\nu,i1,click,101\nu,i2,click,102\n"
+    head = "user,item,type,timestamp,value,model_version,rec_id,position\n"
+    assert out.getvalue() == head + "u,i1,click,101,,,,\nu,i2,click,102,,,,\n"
+    shown = {"event_id": "imp", "user": "u", "item": "a", "type": "impression", "ts": 200, "rec_id": "r1",
+             "model_version": "v1", "items": ["a", "b"], "positions": [0, 1]}
+    more = [shown, {"event_id": "c", "user": "u", "item": "b", "type": "click", "ts": 201, "rec_id": "r1",
+                    "model_version": "v1", "position": 1},
+            {"event_id": "r", "user": "u", "item": "b", "type": "rating", "ts": 202, "value": 4}]
+    body, headers = protocol.encode_batch(edge_id="e", batch_id="b2", events=[orjson.dumps(e) for e in more])
+    assert client(app).post("/v1/events", content=body, headers=headers).json()["accepted"] == 3
+    out = io.StringIO()
+    assert app.storage.export_events(out, since_ts=200) == 4  # the impression row: one line per item shown
+    assert out.getvalue() == head + ("u,a,impression,200,,v1,r1,0\nu,b,impression,200,,v1,r1,1\n"
+                                     "u,b,click,201,,v1,r1,1\nu,b,rating,202,4.0,,,\n")
 
 
 def test_promoted_channel_reads_as_everyone_not_nobody(app: HubApp, tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def test_publish_channel_set_and_export(tmp_path: Path, capsys: pytest.CaptureFi
     out_file = tmp_path / "events.csv"
     assert main(["hub", "export-events", "--root", str(tmp_path / "hub"), "--since", "101",
                  "--out", str(out_file)]) == 0
-    assert out_file.read_text() == "user,item,type,timestamp\np,i1,click,101\np,i2,click,102\n"
+    assert out_file.read_text() == ("user,item,type,timestamp,value,model_version,rec_id,position\n"
+                                    "p,i1,click,101,,,,\np,i2,click,102,,,,\n")
     assert protocol.EVENTS_PATH == "/v1/events"
 
 

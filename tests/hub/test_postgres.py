@@ -140,7 +140,8 @@ def test_env_and_cli_choose_postgres(pg_url: str, tmp_path: Path, monkeypatch: p
     assert "(postgresql)" in capsys.readouterr().err
     out = tmp_path / "events.csv"
     assert main(["hub", "export-events", "--db", pg_url, "--since", "101", "--out", str(out)]) == 0
-    assert out.read_text() == "user,item,type,timestamp\nu,i1,click,101\nu,i2,click,102\n"
+    assert out.read_text() == ("user,item,type,timestamp,value,model_version,rec_id,position\n"
+                               "u,i1,click,101,,,,\nu,i2,click,102,,,,\n")
     monkeypatch.setenv("EDGEREC_HUB_DB", pg_url)
     assert main(["hub", "export-events", "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 4

@@ -3,8 +3,10 @@ parametrised over both backends; PostgreSQL skips, saying why, where no server c
 
 from __future__ import annotations
 
+import csv
 import io
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ def columns(storage: SQLStorage, table: str) -> list[str]:
 def test_schema_is_the_same_in_every_backend(storage: SQLStorage) -> None:
     assert {t: columns(storage, t) for t in TABLES} == {
         "events": ["event_id", "user", "item", "type", "ts", "value", "rec_id", "model_version", "edge_id",
-                   "batch_id", "received_at"],
+                   "batch_id", "received_at", "position", "items"],
         "tombstones": ["event_id", "user", "ts", "erased"],
         "bundles": ["version", "manifest", "manifest_sha256", "signature", "total_bytes", "created_at"],
         "channels": ["name", "version", "candidate", "rollout_percent", "updated_at"],
@@ -99,7 +101,7 @@ def test_ids_are_opaque_and_values_exact(storage: SQLStorage) -> None:
     out = io.StringIO()
     assert storage.export_events(out) == len(odd)
     lines = out.getvalue().splitlines()
-    assert lines[1].split(",")[-1] == "1700000000.123456"
+    assert next(csv.reader([lines[1]]))[3] == "1700000000.123456"
     assert storage.edge_ids() == ["e\ufffddge"]
 
 
@@ -151,7 +153,8 @@ def test_export_events(storage: SQLStorage) -> None:
                           + [ev("half", user="u", item="ih", ts=101.5)])
     out = io.StringIO()
     assert storage.export_events(out, since_ts=101) == 3
-    assert out.getvalue() == "user,item,type,timestamp\nu,i1,click,101\nu,ih,click,101.5\nu,i2,click,102\n"
+    assert out.getvalue() == ("user,item,type,timestamp,value,model_version,rec_id,position\n"
+                              "u,i1,click,101,,,,\nu,ih,click,101.5,,,,\nu,i2,click,102,,,,\n")
 
 
 def test_forget_erases_and_records_a_tombstone(storage: SQLStorage) -> None:
@@ -188,3 +191,22 @@ def test_concurrent_batches_store_each_event_once(storage: SQLStorage) -> None:
     assert errors == []
     assert sum(len(r.accepted) for r in results) == storage.count_events() == len(set(ids[:400]))
     assert storage.event_ids() == ids
+
+
+def test_a_database_from_before_impressions_gains_their_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edgerec_sdk.hub.storage import SQLiteStorage
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute('CREATE TABLE events(event_id TEXT PRIMARY KEY, "user" TEXT NOT NULL, item TEXT NOT NULL,'
+                     " type TEXT NOT NULL, ts REAL NOT NULL, value REAL, rec_id TEXT, model_version TEXT,"
+                     " edge_id TEXT, batch_id TEXT, received_at REAL NOT NULL)")
+        conn.execute("INSERT INTO events VALUES('old', 'u', 'i', 'click', 1, NULL, NULL, NULL, 'e', 'b', 1)")
+    storage = SQLiteStorage(path)
+    assert columns(storage, "events")[-2:] == ["position", "items"]
+    storage.insert_events("e", "b2", [ev("new", type="impression", ts=1, rec_id="r", items=["i", "j"], positions=[0, 1])])
+    out = io.StringIO()
+    assert storage.export_events(out) == 3 and ",impression,1,,,r,1" in out.getvalue()
+    storage.close()

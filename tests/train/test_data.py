@@ -98,3 +98,19 @@ def test_leave_one_out_never_trains_on_the_last_item() -> None:
 def test_pad_left_truncates_and_offsets() -> None:
     out = pad_left([np.array([0, 1, 2, 3]), np.array([], dtype=np.int64)], 3)
     assert out.tolist() == [[2, 3, 4], [0, 0, 0]]
+
+
+def test_exported_events_drop_impressions_and_honour_explicit_negatives(tmp_path: Path) -> None:
+    p = tmp_path / "export.csv"
+    p.write_text(
+        "user,item,type,timestamp,value,model_version,rec_id,position\n"
+        "u,a,impression,1,,v1,r1,0\nu,b,impression,1,,v1,r1,1\n"
+        "u,a,click,2,,v1,r1,0\nu,b,purchase,3,,v1,r1,1\nu,c,view,4,,,,\n"
+        "u,a,dislike,5,,,,\n"          # the latest signal on a: it leaves the sequence
+        "u,c,rating,6,1,,,\n"          # a 1-star rating is an explicit negative too
+        "u,d,hide,7,,,,\nu,d,purchase,8,,,,\n"  # a purchase after a hide stands
+        "w,a,click,1,,,,\nw,e,rating,2,5,,,\n"
+    )
+    d = read_events(p)
+    seqs = {u: [d.item_ids[r] for r in s] for u, s in zip(d.user_ids, d.sequences, strict=True)}
+    assert seqs == {"u": ["b", "d"], "w": ["a", "e"]}

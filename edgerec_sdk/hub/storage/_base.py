@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+import orjson
+
 from ...errors import StorageBusyError
 from ...sync import protocol
 
@@ -33,10 +35,14 @@ CREATE TABLE IF NOT EXISTS events(
     model_version {text},
     edge_id {text},
     batch_id {text},
-    received_at {real} NOT NULL
+    received_at {real} NOT NULL,
+    position {int},
+    items {text}
 );
 CREATE INDEX IF NOT EXISTS events_user ON events("user");
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_rec ON events(rec_id);
+CREATE INDEX IF NOT EXISTS events_type_version ON events(type, model_version);
 CREATE TABLE IF NOT EXISTS tombstones(
     event_id {text} PRIMARY KEY,
     "user" {text} NOT NULL,
@@ -107,6 +113,11 @@ TABLES = ("events", "tombstones", "bundles", "channels", "edges", "artifacts", "
           "file_chunks", "origins")
 
 
+#: Columns added to a table after its first release: ``(table, column, type placeholder)``; each backend adds
+#: the missing ones to a database created before them.
+ADDED_COLUMNS = (("events", "position", "int"), ("events", "items", "text"))
+
+
 def schema_statements(*, text: str, real: str, blob: str, int_: str) -> list[str]:
     """``SCHEMA_TEMPLATE`` with a backend's type names, split into single statements."""
     ddl = SCHEMA_TEMPLATE.format(text=text, real=real, blob=blob, int=int_)
@@ -172,16 +183,20 @@ def _storable(ev: dict[str, Any]) -> str | None:
 
 INSERT_EVENT = (
     'INSERT INTO events(event_id, "user", item, type, ts, value, rec_id, model_version, edge_id, batch_id,'
-    " received_at) VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
+    " received_at, position, items) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
 )
 
 
 def event_params(ev: dict[str, Any], edge_id: str, batch_id: str, now: float) -> tuple[Any, ...]:
     """The values of ``INSERT_EVENT`` for one validated event."""
     value = ev.get("value")
+    # an impression row keeps its shown items as JSON [[slot, item], ...]
+    shown = ev.get("items")
+    items = None if shown is None else orjson.dumps([list(p) for p in zip(ev["positions"], shown, strict=True)])
     return (ev["event_id"], ev["user"], ev["item"], ev["type"], float(ev.get("ts", now)),
             None if value is None else float(value), ev.get("rec_id"), ev.get("model_version"),
-            ev.get("edge_id") or edge_id, batch_id, now)
+            ev.get("edge_id") or edge_id, batch_id, now, ev.get("position"),
+            None if items is None else items.decode())
 
 
 def _batch_version(events: list[Any], valid: dict[int, str]) -> str | None:
@@ -325,16 +340,44 @@ class SQLStorage(ABC):
             return [(e, u, int(n)) for e, u, n in rows]
 
     def export_events(self, out: IO[str], *, since_ts: float = 0.0) -> int:
-        """Write ``user,item,type,timestamp`` CSV (the event log ``edgerec build`` reads); return rows."""
+        """Write the event log ``edgerec build`` reads as CSV, ``user,item,type,timestamp`` then ``value``,
+        ``model_version``, ``rec_id`` and ``position``; an impression row becomes one line per item shown, with
+        its slot. Returns the lines written."""
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["user", "item", "type", "timestamp"])
+        writer.writerow(["user", "item", "type", "timestamp", "value", "model_version", "rec_id", "position"])
         n = 0
-        for user, item, typ, ts in self._iter_rows(
-            'SELECT "user", item, type, ts FROM events WHERE ts >= ? ORDER BY ts, event_id', (float(since_ts),)
+        for user, item, typ, ts, value, version, rec_id, position, items in self._iter_rows(
+            'SELECT "user", item, type, ts, value, model_version, rec_id, position, items FROM events'
+            " WHERE ts >= ? ORDER BY ts, event_id", (float(since_ts),)
         ):
-            writer.writerow([user, item, typ, int(ts) if float(ts).is_integer() else ts])
-            n += 1
+            stamp = int(ts) if float(ts).is_integer() else ts
+            shown = orjson.loads(items) if items else [[position, item]]
+            for slot, shown_item in shown:
+                writer.writerow([user, shown_item, typ, stamp, "" if value is None else value, version or "",
+                                 rec_id or "", "" if slot is None else slot])
+                n += 1
         return n
+
+    def arm_counts(self, versions: Sequence[str]) -> dict[str, tuple[int, int, int, int, int, int]]:
+        """Per model version: ``(answers shown, users, answers clicked, answers purchased, clicks, purchases)``,
+        clicks and purchases attributed through the ``rec_id`` of the impression rows."""
+        out = {v: [0, 0, 0, 0, 0, 0] for v in versions}
+        marks = ",".join("?" * len(versions))
+        with self._read() as conn:
+            for version, shown, users in conn.execute(
+                f'SELECT model_version, COUNT(DISTINCT rec_id), COUNT(DISTINCT "user") FROM events'
+                f" WHERE type = 'impression' AND model_version IN ({marks}) GROUP BY model_version", tuple(versions)
+            ):
+                out[version][0:2] = [int(shown), int(users)]
+            for version, typ, answers, events in conn.execute(
+                "SELECT i.model_version, e.type, COUNT(DISTINCT e.rec_id), COUNT(*) FROM events e JOIN"
+                f" (SELECT DISTINCT rec_id, model_version FROM events WHERE type = 'impression'"
+                f" AND model_version IN ({marks})) i ON e.rec_id = i.rec_id"
+                " WHERE e.type IN ('click', 'purchase') GROUP BY i.model_version, e.type", tuple(versions)
+            ):
+                col = 2 if typ == "click" else 3
+                out[version][col], out[version][col + 2] = int(answers), int(events)
+        return {v: (c[0], c[1], c[2], c[3], c[4], c[5]) for v, c in out.items()}
 
     # --- bundles and channels ----------------------------------------------------------------------------
 

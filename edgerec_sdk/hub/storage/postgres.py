@@ -31,13 +31,14 @@ from ..._impl.log import redact_url
 from ..._impl.optional import require
 from ...errors import ConfigError, StorageBusyError
 from ...sync import protocol
-from ._base import INSERT_EVENT, Conn, SQLStorage, event_params, schema_statements
+from ._base import ADDED_COLUMNS, INSERT_EVENT, Conn, SQLStorage, event_params, schema_statements
 
 __all__ = ["PostgresStorage"]
 
 logger = logging.getLogger(__name__)
 
-_STATEMENTS = schema_statements(text='TEXT COLLATE "C"', real="DOUBLE PRECISION", blob="BYTEA", int_="BIGINT")
+_TYPES = {"text": 'TEXT COLLATE "C"', "real": "DOUBLE PRECISION", "blob": "BYTEA", "int": "BIGINT"}
+_STATEMENTS = schema_statements(text=_TYPES["text"], real=_TYPES["real"], blob=_TYPES["blob"], int_=_TYPES["int"])
 _SCHEMA_LOCK = 0x6564676572656301  # advisory lock id: concurrent hubs create the tables one at a time
 _TX_ATTEMPTS = 3
 _INHERITED: list[Any] = []  # connections a forked child must neither use nor close
@@ -165,6 +166,8 @@ class PostgresStorage(SQLStorage):
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for stmt in _STATEMENTS:
                 conn.execute(stmt)
+            for table, column, kind in ADDED_COLUMNS:  # a database from before the column
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_TYPES[kind]}")
             # chunks are npy/onnx bytes: TOAST compression would cost CPU on every read for little gain
             conn.execute("ALTER TABLE file_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
         logger.info("hub storage: postgresql at %s", _shown(url))

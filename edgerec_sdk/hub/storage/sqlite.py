@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from ...errors import StorageBusyError
-from ._base import SQLStorage, schema_statements
+from ._base import ADDED_COLUMNS, SQLStorage, schema_statements
 
 __all__ = ["SQLiteStorage"]
 
+_TYPES = {"text": "TEXT", "real": "REAL", "blob": "BLOB", "int": "INTEGER"}
 _STATEMENTS = schema_statements(text="TEXT", real="REAL", blob="BLOB", int_="INTEGER")
 
 
@@ -45,6 +46,10 @@ class SQLiteStorage(SQLStorage):
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         with self._tx() as conn:
+            for table, column, kind in ADDED_COLUMNS:  # a database from before the column: add it first
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if have and column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_TYPES[kind]}")
             for stmt in _STATEMENTS:
                 conn.execute(stmt)
 
