@@ -154,6 +154,9 @@ class RecommenderConfig:
     """Candidates retrieved for the ranking, diversity and rule stages to choose the ``k`` shown from."""
     max_event_bytes: int = 8192
     """Largest accepted feedback event, JSON-encoded."""
+    warmup_timeout_s: float = 30.0
+    """Deadline of the in-process warm-up of each new bundle (the model's first run); past it the run is
+    cancelled and the bundle refused (``warmup_timeout``), the current one keeps serving."""
     exit_flush_timeout_s: float = 2.0
     """Longest wait for pending feedback at interpreter exit (the rows stay in the outbox after it)."""
     fallback_items: tuple[str, ...] = ()
@@ -176,6 +179,9 @@ class RecommenderConfig:
             raise ConfigError("cache_size must be >= 0")
         if not self.cache_ttl_s > 0:
             raise ConfigError("cache_ttl_s must be > 0")
+        if isinstance(self.warmup_timeout_s, bool) or not isinstance(self.warmup_timeout_s, (int, float)) \
+                or not self.warmup_timeout_s > 0:
+            raise ConfigError(f"warmup_timeout_s must be a number > 0, not {self.warmup_timeout_s!r}")
         if self.candidate_margin < 0:
             raise ConfigError("candidate_margin must be >= 0")
         if isinstance(self.diversity, bool) or not isinstance(self.diversity, (int, float)) \

@@ -203,13 +203,13 @@ class Recommender:
             self._candidate = None
             return
         state = ServingState(bundle, self.config)
-        state.warm_up()
+        state.warm_up(timeout_s=self.config.warmup_timeout_s)
         self._candidate = (state, float(percent))
 
     def swap(self, bundle: Bundle, *, origin: str = "path") -> None:
         """Build and smoke-test a serving state for ``bundle``, then replace the current one atomically."""
         state = ServingState(bundle, self.config)
-        state.warm_up()
+        state.warm_up(timeout_s=self.config.warmup_timeout_s)
         previous = self._state
         self._state = state
         self._origin = origin

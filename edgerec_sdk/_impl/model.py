@@ -26,9 +26,37 @@ if TYPE_CHECKING:
 
     from ..bundle import Bundle
 
-__all__ = ["InterestModel", "session_options"]
+__all__ = [
+    "SMOKE_BATCHES",
+    "InterestModel",
+    "last_item_history",
+    "session_options",
+    "table_mismatch",
+    "warmup_history",
+]
 
 logger = logging.getLogger(__name__)
+
+
+SMOKE_BATCHES = (1, 2, 3, 16, 64)
+"""Batch sizes the smoke child runs: the serving process runs 1 (``recommend``, the warm-up) and any size
+(``recommend_many``); a model that misbehaves on one shape only must meet it in the child first."""
+
+
+def warmup_history(n_items: int) -> NDArray[np.int64]:
+    """The one history the in-process warm-up runs; the smoke child runs it too (same shape, same values)."""
+    return np.arange(min(3, n_items), dtype=np.int64)
+
+
+def last_item_history(n_items: int) -> NDArray[np.int64]:
+    """A history of the catalogue's last item: it fails when the model's item table is smaller than the
+    catalogue (every user with such an item would otherwise get ``model_error``)."""
+    return np.array([n_items - 1], dtype=np.int64)
+
+
+def table_mismatch(n_items: int, exc: BaseException) -> str:
+    return (f"interest.onnx fails on the catalogue's last item (row {n_items - 1} of {n_items}): the model's item "
+            f"table does not cover the catalogue; rebuild the bundle with the model and vectors of one run ({exc})")
 
 
 def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
@@ -140,7 +168,7 @@ class InterestModel:
         return session
 
     def embed(
-        self, history: NDArray[np.int64], query: NDArray[np.int64] | None = None
+        self, history: NDArray[np.int64], query: NDArray[np.int64] | None = None, *, run_options: Any = None
     ) -> NDArray[np.float32]:
         """Interest vectors for a batch of left-padded histories (``(b, max_seq_len)`` int64 tokens)."""
         feeds: dict[str, Any] = {self.history_input: np.ascontiguousarray(history, dtype=np.int64)}
@@ -150,7 +178,7 @@ class InterestModel:
             feeds[self.query_input] = np.ascontiguousarray(query, dtype=np.int64)
         session = self._get_session()
         try:
-            out = session.run([self.interest_output], feeds)[0]
+            out = session.run([self.interest_output], feeds, run_options)[0]
         except Exception as exc:
             raise ModelLoadError(f"interest.onnx: inference failed: {exc}") from exc
         result = np.asarray(out, dtype=np.float32)
@@ -159,6 +187,36 @@ class InterestModel:
                 f"interest.onnx: output shape {result.shape} does not match (batch, dim={self.dim})"
             )
         return result
+
+    def embed_bounded(
+        self, histories: Sequence[NDArray[np.int64]], *, timeout_s: float
+    ) -> list[NDArray[np.float32]] | None:
+        """Load, then :meth:`embed` each padded batch, on a helper thread; ``None`` when that passes ``timeout_s``.
+
+        The run is then cancelled through onnxruntime's terminate flag (checked between kernels, inside
+        ``Loop`` bodies too), so an untrusted model cannot wedge the caller (the updater's swap).
+        """
+        opts = onnxruntime().RunOptions()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                self.load()
+                box["out"] = [self.embed(h, run_options=opts) for h in histories]
+            except BaseException as exc:  # handed to the caller below
+                box["exc"] = exc
+
+        worker = threading.Thread(target=run, name="edgerec-warmup", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            opts.terminate = True
+            worker.join(5.0)
+            return None
+        if "exc" in box:
+            raise box["exc"]
+        out: list[NDArray[np.float32]] = box["out"]
+        return out
 
     def pad(self, rows_per_user: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
         """Left-pad item rows (oldest first) into model tokens ``row + 1``, newest in the last column."""

@@ -15,11 +15,11 @@ from numpy.typing import NDArray
 
 from ..bundle import Bundle
 from ..config import RecommenderConfig
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, SmokeFailure
 from ..index import VectorIndex, make_index, providers_for, resolve_device
 from ..rank import FilterCompiler
 from . import log as _log
-from .model import InterestModel
+from .model import InterestModel, last_item_history, table_mismatch, warmup_history
 
 __all__ = ["Ranked", "ServingState"]
 
@@ -69,15 +69,38 @@ class ServingState:
         self.popular = popular
         self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
 
-    def warm_up(self) -> None:
-        """Create the session and run one smoke query so the first request pays nothing extra."""
-        self.model.load()
-        tokens = self.model.pad([np.arange(min(3, len(self.popular)), dtype=np.int64)])
-        interest = self.model.embed(tokens)
+    def warm_up(self, timeout_s: float | None = None) -> None:
+        """Create the session and run one smoke query so the first request pays nothing extra.
+
+        Also runs the catalogue's last item, so a model whose item table is smaller than the catalogue is
+        refused here rather than failing for every user with such an item. With ``timeout_s``, the model
+        runs on a helper thread and a run past the deadline is cancelled and refused (``warmup_timeout``):
+        the bundle is untrusted until it has served.
+        """
+        n_items = self.bundle.manifest.n_items
+        interest = self._warm_run(self.model.pad([warmup_history(len(self.popular))]), timeout_s)
+        try:
+            self._warm_run(self.model.pad([last_item_history(n_items)]), timeout_s)
+        except SmokeFailure:
+            raise
+        except ModelLoadError as exc:
+            raise SmokeFailure(table_mismatch(n_items, exc), reason="contract",
+                               model_version=self.model_version) from exc
         if not np.all(np.isfinite(interest)):
             raise ModelLoadError("interest.onnx: smoke test produced non-finite interest vectors",
                                  model_version=self.model_version)
         self.index.search(interest, 1)
+
+    def _warm_run(self, tokens: NDArray[np.int64], timeout_s: float | None) -> NDArray[np.float32]:
+        if timeout_s is None:
+            self.model.load()
+            return self.model.embed(tokens)
+        out = self.model.embed_bounded([tokens], timeout_s=timeout_s)
+        if out is None:
+            raise SmokeFailure(f"interest.onnx: warm-up passed its {timeout_s:g} s deadline "
+                               "(RecommenderConfig.warmup_timeout_s); cancelled", reason="warmup_timeout",
+                               model_version=self.model_version)
+        return out[0]
 
     def query_tokens(self, query: str | None) -> NDArray[np.int64] | None:
         """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text."""

@@ -110,6 +110,10 @@ class SyncConfig:
     """Deadline of the candidate smoke test (run in a child process)."""
     smoke_in_subprocess: bool = True
     """Run the first load and smoke test of a candidate in a child process."""
+    smoke_max_memory_mb: int = 1024
+    """Memory budget of the smoke child (its data segment, ``RLIMIT_DATA``: heap and private memory, not the
+    memory-mapped bundle files; about 140 MiB of it is the interpreter and onnxruntime). A model that needs
+    more is refused (``smoke_memory``) before it can grow the serving process. 0 turns the limit off."""
     keep_bundles: int = 2
     """Verified bundles kept in ``state_dir`` (the current one and its predecessors)."""
     max_clock_skew_s: float = 86400.0
@@ -152,6 +156,9 @@ class SyncConfig:
             _positive_float(name, getattr(self, name))
         for name in ("max_manifest_bytes", "max_bundle_bytes", "keep_bundles", "max_artifact_bytes"):
             _positive_int(name, getattr(self, name))
+        if isinstance(self.smoke_max_memory_mb, bool) or not isinstance(self.smoke_max_memory_mb, int) \
+                or self.smoke_max_memory_mb < 0:
+            raise ConfigError(f"smoke_max_memory_mb must be an int >= 0 (0: no limit), not {self.smoke_max_memory_mb!r}")
         if self.poll_interval_s < 30.0:
             logger.warning("poll_interval_s=%s is under 30 s; fine for tests, heavy for a hub", self.poll_interval_s)
 

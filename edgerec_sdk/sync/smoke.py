@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SmokeFailure", "check_bundle", "reason_of", "run_smoke_subprocess", "smoke_test"]
 
 _KEY_ENV = "EDGEREC_SMOKE_SIGNING_KEY"
+_HAS_RLIMIT = sys.platform != "win32"
 _MAX_ROWS = 4096
 
 
@@ -65,13 +66,24 @@ def smoke_test(path: str | os.PathLike[str], *, signing_key: bytes | None) -> st
 
 def check_bundle(bundle: Bundle) -> None:
     """Run the model of a loaded bundle on a few histories; raise :class:`SmokeFailure` if anything is off."""
-    from .._impl.model import InterestModel
+    from .._impl.model import SMOKE_BATCHES, InterestModel, last_item_history, table_mismatch, warmup_history
 
     m = bundle.manifest
     model = InterestModel.for_bundle(bundle)
-    rows = [np.arange(min(m.n_items, k), dtype=np.int64) for k in (1, 3, m.max_seq_len + 1)]
-    interest = model.embed(model.pad(rows))  # shape checked against (batch, dim) by embed()
-    if not np.isfinite(interest).all():
+    n = m.n_items
+    # the exact input of the in-process warm-up first, then the last catalogue row, then every batch size
+    first = model.embed(model.pad([warmup_history(len(bundle.popular))]))
+    try:
+        model.embed(model.pad([last_item_history(n)]))
+    except ModelLoadError as exc:
+        raise SmokeFailure(table_mismatch(n, exc), reason="contract", model_version=m.model_version) from exc
+    interest = first
+    for batch in SMOKE_BATCHES:
+        rows = [np.arange(min(n, j % (m.max_seq_len + 1) + 1), dtype=np.int64) for j in range(batch)]
+        interest = model.embed(model.pad(rows))  # shape checked against (batch, dim) by embed()
+        if not np.isfinite(interest).all():
+            break
+    if not (np.isfinite(first).all() and np.isfinite(interest).all()):
         raise SmokeFailure("interest vectors are not finite", reason="nonfinite", model_version=m.model_version)
     sample = np.arange(min(m.n_items, _MAX_ROWS), dtype=np.int64)
     vectors = bundle.vectors.rows_f32(sample)
@@ -82,15 +94,36 @@ def check_bundle(bundle: Bundle) -> None:
         raise SmokeFailure("scores are not finite", reason="nonfinite", model_version=m.model_version)
 
 
-def run_smoke_subprocess(path: Path, *, signing_key: bytes | None, timeout_s: float) -> None:
-    """Run :func:`smoke_test` in a child interpreter; raise :class:`SmokeFailure` on any failure."""
+# The child sets its own memory limit before importing anything (never preexec_fn: unsafe with threads).
+_BOOT = (
+    "import sys\n"
+    "limit = int(sys.argv.pop(1))\n"
+    "if limit:\n"
+    "    import resource\n"
+    "    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))\n"
+    "from edgerec_sdk.sync.smoke import _main\n"
+    "sys.exit(_main(sys.argv[1:]))\n"
+)
+_MEMORY_WORDS = ("alloc", "memoryerror", "out of memory", "cannot allocate")
+
+
+def run_smoke_subprocess(
+    path: Path, *, signing_key: bytes | None, timeout_s: float, max_memory_bytes: int | None = None
+) -> None:
+    """Run :func:`smoke_test` in a child interpreter; raise :class:`SmokeFailure` on any failure.
+
+    ``max_memory_bytes`` caps the child's data segment (``RLIMIT_DATA``: heap and private memory, not the
+    memory-mapped bundle files); a model that needs more is refused with reason ``smoke_memory``. Where the
+    platform has no such limit (Windows), the smoke test runs without one.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEREC_")}
     if signing_key is not None:
         env[_KEY_ENV] = signing_key.hex()
     env["OMP_NUM_THREADS"] = "1"
+    limit = max_memory_bytes if max_memory_bytes and _HAS_RLIMIT else 0
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "edgerec_sdk.sync.smoke", str(path)],
+            [sys.executable, "-c", _BOOT, str(limit), str(path)],
             env=env,
             capture_output=True,
             timeout=timeout_s,
@@ -105,6 +138,12 @@ def run_smoke_subprocess(path: Path, *, signing_key: bytes | None, timeout_s: fl
         verdict = None
     if proc.returncode == 0 and isinstance(verdict, dict) and verdict.get("ok"):
         return
+    said = (str(verdict.get("error", "")) if isinstance(verdict, dict) else "") + proc.stderr[-2000:].decode(
+        "utf-8", "replace")
+    if limit and any(w in said.lower() for w in _MEMORY_WORDS):
+        raise SmokeFailure(f"smoke test ran out of its memory budget of {limit // 2**20} MiB "
+                           "(SyncConfig.smoke_max_memory_mb); the model needs more memory than the budget",
+                           reason="smoke_memory")
     if isinstance(verdict, dict) and verdict.get("reason"):
         raise SmokeFailure(str(verdict.get("error", "smoke test failed"))[:300], reason=str(verdict["reason"])[:40])
     raise SmokeFailure(f"smoke test process died (exit {proc.returncode})", reason="smoke_crashed")
@@ -115,6 +154,9 @@ def _main(argv: list[str]) -> int:
     key = bytes.fromhex(key_hex) if key_hex else None
     try:
         version = smoke_test(argv[0], signing_key=key)
+    except MemoryError:
+        sys.stdout.write(orjson.dumps({"ok": False, "reason": "smoke_memory", "error": "MemoryError"}).decode() + "\n")
+        return 1
     except ModelError as exc:
         sys.stdout.write(orjson.dumps({"ok": False, "reason": reason_of(exc), "error": str(exc)[:300]}).decode() + "\n")
         return 1

@@ -18,12 +18,10 @@ State directory::
     state_dir/smoke_ok/<sha>        smoke passes, shared by the workers of the host
     state_dir/high_water/<channel>.json  the newest manifest accepted for the channel (created_at, version)
 
-Rollback protection (TUF's rule for metadata versions): the signed ``created_at`` of every base bundle this
-edge accepts is kept, per channel, in ``high_water/`` (written atomically, shared by the workers of the host,
-surviving restarts). A manifest older than that -- a replay of an older signed answer, or a channel moved back
-with ``edgerec channel set`` -- is refused with reason ``rollback_refused`` before anything is downloaded. An
-operator rolls back on purpose by publishing the old model again with a fresh stamp (``edgerec publish
---restamp``). Equal stamps are accepted (``update_metrics`` keeps ``created_at``; two builds in one second).
+Rollback protection (fault C04) lives in ``high_water.py``: a manifest older than the newest this edge
+accepted for its channel, or stamped beyond the clock-skew allowance, is refused before anything is downloaded.
+An operator rolls back on purpose by publishing the old model again with a fresh stamp (``edgerec publish
+--restamp``).
 """
 
 from __future__ import annotations
@@ -38,21 +36,17 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from .._impl.files import fsync_dir, link_or_copy_verified, replace_file, sha256_file, write_synced
 from .._impl.threads import Clock, RepeatingTask, SystemClock
 from ..bundle import Bundle, Manifest, load_bundle
-from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, created_at_time
+from ..bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from ..bundle.verify import check_signature, check_signing_key
 from ..errors import (
     ConfigError,
     DownloadError,
-    FutureManifestRefused,
     HubAuthError,
     HubError,
     HubProtocolError,
@@ -67,6 +61,7 @@ from ..errors import (
 from . import protocol
 from .client import HubClient, ManifestResponse
 from .config import SyncConfig, check_origin_url
+from .high_water import HighWaterMark
 from .smoke import check_bundle, reason_of, run_smoke_subprocess
 
 __all__ = ["RollbackRefused", "Updater"]
@@ -119,19 +114,18 @@ class Updater:
         self.rollout_percent = 0.0
         self._candidate_bundle: Bundle | None = None
         self._candidate_dir = ""
-        self._wall = time.time  # the real clock: created_at is compared with the date, not a test's fake clock
-        self._future_logged: set[str] = set()
         self._rng = rng or random.Random()
         self.backoff = backoff or protocol.Backoff(base_s=config.backoff_base_s, max_s=config.backoff_max_s,
                                                    rng=self._rng)
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
+        self._busy_since: float | None = None  # monotonic start of the poll in progress
+        self._stage_name = "idle"
         self._etag: str | None = None
         self._bad: dict[str, str] = {}
         self._seen: set[str] = set()
         self._rollback_logged: set[str] = set()
-        self._high_water: tuple[datetime, str] | None = None  # (created_at, model_version), also on disk
-        self._high_water_warned = False
+        self.high_water = HighWaterMark(self.state_dir, self.channel, max_clock_skew_s=config.max_clock_skew_s)
         self._episode: str | None = None
         self.current_sha: str | None = None
         self.current_version: str | None = None
@@ -174,7 +168,7 @@ class Updater:
         self.current_version = bundle.model_version
         self._seen.add(bundle.model_version)
         self.bundle_origin = "disk"
-        self._raise_high_water(bundle.manifest.created_at, bundle.model_version)  # state dirs of older SDKs
+        self.high_water.raise_to(bundle.manifest.created_at, bundle.model_version)  # state dirs of older SDKs
         logger.info("serving %s from disk", bundle.model_version)
         return bundle
 
@@ -187,38 +181,53 @@ class Updater:
     # --- the loop body ----------------------------------------------------------------------------------
 
     def poll_once(self) -> float:
-        """One conditional GET and, when the manifest changed, one update attempt; return the next delay."""
-        with self._lock:
-            self.counts["polls"] += 1
-            try:
-                resp = self.client.get_manifest(self.channel, etag=self._etag, max_bytes=self.config.max_manifest_bytes)
-            except HubAuthError as exc:
-                return self._long_backoff("auth", f"hub refused the edge token ({exc.status})", auth=True)
-            except HubStatusError as exc:
-                if exc.retryable:
-                    return self._retry("poll", exc, exc.retry_after_s)
-                what = "channel not found" if exc.status in (404, 410) else f"hub answered {exc.status}"
-                return self._long_backoff(f"http_{exc.status}", f"{what} for channel {self.channel!r}")
-            except HubProtocolError as exc:  # a header or body that breaks protocol v1: say so in status()
-                self._record(None, "hub_protocol", exc)
-                return self._retry("poll", exc, None)
-            except HubError as exc:
-                return self._retry("poll", exc, None)
-            except Exception as exc:  # why: nothing from the hub may escape the updater (poll_once included)
-                return self._internal_error(exc)
-            self.auth_failed = False
-            if resp is None:
-                self.counts["not_modified"] += 1
-                return self._ok()
-            try:
-                self._apply(resp)
-            except (HubError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, DownloadError) else reason_of(exc)
-                self._record(getattr(exc, "model_version", None), reason, exc)
-                return self._retry("download", exc, getattr(exc, "retry_after_s", None))
-            except Exception as exc:  # why: as above; the current bundle keeps serving
-                return self._internal_error(exc)
+        """One conditional GET and, when the manifest changed, one update attempt; return the next delay.
+
+        Never waits for another poll in progress (the updater thread's, or one wedged in untrusted work):
+        it returns at once and ``status()["update_in_progress"]`` says what that poll is doing.
+        """
+        if not self._lock.acquire(blocking=False):
+            logger.debug("updater poll skipped: another is in progress (%s)", self._stage_name)
+            return self.config.poll_interval_s
+        try:
+            self._busy_since = self._clock.monotonic()
+            self._stage_name = "manifest"
+            return self._poll_locked()
+        finally:
+            self._busy_since = None
+            self._lock.release()
+
+    def _poll_locked(self) -> float:
+        self.counts["polls"] += 1
+        try:
+            resp = self.client.get_manifest(self.channel, etag=self._etag, max_bytes=self.config.max_manifest_bytes)
+        except HubAuthError as exc:
+            return self._long_backoff("auth", f"hub refused the edge token ({exc.status})", auth=True)
+        except HubStatusError as exc:
+            if exc.retryable:
+                return self._retry("poll", exc, exc.retry_after_s)
+            what = "channel not found" if exc.status in (404, 410) else f"hub answered {exc.status}"
+            return self._long_backoff(f"http_{exc.status}", f"{what} for channel {self.channel!r}")
+        except HubProtocolError as exc:  # a header or body that breaks protocol v1: say so in status()
+            self._record(None, "hub_protocol", exc)
+            return self._retry("poll", exc, None)
+        except HubError as exc:
+            return self._retry("poll", exc, None)
+        except Exception as exc:  # why: nothing from the hub may escape the updater (poll_once included)
+            return self._internal_error(exc)
+        self.auth_failed = False
+        if resp is None:
+            self.counts["not_modified"] += 1
             return self._ok()
+        try:
+            self._apply(resp)
+        except (HubError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, DownloadError) else reason_of(exc)
+            self._record(getattr(exc, "model_version", None), reason, exc)
+            return self._retry("download", exc, getattr(exc, "retry_after_s", None))
+        except Exception as exc:  # why: as above; the current bundle keeps serving
+            return self._internal_error(exc)
+        return self._ok()
 
     def _internal_error(self, exc: Exception) -> float:
         logger.exception("updater poll failed unexpectedly; current bundle keeps serving")
@@ -266,13 +275,15 @@ class Updater:
         if expect_version is not None and manifest.model_version != expect_version:
             raise ModelFormatError(f"hub manifest: the rollout names {expect_version!r} but its manifest is "
                                    f"{manifest.model_version!r}", model_version=manifest.model_version)
-        self._check_order(manifest)
+        self.high_water.check(manifest)
         total = sum(e.size for e in manifest.files.values())
         if total > self.config.max_bundle_bytes:
             raise SmokeFailure(f"bundle declares {total} bytes, over max_bundle_bytes", reason="too_large",
                                model_version=manifest.model_version)
         try:
+            self._stage_name = "download"
             final = self._stage(manifest, raw, signature, sha, origin)
+            self._stage_name = "load"
             bundle = load_bundle(final, signing_key=self._key)
             if not self.config.smoke_in_subprocess:
                 check_bundle(bundle)
@@ -296,13 +307,17 @@ class Updater:
         old = self.current_version
         if self.on_bundle is not None:
             try:
+                self._stage_name = "swap"
                 self.on_bundle(bundle)
+            except ModelError as exc:  # the in-process warm-up refused it (deadline, contract): not retried
+                self._refuse(sha, exc)
+                return True
             except Exception as exc:  # why: a failing swap must leave the current bundle serving
                 self._record(bundle.model_version, "swap_failed", exc)
                 logger.exception("swap to %s failed; keeping %s", bundle.model_version, old)
                 return False
         self._write_pointer(final.name)
-        self._raise_high_water(bundle.manifest.created_at, bundle.model_version)
+        self.high_water.raise_to(bundle.manifest.created_at, bundle.model_version)
         self.current_sha, self.current_version, self.bundle_origin = sha, bundle.model_version, "hub"
         self.counts["updates"] += 1
         self.last_update_error = None
@@ -345,17 +360,25 @@ class Updater:
         except ModelError as exc:
             self._refuse(sha, exc)
             return True
+        try:
+            self._stage_name = "swap"
+            self._notify_candidate(bundle, pct)
+        except ModelError as exc:  # the in-process warm-up refused it: the candidate serves nobody
+            self._refuse(sha, exc)
+            return True
         self.candidate_sha, self.candidate_version, self.rollout_percent = sha, bundle.model_version, pct
         self._candidate_bundle, self._candidate_dir = bundle, final.name
         logger.info("rollout candidate %s on %.1f%% of users", bundle.model_version, pct)
-        self._notify_candidate(bundle, pct)
         return True
 
     def _notify_candidate(self, bundle: Bundle | None, percent: float) -> None:
+        """Tell the Recommender; a ``ModelError`` (its warm-up refused the bundle) goes to the caller."""
         if self.on_candidate is None:
             return
         try:
             self.on_candidate(bundle, percent)
+        except ModelError:
+            raise
         except Exception:  # why: a user callback must not break the updater (fault E14)
             logger.exception("on_candidate callback failed")
 
@@ -387,7 +410,9 @@ class Updater:
             if signature:
                 write_synced(staging / SIGNATURE_NAME, signature.encode() + b"\n")
             if self.config.smoke_in_subprocess and not (self.state_dir / "smoke_ok" / sha).exists():
-                run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.config.smoke_timeout_s)
+                self._stage_name = "smoke"
+                run_smoke_subprocess(staging, signing_key=self._key, timeout_s=self.config.smoke_timeout_s,
+                                     max_memory_bytes=self.config.smoke_max_memory_mb * 1024**2 or None)
                 (self.state_dir / "smoke_ok" / sha).touch()
             try:
                 os.replace(staging, final)
@@ -453,85 +478,6 @@ class Updater:
         logger.error("candidate bundle %r refused (%s); current %s keeps serving",
                      version, reason_of(exc), self.current_version)
 
-    # --- rollback protection (fault C04) ---------------------------------------------------------------
-
-    def _high_water_path(self) -> Path:
-        ch = self.channel
-        name = ch if _SAFE_CHANNEL.fullmatch(ch) else "sha256-" + hashlib.sha256(ch.encode()).hexdigest()
-        return self.state_dir / "high_water" / f"{name}.json"
-
-    def _load_high_water(self) -> tuple[datetime, str] | None:
-        """The newest (created_at, version) accepted: the larger of memory and disk (other workers write it)."""
-        mark = self._high_water
-        try:
-            doc = orjson.loads(self._high_water_path().read_bytes())
-            when = created_at_time(str(doc["created_at"]))
-            version = str(doc["model_version"])
-        except FileNotFoundError:
-            return mark
-        except (OSError, ValueError, KeyError, TypeError):
-            if not self._high_water_warned:
-                logger.warning("rollback high-water mark %s unreadable; using the one in memory",
-                               self._high_water_path().name)
-                self._high_water_warned = True
-            return mark
-        if when is not None and self._in_future(when):
-            # written by an older SDK that accepted a far-future manifest: honouring it would refuse every
-            # later bundle forever (recovery documented in docs/reliability.md, C04)
-            if "mark:" + version not in self._future_logged:
-                self._future_logged.add("mark:" + version)
-                logger.error("rollback high-water mark %s names %r created in the future (%s); ignored",
-                             self._high_water_path().name, version, when.isoformat())
-            return mark
-        if when is not None and (mark is None or when > mark[0]):
-            mark = (when, version)
-            self._high_water = mark
-        return mark
-
-    def _in_future(self, when: datetime) -> bool:
-        return when.timestamp() > self._wall() + self.config.max_clock_skew_s
-
-    def _check_order(self, manifest: Manifest) -> None:
-        """Refuse ``manifest`` when it is older than the newest this edge accepted for its channel."""
-        when = created_at_time(manifest.created_at)
-        if when is None:
-            raise ModelFormatError(f"hub manifest: created_at {manifest.created_at[:64]!r} is not an ISO 8601 "
-                                   "time; the edge cannot order it against what it serves",
-                                   model_version=manifest.model_version)
-        if self._in_future(when):
-            raise FutureManifestRefused(
-                f"channel {self.channel!r}: manifest of {manifest.model_version!r} has created_at "
-                f"{manifest.created_at[:64]!r}, more than {self.config.max_clock_skew_s:.0f} s ahead of this host's clock "
-                "(max_clock_skew_s); a stamp from the future would lock out every later bundle",
-                model_version=manifest.model_version)
-        mark = self._load_high_water()
-        if mark is not None and when < mark[0]:
-            raise RollbackRefused(
-                f"channel {self.channel!r}: manifest of {manifest.model_version!r} (created_at "
-                f"{manifest.created_at!r}) is older than {mark[1]!r} (created_at "
-                f"{mark[0].strftime('%Y-%m-%dT%H:%M:%SZ')!r}), the newest this edge accepted",
-                model_version=manifest.model_version, newest_version=mark[1])
-
-    def _raise_high_water(self, created_at: str, version: str) -> None:
-        """Record ``created_at`` as the channel's newest accepted, if it is newer; atomic, best effort on disk."""
-        when = created_at_time(created_at)
-        if when is None or self._in_future(when):
-            return
-        mark = self._load_high_water()
-        if mark is not None and when <= mark[0]:
-            return
-        self._high_water = (when, version)
-        path = self._high_water_path()
-        doc = {"channel": self.channel, "created_at": created_at, "model_version": version}
-        try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            replace_file(path, orjson.dumps(doc) + b"\n")
-        except OSError as exc:  # read-only or full state dir: the mark holds in memory for this process
-            if not self._high_water_warned:
-                logger.warning("cannot persist the rollback high-water mark (%s); kept in memory only",
-                               type(exc).__name__)
-                self._high_water_warned = True
-
     def _record(self, version: str | None, reason: str, exc: BaseException) -> None:
         entry = {"version": version, "reason": reason, "message": str(exc)[:200], "at": self._clock.time()}
         self.last_update_error = entry
@@ -566,9 +512,11 @@ class Updater:
     def postfork(self) -> None:
         """In a forked child: fresh lock and thread; never adopt the parent's staging directory."""
         self._lock = threading.Lock()
+        self._busy_since, self._stage_name = None, "idle"
         self.task.postfork()
 
     def status(self) -> dict[str, Any]:
+        busy = self._busy_since
         return {
             "model_version": self.current_version,
             "candidate_version": self.candidate_version,
@@ -579,6 +527,8 @@ class Updater:
             "refusals": list(self.refusals),
             "refusals_by_reason": dict(self.refusals_by_reason),
             "updater_running": self.task.started,
+            "update_in_progress": None if busy is None else {
+                "stage": self._stage_name, "for_s": round(self._clock.monotonic() - busy, 3)},
             **{f"updater_{k}": v for k, v in self.counts.items()},
         }
 

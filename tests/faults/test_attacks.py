@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
 from edgerec_sdk.sync import protocol
 from edgerec_sdk.testing import FakeClock, FakeHub, Fault
 
-from .conftest import edge, stamp
+from .conftest import SIGNING, connect, edge, stamp
 
 
 def staged(state: Path) -> list[str]:
@@ -128,3 +131,135 @@ def test_high_water_mark_from_the_future_is_ignored(hub: FakeHub, tmp_path: Path
     mark = orjson.loads((state / "high_water" / "stable.json").read_bytes())
     assert mark["model_version"] == "v2"  # the mark is repaired by the next accepted bundle
     sync.close(0)
+
+
+# --- untrusted models: shapes, deadlines, memory, tables ---------------------------------------------------
+
+
+def _with_side_branch(model_bytes: bytes, kind: str) -> bytes:
+    """The interest model plus a branch whose result is multiplied by 0 and added to the output.
+
+    ``wedge``: a Loop of 10**12 iterations when the batch has exactly one row (passes a batch-3 smoke test);
+    ``hog``: a 600 MB tensor per row of the batch.
+    """
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    for node in g.node:
+        node.output[:] = ["interest_core" if o == "interest" else o for o in node.output]
+    inits = [helper.make_tensor("k_zero_f", T.FLOAT, [], [0.0]), helper.make_tensor("k_idx0", T.INT64, [], [0]),
+             helper.make_tensor("k_one_i", T.INT64, [], [1]), helper.make_tensor("k_axes0", T.INT64, [1], [0])]
+    nodes = [helper.make_node("Shape", ["history"], ["k_shape"]),
+             helper.make_node("Gather", ["k_shape", "k_idx0"], ["k_batch"], axis=0)]
+    if kind == "wedge":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Add", ["x_in", "b_one"], ["x_out"])],
+            "spin",
+            [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("c_in", T.BOOL, []),
+             helper.make_tensor_value_info("x_in", T.FLOAT, [])],
+            [helper.make_tensor_value_info("c_out", T.BOOL, []), helper.make_tensor_value_info("x_out", T.FLOAT, [])],
+            [helper.make_tensor("b_one", T.FLOAT, [], [1.0])])
+        inits += [helper.make_tensor("k_big", T.INT64, [], [10**12]), helper.make_tensor("k_true", T.BOOL, [], [True])]
+        nodes += [helper.make_node("Equal", ["k_batch", "k_one_i"], ["k_is1"]),
+                  helper.make_node("Cast", ["k_is1"], ["k_is1i"], to=T.INT64),
+                  helper.make_node("Mul", ["k_is1i", "k_big"], ["k_trips"]),
+                  helper.make_node("Loop", ["k_trips", "k_true", "k_zero_f"], ["k_spun"], body=body),
+                  helper.make_node("Mul", ["k_spun", "k_zero_f"], ["k_side"])]
+    else:
+        inits += [helper.make_tensor("k_n", T.INT64, [], [150_000_000])]
+        nodes += [helper.make_node("Mul", ["k_batch", "k_n"], ["k_count"]),
+                  helper.make_node("Unsqueeze", ["k_count", "k_axes0"], ["k_dims"]),
+                  helper.make_node("ConstantOfShape", ["k_dims"], ["k_big"],
+                                   value=helper.make_tensor("v", T.FLOAT, [1], [1.0])),
+                  helper.make_node("ReduceSum", ["k_big"], ["k_total"], keepdims=0),
+                  helper.make_node("Mul", ["k_total", "k_zero_f"], ["k_side"])]
+    nodes.append(helper.make_node("Add", ["interest_core", "k_side"], ["interest"]))
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    return model.SerializeToString()
+
+
+def _bad_model_bundle(src: Path, dest: Path, kind: str) -> Path:
+    from sync.helpers import replace_file
+
+    out = Path(shutil.copytree(src, dest))
+    return replace_file(out, "interest.onnx", _with_side_branch((out / "interest.onnx").read_bytes(), kind),
+                        key=SIGNING)
+
+
+def test_model_that_wedges_batch_one_is_caught_by_the_smoke_test(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                                                  bundles: dict[str, Path]) -> None:
+    rec = connect(hub, tmp_path / "state", smoke_in_subprocess=True, smoke_timeout_s=20.0)
+    rec.poll_once()
+    hub.publish(_bad_model_bundle(bundles["v2"], tmp_path / "wedge", "wedge"))
+    worker = threading.Thread(target=rec.poll_once, daemon=True)
+    worker.start()
+    worker.join(60.0)  # before: the batch-3 smoke test passed and the batch-1 warm-up spun forever
+    assert not worker.is_alive()
+    s = rec.status().sync
+    assert s["model_version"] == "v1" and s["last_update_error"]["reason"] == "smoke_timeout"
+    assert rec.recommend("someone", k=3).model_version == "v1"
+    rec.close()
+
+
+def test_wedged_warm_up_is_bounded_and_never_holds_the_update_lock(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                                                   bundles: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgerec_sdk import RecommenderConfig
+
+    rec = connect(hub, tmp_path / "state", config=RecommenderConfig(warmup_timeout_s=2.0))
+    rec.poll_once()
+    # a model the smoke test cannot catch (it wedges only in the serving process): skip the smoke test
+    monkeypatch.setattr("edgerec_sdk.sync.updater.check_bundle", lambda bundle: None)
+    hub.publish(_bad_model_bundle(bundles["v2"], tmp_path / "wedge", "wedge"))
+    worker = threading.Thread(target=rec.poll_once, daemon=True)
+    worker.start()
+    waiting = threading.Event()
+    while (rec.status().sync["update_in_progress"] or {}).get("stage") != "swap" and worker.is_alive():
+        waiting.wait(0.02)
+    started = time.monotonic()
+    assert rec.poll_once() > 0  # before: blocked on the updater's lock for as long as the warm-up spun
+    assert time.monotonic() - started < 1.0
+    assert rec.status().sync["update_in_progress"]["stage"] == "swap"
+    worker.join(30.0)
+    assert not worker.is_alive()
+    s = rec.status().sync
+    assert s["model_version"] == "v1" and s["last_update_error"]["reason"] == "warmup_timeout"
+    assert s["update_in_progress"] is None
+    assert rec.recommend("someone", k=3).model_version == "v1"
+    rec.close()
+
+
+def test_smoke_child_memory_budget_refuses_a_hungry_model(hub: FakeHub, tmp_path: Path, clock: FakeClock,
+                                                          bundles: dict[str, Path]) -> None:
+    sync = edge(hub, tmp_path / "state", clock, smoke_in_subprocess=True, smoke_timeout_s=60.0,
+                smoke_max_memory_mb=400)
+    sync.poll_once()
+    hub.publish(_bad_model_bundle(bundles["v2"], tmp_path / "hog", "hog"))  # 600 MB per row
+    sync.poll_once()  # before: the child had no limit, the model passed and was swapped in
+    s = sync.status()
+    assert s["model_version"] == "v1" and s["last_update_error"]["reason"] == "smoke_memory"
+    assert "memory budget of 400 MiB" in s["last_update_error"]["message"]
+    sync.close(0)
+
+
+def test_bundle_with_more_items_than_the_model_table_is_refused_at_load(tmp_path: Path) -> None:
+    from sync.helpers import replace_file
+
+    from edgerec_sdk import Recommender
+    from edgerec_sdk.bundle import load_bundle
+    from edgerec_sdk.errors import ModelError
+    from edgerec_sdk.sync.smoke import check_bundle
+    from edgerec_sdk.testing import make_interest_model, make_tiny_bundle
+
+    b = make_tiny_bundle(tmp_path / "b", model_version="v1")  # 20 items
+    small = make_interest_model(np.ones((12, 8), dtype=np.float32), max_seq_len=10)  # a table of 12 items
+    replace_file(b, "interest.onnx", small, key=None)
+    with pytest.raises(ModelError, match="item table does not cover the catalogue") as exc:
+        Recommender.from_bundle(b)  # before: loaded, then model_error for anyone who saw items 13-20
+    assert getattr(exc.value, "reason", None) == "contract"
+    with pytest.raises(ModelError, match="row 19 of 20"):
+        check_bundle(load_bundle(b))
