@@ -34,7 +34,7 @@ __all__ = ["CONTENT_TYPE", "render"]
 #: The ``Content-Type`` of :func:`render`'s output.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_OUTBOX_DROPS = ("dropped_outbox_full", "dropped_memory_full", "dropped_forgotten")
+_OUTBOX_DROPS = ("dropped_outbox_full", "dropped_memory_full", "dropped_forgotten", "dropped_corrupt")
 
 
 def _escape(value: str) -> str:

@@ -6,6 +6,7 @@ Every event is inserted before ``feedback()`` returns; rows leave only after the
 file and change in the same transaction as the rows, so at every moment::
 
     accepted == delivered + pending + dead_lettered + dropped_outbox_full + dropped_memory_full + dropped_forgotten
+                + dropped_corrupt
 
 (fault I5). When the file is unwritable (disk full, read-only, locked past ``busy_timeout_s``) events spill to
 a bounded memory buffer that drains back to SQLite once it is writable (fault D13); a corrupt file is renamed
@@ -43,6 +44,7 @@ COUNTERS = (
     "dropped_outbox_full",
     "dropped_memory_full",
     "dropped_forgotten",
+    "dropped_corrupt",
     "duplicates",
 )
 _SCHEMA = """
@@ -104,6 +106,7 @@ class Outbox:
         self._pid = os.getpid()
         self._closed = False
         self._reset_local()
+        self._last_counters: dict[str, int] = {}  # the host-wide counters last read (a corrupt file's fallback)
         self._db_failed_at: float | None = None
         self.durable = self.path is not None
         self._fork_held = False
@@ -147,9 +150,10 @@ class Outbox:
             self._conn = self._open(self.path)
         except sqlite3.DatabaseError as exc:
             if _is_corruption(exc):
-                self._move_aside(self.path)
+                aside = self._move_aside(self.path)
                 try:
                     self._conn = self._open(self.path)
+                    self._carry_over(aside, self._conn)
                 except sqlite3.Error:
                     self._conn = None
             if self._conn is None:
@@ -187,7 +191,7 @@ class Outbox:
                 os.chmod(path, 0o600)
         return conn
 
-    def _move_aside(self, path: Path) -> None:
+    def _move_aside(self, path: Path) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
         for suffix in ("", "-wal", "-shm"):
@@ -195,7 +199,35 @@ class Outbox:
             if src.exists():
                 with contextlib.suppress(OSError):
                     os.replace(src, Path(str(aside) + suffix))
-        logger.error("outbox %s was corrupt; moved aside to %s and opened a fresh one", path, aside)
+        return aside
+
+    def _carry_over(self, aside: Path, conn: sqlite3.Connection) -> None:
+        """Carry the corrupt file's counters into the fresh one and count its pending events as lost.
+
+        The counters come from the corrupt file when its counters table still reads, else from the last
+        host-wide read of this process; ``dropped_corrupt`` takes whatever they say was still pending, so the
+        accounts balance (fault I5) and the loss is visible instead of ``accepted`` silently shrinking.
+        """
+        counters: dict[str, int] = {}
+        try:
+            src = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+            try:
+                counters = {str(n): int(v) for n, v in src.execute("SELECT name, value FROM counters")}
+            finally:
+                src.close()
+        except (sqlite3.Error, ValueError, TypeError):
+            counters = {}
+        if not counters and not self._last_counters:
+            logger.error("outbox %s was corrupt; moved aside to %s; its counters are unreadable too, so how many "
+                         "pending events were lost is unknown", self.path, aside.name)
+            return
+        counters = {k: v for k, v in (counters or self._last_counters).items() if k in COUNTERS}
+        lost = max(0, counters.get("accepted", 0) - counters.get("delivered", 0) - counters.get("dead_lettered", 0)
+                   - sum(v for k, v in counters.items() if k.startswith("dropped_")))
+        with self._tx(conn):
+            conn.executemany(_BUMP, [*counters.items(), ("dropped_corrupt", lost)])
+        logger.error("outbox %s was corrupt; moved aside to %s: %d pending events lost (counted as "
+                     "dropped_corrupt), counters carried over", self.path, aside.name, lost)
 
     def _db_failed(self, exc: BaseException) -> None:
         self._db_failed_at = time.monotonic()
@@ -499,6 +531,7 @@ class Outbox:
                             out[name] = out.get(name, 0) + int(value)
                         out["pending"] += conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
                         out["dead_letter_rows"] = conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+                    self._last_counters = {k: out[k] - self._local.get(k, 0) for k in COUNTERS if k in out}
                 except sqlite3.Error as exc:
                     self._db_failed(exc)
             out["memory_spill"] = len(self._mem)
