@@ -3,6 +3,7 @@ the database), behind which edges update and deliver feedback."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -13,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from acceptance.support import ADMIN, EDGE, bundle, connect, publish_http, sync_config, wait_for
 
 from edgerec_sdk.hub import HubApp, serve_in_thread
+from edgerec_sdk.hub.storage import BundleRecord, DatabaseFileStore, bundle_scope, open_storage
 from edgerec_sdk.sync import EdgeSync, OutboxConfig
 
 
@@ -103,3 +106,46 @@ def test_replica_killed_mid_upload_loses_nothing_and_doubles_nothing(pg_url: str
         assert fresh.client.failovers == 1
         fresh.close(5.0)
         b.app.close()
+
+
+def rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.mark.slow
+def test_a_300_mb_bundle_file_streams_from_postgres_with_bounded_hub_rss(pg_url: str, tmp_path: Path) -> None:
+    """The hub process's peak RSS (VmHWM, reset just before) grows by under 50 MB while it serves 300 MB."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset and read a process's peak RSS")
+    storage = open_storage(pg_url)
+    big = bundle(tmp_path, "big1", key=None)  # a real bundle, plus one 300 MB file its manifest lists
+    h = hashlib.sha256()
+    with open(big / "blob.bin", "wb") as f:
+        for i in range(300):
+            piece = hashlib.sha256(str(i).encode()).digest() * 32768  # 1 MiB
+            f.write(piece)
+            h.update(piece)
+    size = 300 * 1024 * 1024
+    doc = orjson.loads((big / "manifest.json").read_bytes())
+    doc["files"]["blob.bin"] = {"sha256": h.hexdigest(), "size": size}
+    manifest = orjson.dumps(doc)
+    (big / "manifest.json").write_bytes(manifest)
+    DatabaseFileStore(storage).put(bundle_scope("big1"), big)  # written from here: the hub only reads it
+    storage.add_bundle(BundleRecord("big1", manifest, hashlib.sha256(manifest).hexdigest(), None, size))
+    storage.close()
+    with hub_process(tmp_path / "root", pg_url) as (proc, url):
+        with httpx.Client(headers={"Authorization": f"Bearer {EDGE}"}, timeout=120.0) as c:
+            assert c.get(f"{url}/v1/bundles/big1/blob.bin", headers={"Range": "bytes=0-0"}).status_code == 206
+            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+            before = rss_kb(proc.pid, "VmHWM")
+            got = hashlib.sha256()
+            with c.stream("GET", f"{url}/v1/bundles/big1/blob.bin") as r:
+                assert r.status_code == 200
+                for chunk in r.iter_raw(1024 * 1024):
+                    got.update(chunk)
+        peak = rss_kb(proc.pid, "VmHWM")
+    assert got.hexdigest() == h.hexdigest()
+    assert (peak - before) < 50 * 1024, f"hub peak RSS grew by {(peak - before) / 1024:.1f} MB"
