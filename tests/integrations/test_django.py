@@ -164,3 +164,14 @@ def test_manage_py_check_passes() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "no issues" in out.stdout
+
+
+def test_the_example_exposes_edge_metrics(client: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert client.get("/").status_code == 200
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(r.content.decode())}
+    assert families["edgerec_requests"].samples[0].value >= 1
+    assert families["edgerec_model_ready"].samples[0].value == 1
