@@ -64,6 +64,8 @@ class Bundle:
     popular: NDArray[np.int64]
     tokenizer_json: str | None = None
     ivf: IvfLayout | None = None
+    ranker_bytes: bytes | None = None
+    """The verified ONNX bytes of the CTR ranker, when the manifest has a ``ranker`` section."""
 
     @property
     def model_version(self) -> str:
@@ -116,7 +118,8 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None
     # was hashed; the item vectors are hashed by streaming and memory-mapped afterwards.
     kept: dict[str, bytes] = {}
     for name, entry in manifest.files.items():
-        keep = name in _PARSED or name == manifest.model_file
+        keep = name in _PARSED or name == manifest.model_file or (
+            manifest.ranker is not None and name == manifest.ranker.file)
         data = _verify_file(root, name, entry, keep=keep, model_version=version)
         if data is not None:
             kept[name] = data
@@ -147,6 +150,7 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None
         popular=popular,
         tokenizer_json=tokenizer_json,
         ivf=ivf,
+        ranker_bytes=None if manifest.ranker is None else kept[manifest.ranker.file],
     )
 
 

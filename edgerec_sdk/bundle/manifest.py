@@ -25,10 +25,12 @@ __all__ = [
     "IVF_FILES",
     "MANIFEST_NAME",
     "MAX_MANIFEST_BYTES",
+    "RANKER_NAME",
     "SIGNATURE_NAME",
     "FileEntry",
     "IndexInfo",
     "Manifest",
+    "RankerInfo",
     "VectorDtype",
     "check_file_name",
     "check_model_version",
@@ -46,6 +48,9 @@ SIGNATURE_NAME: Final = "signature"
 CATALOG_NAME: Final = "catalog.json"
 POPULAR_NAME: Final = "popular.npy"
 TOKENIZER_NAME: Final = "tokenizer.json"
+RANKER_NAME: Final = "ranker.onnx"
+"""The optional second-stage CTR model (manifest ``ranker`` section)."""
+_MAX_RANKER_FEATURES: Final = 64
 SCALES_NAME: Final = "items.scales.npy"
 IVF_FILES: Final = {
     "centroids": "ivf.centroids.npy",
@@ -152,6 +157,30 @@ class IndexInfo:
         return out
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RankerInfo:
+    """The optional ``ranker`` section: a small ONNX model scoring retrieval candidates (click probability).
+
+    Attributes:
+        file: the ONNX file (:data:`RANKER_NAME`).
+        features: the feature names, in the order of the model input's columns.
+        input: the ONNX input name (``float32 [n, len(features)]``).
+        output: the ONNX output name (``float32 [n, 1]``, a probability).
+        means: each feature's training mean: ``explain`` measures a feature's push on an item as the change
+            when that feature alone is moved to its mean.
+    """
+
+    file: str
+    features: tuple[str, ...]
+    input: str = "features"
+    output: str = "ctr"
+    means: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "features": list(self.features), "input": self.input, "output": self.output,
+                "means": list(self.means)}
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated ``manifest.json``.
@@ -183,6 +212,8 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     index: IndexInfo | None = None
     """The optional approximate index; None serves the exact kernel."""
+    ranker: RankerInfo | None = None
+    """The optional CTR ranker; None serves the retrieval order."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # MappingProxyType fields do not pickle; the JSON form is the canonical state anyway.
@@ -233,6 +264,7 @@ class Manifest:
             "metrics": self.metrics,
             "extra": self.extra,
             **({"index": self.index.to_dict()} if self.index is not None else {}),
+            **({"ranker": self.ranker.to_dict()} if self.ranker is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -342,6 +374,7 @@ def _build(doc: dict[str, Any], source: str) -> Manifest:
     if not isinstance(metrics, dict) or not isinstance(extra, dict):
         raise fail("'metrics' and 'extra' must be objects")
     index = _index(doc.get("index"), files, n_items, fail)
+    ranker = _ranker(doc.get("ranker"), files, fail)
     return Manifest(
         format_version=FORMAT_VERSION,
         model_version=version,
@@ -359,7 +392,35 @@ def _build(doc: dict[str, Any], source: str) -> Manifest:
         metrics=metrics,
         extra=extra,
         index=index,
+        ranker=ranker,
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _ranker(value: object, files: Mapping[str, FileEntry], fail: _Fail) -> RankerInfo | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("'ranker' must be an object")
+    name = check_file_name(value.get("file"))
+    if name not in files:
+        raise fail(f"files must list {name!r} (named by ranker.file)")
+    features = value.get("features")
+    if (not isinstance(features, list) or not 0 < len(features) <= _MAX_RANKER_FEATURES
+            or not all(isinstance(f, str) and 0 < len(f) <= 64 for f in features) or len(set(features)) != len(features)):
+        raise fail(f"ranker.features must be 1 to {_MAX_RANKER_FEATURES} distinct names")
+    io = {k: value.get(k, d) for k, d in (("input", "features"), ("output", "ctr"))}
+    if not all(isinstance(v, str) and 0 < len(v) <= 128 for v in io.values()):
+        raise fail("ranker.input and ranker.output must be names")
+    means = value.get("means", [])
+    if not isinstance(means, list) or len(means) not in (0, len(features)) or not all(
+            _is_number(m) and math.isfinite(m) for m in means):
+        raise fail("ranker.means must be one finite number per feature")
+    return RankerInfo(file=name, features=tuple(features), input=io["input"], output=io["output"],
+                      means=tuple(float(m) for m in means))
 
 
 def _index(value: object, files: Mapping[str, FileEntry], n_items: int, fail: _Fail) -> IndexInfo | None:

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final
@@ -28,7 +29,7 @@ from . import manifest as mf
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, created_at_time
 from .verify import check_signature, check_signing_key, sign_bytes
 
-__all__ = ["RESTAMP_MARK", "restamp_bundle", "restamp_version"]
+__all__ = ["RESTAMP_MARK", "restamp_bundle", "restamp_version", "write_derived"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +102,26 @@ def restamp_bundle(
     new_raw = new.to_bytes()
     Manifest.from_bytes(new_raw, source="restamped manifest")  # only write what the loader accepts
 
-    tmp = out.with_name(f".{out.name}.restamp-{os.getpid()}")
+    write_derived(root, old, new_raw, out, key=key)
+    logger.info("bundle %r restamped as %r (created_at %s, was %s)", old.model_version, version,
+                new.created_at, old.created_at)
+    return out
+
+
+def write_derived(
+    root: Path, old: Manifest, new_raw: bytes, out: Path, *, key: bytes | None, add: Mapping[str, bytes] | None = None
+) -> None:
+    """Write bundle ``out``: ``old``'s files copied (checked against ``old``), ``add``'s written, the manifest
+    ``new_raw`` (signed with ``key`` when given). ``out`` appears complete or not at all."""
+    tmp = out.with_name(f".{out.name}.derive-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, mode=0o755)
     try:
         for name, entry in old.files.items():
-            _copy_checked(root / name, tmp / name, entry.sha256, entry.size)
+            if name not in (add or {}):
+                _copy_checked(root / name, tmp / name, entry.sha256, entry.size)
+        for name, data in (add or {}).items():
+            write_synced(tmp / name, data)
         write_synced(tmp / MANIFEST_NAME, new_raw)
         if key is not None:
             write_synced(tmp / SIGNATURE_NAME, sign_bytes(new_raw, key).encode("ascii") + b"\n")
@@ -115,9 +130,6 @@ def restamp_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("bundle %r restamped as %r (created_at %s, was %s)", old.model_version, version,
-                new.created_at, old.created_at)
-    return out
 
 
 def _copy_checked(src: Path, dst: Path, sha256: str, size: int) -> None:
