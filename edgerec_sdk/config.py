@@ -152,6 +152,8 @@ class RecommenderConfig:
     """At most this many items of one (first-listed) category per answer; ``None`` turns the cap off."""
     rank_candidates: int = 100
     """Candidates retrieved for the ranking, diversity and rule stages to choose the ``k`` shown from."""
+    use_ranker: bool = True
+    """Reorder candidates by the bundle's CTR ranker when it has one (``False`` serves the retrieval order)."""
     max_event_bytes: int = 8192
     """Largest accepted feedback event, JSON-encoded."""
     warmup_timeout_s: float = 30.0

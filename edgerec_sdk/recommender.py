@@ -369,7 +369,7 @@ class Recommender:
         rules = merge_rule_sets([self._rules, stages.rules])
         ex_rows = state.rows_of(excluded)
         fetch = k + self.config.candidate_margin
-        if stages.diversity > 0 or self.config.max_per_category is not None or rules:
+        if stages.diversity > 0 or self.config.max_per_category is not None or rules or state.ranker is not None:
             fetch = max(fetch, self.config.rank_candidates)  # the later stages choose among more than they show
         fetch = min(fetch, len(state.bundle.catalog))
         applied: tuple[str, ...] = ()
@@ -415,10 +415,15 @@ class Recommender:
                 if shown[i]:  # impression decay reorders the candidates before the later stages choose
                     order = self._answer_log.rotation([ids_of[int(row)] for row in r.rows], shown[i])
                     r = Ranked(r.rows[order], r.scores[order], r.personalized)
-                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt) if opt.active \
-                    else Candidates(r.rows[:k], r.scores[:k])
+                ranker = None if state.ranker is None or not r.personalized else \
+                    state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)
+                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker) \
+                    if opt.active or ranker is not None else Candidates(r.rows[:k], r.scores[:k])
                 r = Ranked(shaped.rows, shaped.scores, r.personalized)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None
+                if reasons and shaped.features:  # the ranker's features that moved each item most
+                    reasons = [f"{why}; ranked by {', '.join(shaped.features[int(row)])}"
+                               if shaped.features.get(int(row)) else why for why, row in zip(reasons, r.rows, strict=True)]
                 items = self._items(state, r, "personalized" if r.personalized else "popular", reasons)
                 answer = (items, shaped.touched)
                 answers[i] = answer

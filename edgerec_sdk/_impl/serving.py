@@ -18,6 +18,7 @@ from ..config import RecommenderConfig
 from ..errors import ModelLoadError, SmokeFailure
 from ..index import VectorIndex, make_index, providers_for, resolve_device
 from ..rank import FilterCompiler
+from ..rank.ranker import Ranker
 from . import log as _log
 from .model import InterestModel, last_item_history, table_mismatch, warmup_history
 
@@ -60,6 +61,9 @@ class ServingState:
             device=self.device,
         )
         self.filters = FilterCompiler(bundle.catalog)
+        # The bundle's CTR ranker, when it has one and the config uses it (the rank stage of the pipeline).
+        self.ranker = Ranker(bundle, intra_op_threads=config.index.intra_op_threads) \
+            if bundle.ranker_bytes is not None and config.use_ranker else None
         self._tokenizer = None
         if self.model.query_input is not None and bundle.tokenizer_json is not None:
             from tokenizers import Tokenizer
@@ -90,6 +94,8 @@ class ServingState:
             raise ModelLoadError("interest.onnx: smoke test produced non-finite interest vectors",
                                  model_version=self.model_version)
         self.index.search(interest, 1)
+        if self.ranker is not None:
+            self.ranker.load()
 
     def _warm_run(self, tokens: NDArray[np.int64], timeout_s: float | None) -> NDArray[np.float32]:
         if timeout_s is None:

@@ -45,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--out-json", help="also write the metrics to this file")
     b.set_defaults(func=_cmd_build)
 
+    r = subparsers.add_parser("ranker", help="the second-stage CTR ranker")
+    r_sub = r.add_subparsers(dest="ranker_command", required=True)
+    rt = r_sub.add_parser("train", help="fit the ranker on exported impressions and clicks; write a new bundle")
+    rt.add_argument("--bundle", required=True, help="the bundle whose answers were logged")
+    rt.add_argument("--events", required=True, help="`edgerec hub export-events` output (CSV or JSON lines)")
+    rt.add_argument("--out", required=True, help="new bundle directory (the bundle plus its ranker)")
+    rt.add_argument("--signing-key", default=None, help="HMAC key (default: $EDGEREC_SIGNING_KEY)")
+    rt.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")
+    rt.set_defaults(func=_cmd_ranker_train)
+
     e = subparsers.add_parser("evaluate", help="leave-one-out full-ranking evaluation on the served path")
     e.add_argument("bundle", help="bundle directory")
     e.add_argument("--data", required=True, help="the data file the bundle was built from")
@@ -72,6 +82,22 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
+
+
+def _cmd_ranker_train(args: argparse.Namespace) -> int:
+    require("onnx", extra="build")
+    import os
+
+    from .ranker import train_ranker
+
+    key = args.signing_key if args.signing_key is not None else os.environ.get("EDGEREC_SIGNING_KEY")
+    report = train_ranker(args.bundle, args.events, args.out, signing_key=key, l2=args.l2)
+    held = report.get("holdout", {})
+    sys.stdout.write(f"ranker: {report['rows']} shown items, {report['clicks']} clicks; held-out AUC "
+                     f"{held.get('auc', float('nan')):.3f}; bundle written to {args.out}\n")
+    for b in held.get("calibration", []):
+        sys.stdout.write(f"  expected {b['expected']:.4f}  observed {b['observed']:.4f}  (n={b['n']})\n")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:

@@ -16,13 +16,15 @@ log). The ONNX graph standardises, applies int8 weights (``DequantizeLinear``) a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
+import hashlib
 import io
 import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +34,7 @@ from numpy.typing import NDArray
 
 from .._impl.model import InterestModel
 from ..bundle import load_bundle
-from ..bundle.manifest import MANIFEST_NAME, RANKER_NAME, Manifest, RankerInfo, check_model_version
+from ..bundle.manifest import MANIFEST_NAME, RANKER_NAME, FileEntry, Manifest, RankerInfo, check_model_version
 from ..bundle.restamp import write_derived
 from ..bundle.verify import check_signing_key
 from ..errors import ConfigError
@@ -98,7 +100,9 @@ def _seconds(value: Any) -> float:
         return _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-def impressions_from_events(events: Iterable[Mapping[str, Any]]) -> tuple[list[Impression], dict[str, list[tuple[float, str]]]]:
+def impressions_from_events(
+    events: Iterable[Mapping[str, Any]],
+) -> tuple[list[Impression], dict[str, list[tuple[float, str]]]]:
     """The impressions with their clicks attributed, and each user's history events ``(ts, item)``."""
     impressions: dict[str, Impression] = {}
     by_user: dict[str, list[Impression]] = defaultdict(list)
@@ -112,9 +116,9 @@ def impressions_from_events(events: Iterable[Mapping[str, Any]]) -> tuple[list[I
             rec_id = str(e.get("rec_id") or e.get("event_id") or f"imp-{len(impressions)}")
             if rec_id in impressions or len(positions) != len(items):
                 continue
-            imp = Impression(user, float(e["ts"]), rec_id, items, positions)
-            impressions[rec_id] = imp
-            by_user[user].append(imp)
+            logged = Impression(user, float(e["ts"]), rec_id, items, positions)
+            impressions[rec_id] = logged
+            by_user[user].append(logged)
             continue
         if kind in _HISTORY or (kind == "rating" and float(e.get("value") or 0) > 2):
             history[user].append((float(e["ts"]), str(e.get("item"))))
@@ -122,7 +126,7 @@ def impressions_from_events(events: Iterable[Mapping[str, Any]]) -> tuple[list[I
             actions.append(e)
     for e in actions:
         item, ts = str(e.get("item")), float(e["ts"])
-        imp = impressions.get(str(e.get("rec_id"))) if e.get("rec_id") else None
+        imp: Impression | None = impressions.get(str(e.get("rec_id"))) if e.get("rec_id") else None
         if imp is None:  # no rec_id: the latest impression of this user showing the item, within the window
             shown = [i for i in by_user.get(str(e.get("user")), []) if item in i.items
                      and 0.0 <= ts - i.ts <= ATTRIBUTION_WINDOW_S]
@@ -267,7 +271,7 @@ def calibration(y: NDArray[np.floating], p: NDArray[np.floating], bins: int = 10
     for chunk in np.array_split(order, bins):
         if len(chunk):
             out.append({"expected": float(np.mean(p[chunk])), "observed": float(np.mean(y[chunk])),
-                        "n": int(len(chunk))})
+                        "n": len(chunk)})
     return out
 
 
@@ -281,11 +285,6 @@ def attach_ranker(
     if out.exists():
         raise ConfigError(f"{out} exists; the ranked bundle is written to a new directory")
     old = Manifest.from_bytes((root / MANIFEST_NAME).read_bytes(), source=str(root / MANIFEST_NAME))
-    import dataclasses
-    import hashlib
-
-    from ..bundle.manifest import FileEntry
-
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     version = check_model_version(model_version or f"{old.model_version[:100]}-ranked-{now:%Y%m%dT%H%M%SZ}")
     files = dict(old.files)
@@ -325,7 +324,7 @@ def train_ranker(
                           f"clicks on known items; a ranker needs at least {min_clicks} clicks")
     cut = float(np.quantile(ts, 1.0 - holdout)) if 0 < holdout < 1 else float("inf")
     train, test = ts < cut, ts >= cut
-    report: dict[str, Any] = {"impressions": len(impressions), "rows": int(len(y)), "clicks": int(y.sum()),
+    report: dict[str, Any] = {"impressions": len(impressions), "rows": len(y), "clicks": int(y.sum()),
                               "features": list(FEATURES), "l2": l2}
     if train.sum() and test.sum() and y[train].sum() and y[test].sum():
         held = fit_logistic(x[train], y[train], l2=l2)
@@ -340,6 +339,3 @@ def train_ranker(
     logger.info("ranker trained on %d rows (%d clicks); bundle written to %s", len(y), int(y.sum()), out_dir)
     return report
 
-
-def _iter(x: Iterable[Any]) -> Iterator[Any]:  # pragma: no cover - kept tiny for typing of generic helpers
-    return iter(x)
