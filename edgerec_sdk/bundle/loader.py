@@ -54,6 +54,7 @@ class Bundle:
         popular: item rows, most popular first (read-only int64).
         tokenizer_json: the tokenizer definition, when the bundle has one.
         ivf: the approximate index (memory-mapped), when the manifest has an ``index`` section.
+        ranker_bytes: the verified ONNX bytes of the CTR ranker, when the manifest has a ``ranker`` section.
     """
 
     path: Path
@@ -65,7 +66,6 @@ class Bundle:
     tokenizer_json: str | None = None
     ivf: IvfLayout | None = None
     ranker_bytes: bytes | None = None
-    """The verified ONNX bytes of the CTR ranker, when the manifest has a ``ranker`` section."""
 
     @property
     def model_version(self) -> str:
@@ -118,8 +118,7 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None
     # was hashed; the item vectors are hashed by streaming and memory-mapped afterwards.
     kept: dict[str, bytes] = {}
     for name, entry in manifest.files.items():
-        keep = name in _PARSED or name == manifest.model_file or (
-            manifest.ranker is not None and name == manifest.ranker.file)
+        keep = name in _PARSED or name in (manifest.model_file, manifest.ranker and manifest.ranker.file)
         data = _verify_file(root, name, entry, keep=keep, model_version=version)
         if data is not None:
             kept[name] = data
