@@ -1,8 +1,8 @@
 """Load a bundle directory: verify everything, then parse, following the 'Loading rules' of bundle-format.md.
 
-Order (fault class B of docs/reliability.md): signature over the raw manifest bytes, manifest schema, size and sha256 of every
-listed file (streamed, capped at the declared size), ONNX external-data scan, ``.npy`` headers against the
-manifest and file sizes, then parsing and shape agreement. Nothing is parsed before its bytes are verified.
+Order (fault class B of docs/reliability.md): signature over the raw manifest bytes, manifest schema, size and
+sha256 of every listed file (streamed, capped at the declared size), ONNX external-data scan, ``.npy`` headers
+against the manifest and file sizes, then parsing and shape agreement. Nothing is parsed before it is verified.
 """
 
 from __future__ import annotations
@@ -125,12 +125,8 @@ def load_bundle(path: str | os.PathLike[str], *, signing_key: str | bytes | None
 
     model_bytes = _check_model(root, manifest, kept[manifest.model_file])
     vectors = _load_vectors(root, manifest, kept.get(mf.SCALES_NAME))
-    catalog = Catalog.from_json(
-        kept[mf.CATALOG_NAME],
-        n_items=manifest.n_items,
-        source=str(root / mf.CATALOG_NAME),
-        model_version=version,
-    )
+    catalog = Catalog.from_json(kept[mf.CATALOG_NAME], n_items=manifest.n_items,
+                                source=str(root / mf.CATALOG_NAME), model_version=version)
     popular = _load_popular(root, manifest, kept[mf.POPULAR_NAME])
     tokenizer_json = None
     if mf.TOKENIZER_NAME in kept:
