@@ -38,6 +38,7 @@ from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import RuleSet, check_filters, explain_items
 from .rank.pipeline import Candidates, StageOptions, merge_rule_sets, run_stages
 from .sync import EdgeSync, NullSync, Sync, SyncConfig
+from .sync.config import connect_sync_config
 from .types import (
     DegradedReason,
     EventLike,
@@ -178,11 +179,9 @@ class Recommender:
             profile_store: where per-user history lives.
             start: start the updater thread now (the uploader starts on the first feedback).
         """
-        urls = [hub_url] if isinstance(hub_url, str) else list(hub_url)
-        sync_cfg = sync_config or SyncConfig(
-            hub_url=urls[0], hub_urls=tuple(urls[1:]), token=token, user_id_key=user_id_key, channel=channel,
-            state_dir=str(state_dir), signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles,
-            poll_interval_s=poll_interval_s,
+        sync_cfg = sync_config or connect_sync_config(
+            hub_url, token=token, user_id_key=user_id_key, state_dir=state_dir, channel=channel,
+            signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles, poll_interval_s=poll_interval_s,
         )
         rec = cls(None, config, profile_store=profile_store)
         sync = EdgeSync(sync_cfg, transport=transport, on_bundle=rec._swap_from_hub,

@@ -7,6 +7,7 @@ import pytest
 
 from edgerec_sdk import (
     ClosedError,
+    EventError,
     ModelIntegrityError,
     ModelLoadError,
     Recommender,
@@ -303,3 +304,13 @@ def test_connect_takes_a_str_or_bytes_signing_key(tmp_path: Path, key: str | byt
             assert rec.status().model_version == served
         finally:
             rec.close(timeout_s=0.5)
+
+
+def test_model_instance_as_user_id_says_pass_pk(rec: Recommender) -> None:
+    class User:  # what a Django view has at hand: request.user
+        pk = 42
+
+    with pytest.raises(TypeError, match=r"pass its primary key, e.g. user.pk"):
+        rec.recommend(User(), k=3)  # type: ignore[arg-type]
+    with pytest.raises(EventError, match=r"user.pk"):
+        rec.feedback({"user": User(), "item": "x", "type": "click"})

@@ -27,13 +27,24 @@ _MAX_FUTURE_S = 86_400.0
 def check_user_id(user: object) -> str:
     """Return the user id as a string, or raise ``TypeError``/``ValueError`` for a programmer error."""
     if isinstance(user, bool) or not isinstance(user, (str, int)):
-        raise TypeError(f"user id must be str or int, not {type(user).__name__}")
+        raise TypeError(f"user id must be str or int, not {type(user).__name__}{_id_hint(user)}")
     text = str(user)
     if not text:
         raise ValueError("user id must not be empty")
     if len(text) > MAX_ID_CHARS:
         raise ValueError(f"user id longer than {MAX_ID_CHARS} characters")
     return text
+
+
+def _id_hint(value: object) -> str:
+    """A hint for the common mistake of passing a model instance (a Django ``User``, an ORM row)."""
+    pk = getattr(value, "pk", None)
+    if isinstance(pk, (str, int)) and not isinstance(pk, bool):
+        return f": pass its primary key, e.g. {type(value).__name__.lower()}.pk"
+    for attr in ("id", "user_id"):
+        if isinstance(getattr(value, attr, None), (str, int)):
+            return f": pass its id, e.g. {type(value).__name__.lower()}.{attr}"
+    return ""
 
 
 def _id_field(data: Mapping[str, Any], name: str, *, required: bool) -> str | None:
@@ -43,7 +54,8 @@ def _id_field(data: Mapping[str, Any], name: str, *, required: bool) -> str | No
             raise EventError(f"event field {name!r} is missing", field=name)
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise EventError(f"event field {name!r} must be a string, not {type(value).__name__}", field=name)
+        raise EventError(f"event field {name!r} must be a string, not {type(value).__name__}{_id_hint(value)}",
+                         field=name)
     text = str(value)
     if not text or len(text) > MAX_ID_CHARS:
         raise EventError(f"event field {name!r} must have 1 to {MAX_ID_CHARS} characters", field=name)

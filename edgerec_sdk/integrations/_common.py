@@ -14,13 +14,23 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..bundle.manifest import MANIFEST_NAME
 from ..config import RecommenderConfig
 from ..errors import ConfigError
 from ..recommender import Recommender
+from ..sync.config import connect_sync_config
 
-__all__ = ["ProcessLocalRecommender", "Settings", "create_recommender", "parse_settings"]
+__all__ = [
+    "ProcessLocalRecommender",
+    "Settings",
+    "check_hub",
+    "check_settings",
+    "create_recommender",
+    "parse_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +99,38 @@ def parse_settings(raw: object) -> Settings:
         config=config,
         preload=preload,
     )
+
+
+def check_settings(settings: Settings) -> None:
+    """What :func:`parse_settings` cannot see without the file system: ``BUNDLE`` names a bundle directory, and
+    ``HUB`` holds what ``Recommender.connect`` needs (a URL it will accept, the keys, a state directory).
+
+    Raises:
+        ConfigError: with the setting named, at startup (Flask ``init_app``; Django ``manage.py check``).
+    """
+    if settings.bundle not in (None, "demo") and not (Path(str(settings.bundle)) / MANIFEST_NAME).is_file():
+        raise ConfigError(f"EDGEREC['BUNDLE'] {str(settings.bundle)[:200]!r} is not a bundle directory (no "
+                          f"{MANIFEST_NAME} there); point it at a directory written by `edgerec build`, or use 'demo'")
+    if settings.hub is not None:
+        check_hub(settings.hub)
+
+
+def check_hub(hub: Mapping[str, Any]) -> None:
+    """Validate an ``EDGEREC["HUB"]`` mapping (lower-case ``Recommender.connect`` keywords) without connecting."""
+    allowed = {"hub_url", "token", "user_id_key", "state_dir", "channel", "signing_key", "allow_unsigned_bundles",
+               "poll_interval_s", "start"}
+    unknown = sorted(set(hub) - allowed)
+    if unknown:
+        raise ConfigError(f"EDGEREC['HUB']: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = [k for k in ("hub_url", "token", "user_id_key", "state_dir") if not hub.get(k)]
+    if missing:
+        raise ConfigError(f"EDGEREC['HUB'] needs {', '.join(k.upper() for k in missing)}")
+    try:
+        connect_sync_config(**{k: v for k, v in hub.items() if k != "start"})
+    except ConfigError as exc:
+        raise ConfigError(f"EDGEREC['HUB']: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"EDGEREC['HUB']: {exc}") from exc
 
 
 def create_recommender(settings: Settings) -> Recommender:

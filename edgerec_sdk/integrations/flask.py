@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import metrics
 from .._impl.optional import require
 from ..recommender import Recommender
-from ._common import ProcessLocalRecommender, create_recommender, parse_settings
+from ._common import ProcessLocalRecommender, check_settings, create_recommender, parse_settings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -49,10 +49,12 @@ class EdgeRec:
         """Validate ``app.config["EDGEREC"]`` and register the holder at ``app.extensions["edgerec"]``.
 
         Raises:
-            ConfigError: the settings are missing or invalid (at startup, never on a request).
+            ConfigError: the settings are missing or invalid, ``BUNDLE`` is not a bundle directory, or ``HUB``
+                lacks what the edge needs (at startup, never on a request).
         """
         require("flask", extra="flask")
         settings = parse_settings(app.config.get("EDGEREC"))
+        check_settings(settings)
         holder = ProcessLocalRecommender(lambda: create_recommender(settings))
         app.extensions[EXTENSION_KEY] = holder
         if settings.preload:  # opt-in: build before the fork so the workers share it copy-on-write

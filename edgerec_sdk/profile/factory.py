@@ -62,6 +62,10 @@ def parse_profile_spec(spec: str) -> ProfileSpec:
             raise ConfigError("profile_store 'sqlite:///PATH' needs a file path every worker can open")
         return ProfileSpec("sqlite", path, _options(query, _SQLITE_OPTIONS, passthrough=False)[0])
     scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
+    if scheme == "sqlite" or spec.startswith("sqlite:"):
+        given = spec.split(":", 1)[1].lstrip("/")
+        raise ConfigError(f"profile_store {spec[:80]!r}: a SQLite path takes three slashes after 'sqlite:' "
+                          f"('sqlite:///{given[:60]}' for a relative path, 'sqlite:////abs/path' for an absolute one)")
     if scheme in ("redis", "rediss", "unix"):
         parts = urlsplit(spec)
         ours, rest = _options(parts.query, _REDIS_OPTIONS, passthrough=True)

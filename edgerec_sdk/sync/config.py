@@ -8,7 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -167,6 +168,23 @@ class SyncConfig:
         """Build from a plain mapping (a nested ``outbox`` mapping becomes :class:`OutboxConfig`); unknown keys are
         an error."""
         return from_mapping(cls, data)
+
+
+def connect_sync_config(
+    hub_url: str | Sequence[str], *, token: str, user_id_key: str, state_dir: str | os.PathLike[str],
+    channel: str = "stable", signing_key: str | bytes | None = None, allow_unsigned_bundles: bool = False,
+    poll_interval_s: float = 30.0,
+) -> SyncConfig:
+    """The :class:`SyncConfig` that ``Recommender.connect`` builds from its arguments (also used to check an
+    ``EDGEREC["HUB"]`` mapping at startup, without connecting)."""
+    urls = [hub_url] if isinstance(hub_url, str) else list(hub_url)
+    if not urls:
+        raise ConfigError("hub_url must be a URL or a non-empty list of replica URLs")
+    return SyncConfig(
+        hub_url=urls[0], hub_urls=tuple(urls[1:]), token=token, user_id_key=user_id_key, channel=channel,
+        state_dir=os.fspath(state_dir), signing_key=signing_key, allow_unsigned_bundles=allow_unsigned_bundles,
+        poll_interval_s=poll_interval_s,
+    )
 
 
 def is_loopback_host(host: str) -> bool:

@@ -147,6 +147,44 @@ def test_system_checks(settings: Any, environ: dict[str, str], ids: list[str]) -
     assert [m.id for m in collect_messages(settings, environ)] == ids
 
 
+def test_manage_py_check_validates_the_hub_mapping(tmp_path: Path) -> None:
+    from edgerec_sdk.integrations.django.checks import collect_messages
+
+    hub = {"HUB_URL": "https://hub.example.com", "TOKEN": "t", "USER_ID_KEY": "k", "STATE_DIR": str(tmp_path),
+           "SIGNING_KEY": "s"}
+    assert collect_messages({"HUB": hub}, {}) == []
+    insecure = collect_messages({"HUB": {**hub, "HUB_URL": "http://hub.example.com"}}, {})
+    assert [m.id for m in insecure] == ["edgerec.E003"] and "http://" in insecure[0].msg  # before: passed
+    assert [m.id for m in collect_messages({"HUB": {**hub, "TOKEN": ""}}, {})] == ["edgerec.E003"]
+    unsigned = {k: v for k, v in hub.items() if k != "SIGNING_KEY"}
+    assert [m.id for m in collect_messages({"HUB": unsigned}, {})] == ["edgerec.E003"]
+
+
+def test_warmup_waits_a_bounded_time_for_the_first_hub_bundle(tmp_path: Path) -> None:
+    from django.core.management import CommandError, call_command
+    from django.test import override_settings
+    from sync.helpers import ADMIN, EDGE, KEY, bundle, publish
+
+    from edgerec_sdk.hub import HubApp, serve_in_thread
+    from edgerec_sdk.integrations.django import close_recommender
+
+    app = HubApp(tmp_path / "hub", admin_tokens=[ADMIN], edge_tokens=[EDGE])
+    with serve_in_thread(app) as hub:
+        settings = {"HUB": {"HUB_URL": hub.url, "TOKEN": EDGE, "USER_ID_KEY": "k", "SIGNING_KEY": KEY.decode(),
+                            "STATE_DIR": str(tmp_path / "edge")}}
+        with override_settings(EDGEREC=settings):
+            close_recommender()
+            with pytest.raises(CommandError, match=r"no bundle after waiting 0\.5 s"):
+                call_command("edgerec_warmup", "--wait", "0.5", stdout=io.StringIO())  # nothing published
+            close_recommender()
+            publish(app, bundle(tmp_path, "v1"))
+            out = io.StringIO()
+            call_command("edgerec_warmup", "--wait", "60", stdout=out)  # before: failed at once, no bundle yet
+            assert "model v1" in out.getvalue()
+            close_recommender()
+    app.close()
+
+
 def test_system_check_w005_unwritable_sqlite_dir(tmp_path: Path) -> None:
     from edgerec_sdk.integrations.django.checks import collect_messages
 

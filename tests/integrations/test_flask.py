@@ -53,6 +53,25 @@ def test_bad_settings_fail_at_init_app() -> None:
         EdgeRec(app)
 
 
+def test_flask_init_app_refuses_a_missing_bundle(tmp_path: Path) -> None:
+    app = flask.Flask(__name__)
+    app.config["EDGEREC"] = {"BUNDLE": str(tmp_path / "no-such-bundle")}
+    with pytest.raises(ConfigError, match="not a bundle directory"):
+        EdgeRec(app)  # before: accepted, then 500 on every request
+
+
+def test_flask_init_app_refuses_an_unusable_hub(tmp_path: Path) -> None:
+    app = flask.Flask(__name__)
+    hub = {"HUB_URL": "http://hub.example.com", "TOKEN": "t", "USER_ID_KEY": "k", "STATE_DIR": str(tmp_path),
+           "SIGNING_KEY": "s"}
+    app.config["EDGEREC"] = {"HUB": hub}
+    with pytest.raises(ConfigError, match="http://"):
+        EdgeRec(app)
+    app.config["EDGEREC"] = {"HUB": {**hub, "HUB_URL": "https://hub.example.com", "TOKN": "typo"}}
+    with pytest.raises(ConfigError, match="unknown key"):
+        EdgeRec(app)
+
+
 def test_home_page_recommends_and_sets_a_user_cookie(store_app: Any) -> None:
     client = store_app.test_client()
     page = client.get("/")

@@ -117,3 +117,10 @@ def test_millisecond_options_of_earlier_versions_still_work_with_a_warning() -> 
     with pytest.warns(DeprecationWarning, match="timeout_s"):
         spec = parse_profile_spec("redis://host/0?timeout_ms=80")
     assert dict(spec.options) == {"timeout_s": 0.08} and spec.target == "redis://host/0"
+
+
+@pytest.mark.parametrize("spec", ["sqlite://rel.db", "sqlite:/rel.db", "sqlite:rel.db"])
+def test_sqlite_url_with_too_few_slashes_says_three(spec: str) -> None:
+    with pytest.raises(ConfigError, match="three slashes") as exc:
+        RecommenderConfig(profile_store=spec)
+    assert "sqlite:///rel.db" in str(exc.value)  # before: "got a value with scheme 'sqlite'"

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``edgerec.E001`` | Error | ``EDGEREC`` missing or invalid |
 | ``edgerec.E002`` | Error | ``BUNDLE`` names a directory without ``manifest.json`` |
+| ``edgerec.E003`` | Error | ``HUB`` lacks a setting the edge needs, has an unknown key, or a URL the edge refuses (``http://`` to a non-loopback host) |
 | ``edgerec.W001`` | Warning | ``PROFILE_STORE`` ``"memory"`` with several worker processes: a click taken by one worker does not personalise the next page another serves |
 | ``edgerec.W002`` | Warning | gevent/eventlet workers: ``recommend`` is CPU work and blocks the event loop |
 | ``edgerec.W003`` | Warning | more native threads per worker than cores for all workers (``INDEX.intra_op_threads`` x workers) |
@@ -29,7 +30,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from ...errors import ConfigError
 from ...profile import parse_profile_spec
-from .._common import parse_settings
+from .._common import check_hub, parse_settings
 
 __all__ = ["check_edgerec", "collect_messages"]
 
@@ -50,6 +51,13 @@ def collect_messages(raw: object, environ: Mapping[str, str]) -> list[CheckMessa
     if parsed.bundle not in (None, "demo") and not (Path(str(parsed.bundle)) / "manifest.json").is_file():
         out.append(Error("EDGEREC['BUNDLE'] is not a bundle directory (no manifest.json there)",
                          hint="point it at a directory written by `edgerec build`, or use 'demo'", id="edgerec.E002"))
+    if parsed.hub is not None:
+        try:
+            check_hub(parsed.hub)
+        except ConfigError as exc:
+            out.append(Error(str(exc), hint='e.g. "HUB": {"HUB_URL": "https://hub.example.com", "TOKEN": ..., '
+                             '"USER_ID_KEY": ..., "STATE_DIR": "/var/lib/shop/edgerec", "SIGNING_KEY": ...}',
+                             id="edgerec.E003"))
     workers, worker_class = _gunicorn_workers(environ)
     spec = parse_profile_spec(parsed.config.profile_store)
     if spec.kind == "memory" and workers > 1:
