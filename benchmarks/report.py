@@ -273,6 +273,35 @@ def memory_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+# -- impressions: what logging adds to recommend() -----------------------------------------------------------
+
+def impressions_tables(rows: list[Row]) -> list[str]:
+    out = table(["configuration", "p50 ms", "p99 ms", "requests", "impression rows"],
+                [[r["config"], f"{r['median_ms']:.3f}", f"{r['p99_ms']:.2f}", r["calls"], r["impressions_logged"]]
+                 for r in pick(rows, "impressions")])
+    for r in pick(rows, "impressions_overhead"):
+        out += [f"Added to the p50: **{r['on_minus_off_p50_us']:+.1f} us** with logging and rotation, "
+                f"{r['on_no_rotation_minus_off_p50_us']:+.1f} us with logging alone; the median of the back-to-back "
+                f"differences of the same request: {r['on_minus_off_paired_median_us']:+.1f} us and "
+                f"{r['on_no_rotation_minus_off_paired_median_us']:+.1f} us.", ""]
+    out += table(["added part, timed alone", "median us", "p99 us", "calls"],
+                 [[r["part"], f"{r['median_us']:.2f}", f"{r['p99_us']:.2f}", r["calls"]]
+                  for r in pick(rows, "impressions_part")])
+    return out
+
+
+def impressions_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "impressions_part")
+    xs = range(len(cases))
+    ax.bar([x - 0.2 for x in xs], [r["median_us"] for r in cases], 0.4, label="median")
+    ax.bar([x + 0.2 for x in xs], [r["p99_us"] for r in cases], 0.4, label="p99")
+    ax.axhline(20.0, color="grey", linestyle="--", linewidth=1, label="20 us budget")
+    ax.set_xticks(list(xs), [r["part"] for r in cases], fontsize=8)
+    ax.set(ylabel="us per request", title="what impression logging adds to recommend()")
+    ax.legend(fontsize=7)
+
+
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
     "kernels": (kernels_tables, kernels_chart),
     "acceptance": (acceptance_tables, acceptance_chart),
@@ -280,6 +309,7 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "ivf_breakdown": (ivf_breakdown_tables, ivf_breakdown_chart),
     "recommend": (recommend_tables, recommend_chart),
     "memory": (memory_tables, memory_chart),
+    "impressions": (impressions_tables, impressions_chart),
 }
 
 

@@ -412,7 +412,7 @@ class Recommender:
                 if r.nonfinite:
                     raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
                 if shown[i]:  # impression decay reorders the candidates before the later stages choose
-                    order = self._answer_log.rotation([ids_of[int(row)] for row in r.rows], shown[i])
+                    order = self._answer_log.rotation([ids_of[row] for row in r.rows.tolist()], shown[i])
                     r = Ranked(r.rows[order], r.scores[order], r.personalized)
                 ranker = None if state.ranker is None or not r.personalized else \
                     state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)

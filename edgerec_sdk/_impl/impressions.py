@@ -37,7 +37,7 @@ class AnswerLog:
 
     def __init__(self, config: FeedbackConfig, clock: Callable[[], float]) -> None:
         self.config = config
-        self.shown = ImpressionMemory(max_users=config.rotation_max_users)
+        self.shown = ImpressionMemory(max_users=config.rotation_max_users, free_shows=config.rotation_free_shows)
         self._clock = clock
         self._answers: dict[str, Answer] = {}  # insertion order is age: the oldest is evicted first
         self._lock = threading.Lock()
@@ -67,8 +67,7 @@ class AnswerLog:
         """The user's items shown more than ``rotation_free_shows`` times without a click (none: empty)."""
         if self.config.rotation_step <= 0:
             return {}
-        free = self.config.rotation_free_shows
-        return {item: n for item, n in self.shown.counts(user).items() if n > free}
+        return self.shown.over_free_shows(user)
 
     def rotation(self, item_ids: Sequence[str], counts: Mapping[str, int]) -> NDArray[np.int64]:
         """The order of best-first ``item_ids`` after impression decay (see :func:`~edgerec_sdk.rank.rotation.rotate`)."""

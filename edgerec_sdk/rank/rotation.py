@@ -23,37 +23,52 @@ class ImpressionMemory:
     Args:
         max_users: users kept (least recently shown evicted first).
         max_items_per_user: items counted per user (a user's least recently counted items are dropped first).
+        free_shows: shows an item gets before :meth:`over_free_shows` lists it.
     """
 
-    def __init__(self, *, max_users: int = 100_000, max_items_per_user: int = 1000) -> None:
-        self._users: LRUCache[str, dict[str, int]] = LRUCache(maxsize=max_users)
+    def __init__(self, *, max_users: int = 100_000, max_items_per_user: int = 1000, free_shows: int = 3) -> None:
+        # per user: every count, and the shortlist of items over free_shows (all the request path reads)
+        self._users: LRUCache[str, tuple[dict[str, int], dict[str, int]]] = LRUCache(maxsize=max_users)
         self._max_items = max_items_per_user
+        self._free = free_shows
         self._lock = threading.Lock()
 
     def shown(self, user: str, items: Iterable[str]) -> None:
         """Count one show of each of ``items`` to ``user``."""
         with self._lock:
-            counts = self._users.get(user)
-            if counts is None:
-                counts = {}
-                self._users[user] = counts
+            entry = self._users.get(user)
+            if entry is None:
+                entry = self._users[user] = ({}, {})
+            counts, over = entry
             for item in items:
-                counts[item] = counts.pop(item, 0) + 1  # re-insert: dict order is least recently counted first
+                n = counts.pop(item, 0) + 1  # re-insert: dict order is least recently counted first
+                counts[item] = n
+                if n > self._free:
+                    over[item] = n
             while len(counts) > self._max_items:
-                del counts[next(iter(counts))]
+                old = next(iter(counts))
+                del counts[old]
+                over.pop(old, None)
 
     def acted(self, user: str, item: str) -> None:
         """The user clicked (or otherwise acted on) ``item``: its count starts over."""
         with self._lock:
-            counts = self._users.get(user)
-            if counts is not None:
-                counts.pop(item, None)
+            entry = self._users.get(user)
+            if entry is not None:
+                entry[0].pop(item, None)
+                entry[1].pop(item, None)
 
     def counts(self, user: str) -> Mapping[str, int]:
         """A copy of the user's counts (empty for a user never shown anything)."""
         with self._lock:
-            counts = self._users.get(user)
-            return dict(counts) if counts else {}
+            entry = self._users.get(user)
+            return dict(entry[0]) if entry else {}
+
+    def over_free_shows(self, user: str) -> Mapping[str, int]:
+        """A copy of the user's items shown more than ``free_shows`` times since the user last acted on them."""
+        with self._lock:
+            entry = self._users.get(user)
+            return dict(entry[1]) if entry and entry[1] else {}
 
     def forget(self, user: str) -> None:
         with self._lock:
@@ -75,7 +90,10 @@ def rotate(
     n = len(item_ids)
     if not counts or step <= 0 or n == 0:
         return np.arange(n, dtype=np.int64)
-    over = np.fromiter((max(0, counts.get(i, 0) - free_shows) for i in item_ids), dtype=np.float64, count=n)
-    if not over.any():
+    # a few dozen candidates: plain Python beats numpy's per-call overhead here
+    moved = {i: i + step * (c - free_shows) for i, item in enumerate(item_ids)
+             if (c := counts.get(item)) is not None and c > free_shows}
+    if not moved:
         return np.arange(n, dtype=np.int64)
-    return np.argsort(np.arange(n, dtype=np.float64) + step * over, kind="stable").astype(np.int64)
+    return np.asarray(sorted(range(n), key=lambda i: moved.get(i, i)), dtype=np.int64)
+    return np.asarray(sorted(range(n), key=lambda i: moved.get(i, i)), dtype=np.int64)
