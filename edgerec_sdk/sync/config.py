@@ -40,6 +40,10 @@ class OutboxConfig:
     """Seconds an insert waits for another worker's lock before spilling to memory."""
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """SQLite ``synchronous``: NORMAL survives a process crash, FULL a power loss as well."""
+    append_log: bool = True
+    """``feedback()`` appends each event to a per-process write-ahead log next to the SQLite file (one write,
+    ``fsync``-ed too under FULL) and the uploader stores the log in SQLite in groups: as durable, without a
+    commit on the request path. False: one SQLite transaction inside every ``feedback()`` call."""
     lease_s: float = 60.0
     """How long a leased batch stays invisible to other workers of the host."""
     max_dead_letter: int = 10_000

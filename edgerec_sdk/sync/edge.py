@@ -164,7 +164,7 @@ class EdgeSync(Sync):
         wire = protocol.wire_event({**event, "user": pseudonym, "edge_id": self.edge_id})
         event_id = str(wire.setdefault("event_id", uuid.uuid4().hex))
         wire.setdefault("ts", self._clock.time())
-        result = self.outbox.put(event_id, pseudonym, orjson.dumps(wire))
+        result = self.outbox.append(event_id, pseudonym, orjson.dumps(wire))
         if not self._started:
             self._start_uploader()
         return result

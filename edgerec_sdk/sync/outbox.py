@@ -1,7 +1,8 @@
 # Over 500 lines: one SQLite discipline (locks, fork guards, memory spill, counters) every method relies on.
 """The durable feedback outbox: SQLite in WAL mode, shared by a host's workers (design G3, docs/design.md).
 
-Every event is inserted before ``feedback()`` returns; rows leave only after the hub acknowledged them
+Every event is durable before ``feedback()`` returns: appended to this process's write-ahead log next to the
+SQLite file (one ``write(2)``, appendlog.py) and moved into SQLite in groups, off the request path; rows leave only after the hub acknowledged them
 (delivered), refused them (dead letter), or ``forget(user)`` erased them. Counters live in the same SQLite
 file and change in the same transaction as the rows, so at every moment::
 
@@ -21,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +30,16 @@ from typing import Literal
 
 from .._impl.log import warn_once
 from .._impl.threads import Clock, SystemClock, register_fork_guard, register_postfork
+from .appendlog import AppendLog, dead_logs, read_records
 from .config import OutboxConfig
-from .leases import holder_is_dead
+from .leases import _HOST, holder_is_dead
 
 __all__ = ["LeasedEvent", "Outbox", "PutResult"]
 
 logger = logging.getLogger(__name__)
 
-PutResult = Literal["stored", "spilled", "duplicate", "dropped_outbox_full", "dropped_memory_full"]
+PutResult = Literal["stored", "appended", "spilled", "duplicate", "dropped_outbox_full", "dropped_memory_full"]
+_LOG_MAX_BYTES = 1 << 20  # an append log this big is stored by the next append itself (back-pressure)
 
 COUNTERS = (
     "accepted",
@@ -110,6 +114,7 @@ class Outbox:
         self._db_failed_at: float | None = None
         self.durable = self.path is not None
         self._fork_held = False
+        self._log = self._new_log()
         if self.path is not None:
             with self._lock:
                 self._connect_locked()
@@ -133,6 +138,12 @@ class Outbox:
         self._mem_leased: set[str] = set()
         self._local: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._reclaimed_at = float("-inf")
+        self._backlog: list[tuple[Path, int]] = []  # append logs taken but not yet stored (SQLite failed)
+
+    def _new_log(self) -> AppendLog | None:
+        if self.path is None or not self.config.append_log:
+            return None
+        return AppendLog(self.path, fsync=self.config.synchronous == "FULL")
 
     # --- connection ------------------------------------------------------------------------------------
 
@@ -169,6 +180,7 @@ class Outbox:
                       self.path, type(exc).__name__)
             return None
         self._db_failed_at = None
+        self._replay_dead_locked(self._conn)
         return self._conn
 
     def _open(self, path: Path) -> sqlite3.Connection:
@@ -243,6 +255,76 @@ class Outbox:
         return _Tx(conn, begin)
 
     # --- writes ----------------------------------------------------------------------------------------
+
+    def append(self, event_id: str, user_key: str, body: bytes) -> PutResult:
+        """Store one encoded wire event before returning, on the request path's budget: appended to this
+        process's write-ahead log (one ``write(2)``), moved into SQLite by the next :meth:`lease`, :meth:`forget`,
+        :meth:`store_appended` or :meth:`close`. Falls back to :meth:`put` when there is no log (memory-only
+        outbox, ``append_log=False``), it cannot be written, or events wait in the memory spill. Never raises for
+        disk trouble."""
+        log = self._log
+        if log is not None and not self._mem:  # events spilled to memory: put() stores them first, in order
+            if log.bytes >= _LOG_MAX_BYTES:
+                self.store_appended()
+            if log.append(event_id, user_key, body):
+                return "appended"
+        return self.put(event_id, user_key, body)
+
+    def store_appended(self) -> int:
+        """Move this process's appended events into SQLite in one transaction per log file; return how many."""
+        with self._lock:
+            return self._store_log_locked()
+
+    def _store_log_locked(self) -> int:
+        if self._log is None:
+            return 0
+        taken = self._log.take()
+        if taken is not None:
+            self._backlog.append(taken)
+        if not self._backlog:
+            return 0
+        conn = self._connect_locked()
+        if conn is None:
+            return 0  # the files stay: durable, counted as pending, stored once SQLite is writable
+        stored = 0
+        while self._backlog:
+            path, n = self._backlog[0]
+            if not self._store_file_locked(conn, path):
+                break
+            self._backlog.pop(0)
+            stored += n
+        return stored
+
+    def _store_file_locked(self, conn: sqlite3.Connection, path: Path) -> bool:
+        """Insert one log file's records in one transaction, then delete it (a replay after a crash in between
+        inserts nothing twice: event ids are unique)."""
+        rows = read_records(path)
+        try:
+            with self._tx(conn):
+                results = [self._insert_db(conn, *row) for row in rows]
+        except sqlite3.Error as exc:
+            self._db_failed(exc)
+            return False
+        for result in results:
+            self._after_put(result)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
+
+    def _replay_dead_locked(self, conn: sqlite3.Connection) -> None:
+        """Store the append logs that processes of this host left when they died (fault D10)."""
+        if self.path is None:
+            return
+        for path in dead_logs(self.path):
+            # One replayer per file (rename is atomic), and the new name is a log of this live process: if it
+            # dies mid-replay, the next outbox opened here replays the file again.
+            claimed = self.path.with_name(f"{self.path.name}.append-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                os.replace(path, claimed)
+            except OSError:
+                continue
+            if self._store_file_locked(conn, claimed):
+                logger.info("stored the feedback a process left in %s before it died", path.name)
 
     def put(self, event_id: str, user_key: str, body: bytes) -> PutResult:
         """Store one encoded wire event before returning. Never raises for disk trouble.
@@ -343,6 +425,7 @@ class Outbox:
         """Take up to ``limit`` events for one upload; other workers skip them until the lease expires."""
         n = limit or self.config.batch_size
         with self._lock:
+            self._store_log_locked()
             conn = self._connect_locked()
             if conn is not None and self._mem:
                 self._drain_locked(conn)
@@ -489,6 +572,7 @@ class Outbox:
     def forget(self, user_key: str) -> int:
         """Erase every pending event of one pseudonymised user at once; return how many."""
         with self._lock:
+            self._store_log_locked()  # the user's appended events are erased with the rest
             gone = [i for i, (u, _) in self._mem.items() if u == user_key]
             for i in gone:
                 del self._mem[i]
@@ -534,6 +618,10 @@ class Outbox:
                     self._last_counters = {k: out[k] - self._local.get(k, 0) for k in COUNTERS if k in out}
                 except sqlite3.Error as exc:
                     self._db_failed(exc)
+            appended = (self._log.count if self._log else 0) + sum(n for _, n in self._backlog)
+            out["accepted"] += appended  # in the append log: accepted and pending (fault I5)
+            out["pending"] += appended
+            out["appended"] = appended
             out["memory_spill"] = len(self._mem)
             out["durable"] = int(self.durable)
             return out
@@ -569,10 +657,15 @@ class Outbox:
         self._conn = None
         self._pid = os.getpid()
         self._reset_local()
+        if self._log is not None:  # the parent's log and its records stay the parent's
+            self._log.abandon()
+            self._log = self._new_log()
 
     def close(self) -> None:
-        """Close the SQLite connection; rows stay for the next process. Idempotent."""
+        """Store the appended events, close the SQLite connection; rows stay for the next process. Idempotent."""
         with self._lock:
+            if not self._closed and self._pid == os.getpid():
+                self._store_log_locked()
             self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():

@@ -19,6 +19,7 @@ import pytest
 
 from edgerec_sdk import ClosedError, Recommender, RecommenderConfig
 from edgerec_sdk.bundle import Bundle, load_bundle
+from edgerec_sdk.sync import appendlog
 from edgerec_sdk.sync import client as client_mod
 from edgerec_sdk.testing import FakeClock, FakeHub, Fault, fork_probe
 
@@ -466,11 +467,20 @@ class _DiskFullConn:
 
 
 def test_d13_disk_full_outbox_spills_and_request_path_unaffected(hub: FakeHub, tmp_path: Path,
-                                                                 expected: dict[str, list[str]]) -> None:
+                                                                 expected: dict[str, list[str]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     rec = connect(hub, tmp_path / "state")
     rec.poll_once()
     box = rec._sync.outbox
     box._conn = full = _DiskFullConn(box._conn)
+
+    def write(fd: int, data: bytes) -> int:  # the same full disk under the write-ahead append log
+        if full.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    real_write = os.write
+    monkeypatch.setattr(appendlog.os, "write", write)
     for i in range(5):
         assert rec.feedback(click(RAW_USERS[0], i)) is True
     r = rec.recommend(RAW_USERS[1], k=5, history=HISTORY)

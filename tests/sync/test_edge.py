@@ -56,7 +56,7 @@ def test_feedback_reaches_hub_pseudonymised_f05_f06(app: HubApp, tmp_path: Path,
     sync = EdgeSync(config(tmp_path), transport=transport, clock=clock, rng=random.Random(0))
     with caplog.at_level(logging.DEBUG):
         for i in range(20):
-            assert sync.put(event(i)) == "stored"
+            assert sync.put(event(i)) == "appended"  # durable in the write-ahead log (appendlog.py)
         assert sync.flush(timeout_s=5.0)
     assert app.storage.count_events() == 20
     users = {r[0] for r in app.storage._conn().execute("SELECT DISTINCT user FROM events")}

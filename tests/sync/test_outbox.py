@@ -218,3 +218,55 @@ def test_corrupt_outbox_loss_is_counted_and_counters_survive(tmp_path: Path, clo
     assert balanced(c)
     assert any("460 pending events lost" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
     again.close()
+
+def _logs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if ".append-" in p.name)
+
+
+def test_d22_append_is_durable_counted_and_stored_in_groups(box: Outbox, tmp_path: Path) -> None:
+    for i in range(5):
+        assert box.append(f"e{i}", "p1", body(i)) == "appended"
+    assert len(_logs(tmp_path / "outbox.sqlite3")) == 1  # one file of this process, not yet in SQLite
+    c = box.counters()
+    assert (c["accepted"], c["pending"], c["appended"]) == (5, 5, 5) and balanced(c)
+    assert box.append("e0", "p1", body(0)) == "appended"  # a duplicate id is found when stored
+    assert [e.event_id for e in box.lease("w1", 3)] == ["e0", "e1", "e2"]  # lease stores the log first
+    c = box.counters()
+    assert (c["accepted"], c["pending"], c["appended"], c["duplicates"]) == (5, 5, 0, 1) and balanced(c)
+    assert _logs(tmp_path / "outbox.sqlite3") == []
+    assert box.append("e9", "p2", body(9, "p2")) == "appended"
+    assert box.forget("p2") == 1  # the user's appended events are erased with the rest
+    assert box.counters()["pending"] == 5 and balanced(box.counters())
+
+
+def test_d22_log_of_a_killed_process_replayed_once_torn_tail_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    first = Outbox(OutboxConfig(), path=path)
+    first.close()
+    pid = os.fork()
+    if pid == 0:  # a worker that appends, is killed before it stores anything, and leaves half a record
+        try:
+            child = Outbox(OutboxConfig(), path=path)
+            for i in range(20):
+                child.append(f"e{i}", "p1", body(i))
+            if child._log is not None and child._log._fd >= 0:
+                os.write(child._log._fd, b"\x05\x00\x02")
+        finally:
+            os.kill(os.getpid(), 9)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and len(_logs(path)) == 1
+    again = Outbox(OutboxConfig(), path=path)  # opening the outbox replays the dead process's log
+    c = again.counters()
+    assert (c["accepted"], c["pending"], c["appended"]) == (20, 20, 0) and balanced(c)
+    assert _logs(path) == []
+    third = Outbox(OutboxConfig(), path=path)
+    assert third.counters()["accepted"] == 20  # nothing replayed twice
+    third.close()
+    again.close()
+
+
+def test_d22_append_log_off_or_memory_only_commits_in_the_call(tmp_path: Path) -> None:
+    off = Outbox(OutboxConfig(append_log=False), path=tmp_path / "off.sqlite3")
+    assert off.append("e1", "p1", body(1)) == "stored" and _logs(tmp_path / "off.sqlite3") == []
+    off.close()
+    assert Outbox(OutboxConfig(), path=None).append("e1", "p1", body(1)) == "spilled"

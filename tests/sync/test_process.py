@@ -34,7 +34,7 @@ def test_d01_forked_child_rebuilds_and_delivers(tmp_path: Path) -> None:
         parent_edge = sync.edge_id
         verdict = fork_probe(lambda: [
             sync.edge_id != parent_edge,
-            sync.put({"user": "child", "item": "i1", "type": "view", "event_id": "child-1"}) == "stored",
+            sync.put({"user": "child", "item": "i1", "type": "view", "event_id": "child-1"}) == "appended",
             sync.flush(10.0),
             sum(t.name == "edgerec-uploader" for t in threading.enumerate()) == 1,
         ])
