@@ -32,11 +32,19 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("Flask", "edgerec_sdk.integrations.flask", ["EdgeRec", "current_recommender"]),
     ("Django", "edgerec_sdk.integrations.django", ["get_recommender", "close_recommender"]),
     ("Integration settings", "edgerec_sdk.integrations", ["parse_settings", "ProcessLocalRecommender"]),
+    ("Errors", "edgerec_sdk",
+     ["EdgerecError", "ConfigError", "EventError", "MissingExtraError", "ModelError", "ModelFormatError",
+      "ModelIntegrityError", "ModelLoadError", "RuleError", "NotReadyError", "ClosedError", "HubError",
+      "HubTransportError", "HubStatusError", "HubAuthError", "HubProtocolError"]),
 ]
 PUBLIC_METHODS = {
-    "Recommender": ["from_bundle", "demo", "recommend", "recommend_many", "similar_items", "feedback", "forget",
-                    "status", "flush", "close", "postfork", "swap", "connect"],
+    "Recommender": ["from_bundle", "demo", "connect", "recommend", "recommend_many", "similar_items", "feedback",
+                    "forget", "status", "flush", "close", "poll_once", "install_signal_handlers", "postfork",
+                    "swap"],
+    "Recommendations": ["item_ids", "scores"],
 }
+# Dataclasses whose fields get a table (field, default, meaning) besides the configuration classes.
+FIELD_TABLES = {"Recommendations", "Recommendation", "FeedbackEvent", "Status"}
 
 
 def _doc(obj: Any) -> str:
@@ -69,16 +77,43 @@ class _Raw:
 
 def _field_docs(cls: type) -> dict[str, str]:
     """Map field name -> the string literal placed right after it in the class body."""
+    # the defining file, found through the class's own functions: public classes carry the package as their
+    # __module__, so inspect.getsource(cls) finds no definition and the meaning column stayed empty
+    files = sorted({f.__code__.co_filename for f in vars(cls).values() if hasattr(f, "__code__")}
+                   & {str(p) for p in (ROOT / "edgerec_sdk").rglob("*.py")})
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        tree = ast.parse(Path(files[0]).read_text() if files else inspect.getsource(cls))
     except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        return _attribute_docs(cls)
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    body = found[0].body if found else []
     docs: dict[str, str] = {}
     for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
             docs[node.target.id] = " ".join(after.value.value.split())
+    return {**_attribute_docs(cls), **docs}
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """Map name -> text from the ``Attributes:`` section of the class docstring (Google style)."""
+    docs: dict[str, str] = {}
+    current = None
+    in_section = False
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        if line.strip() == "Attributes:":
+            in_section, current = True, None
+            continue
+        if not in_section:
+            continue
+        if line and not line.startswith(" "):
+            break  # the next section
+        head, sep, text = line.strip().partition(": ")
+        if line.startswith("    ") and not line.startswith("     ") and sep and head.isidentifier():
+            current = head
+            docs[current] = text
+        elif current and line.strip():
+            docs[current] += " " + line.strip()
     return docs
 
 
@@ -141,6 +176,11 @@ def render() -> str:
     for title, module_name, names in SECTIONS:
         module = importlib.import_module(module_name)
         out += [f"## {title}", ""]
+        if title == "Errors":
+            tree = (inspect.getdoc(importlib.import_module("edgerec_sdk.errors")) or "").split("\n\n")
+            out += ["Every exception the SDK raises is an `EdgerecError`; catch that to catch them all.", "",
+                    "```text", *textwrap.dedent(next((p for p in tree if "\u251c" in p), "")).splitlines(),
+                    "```", ""]
         for name in names:
             obj = getattr(module, name, None)
             if obj is None:
@@ -148,11 +188,15 @@ def render() -> str:
             qual = f"{module_name}.{name}"
             if inspect.isclass(obj):
                 out += [f"### `{qual}`", "", _doc(obj)]
-                if dataclasses.is_dataclass(obj) and name.endswith("Config"):
+                if dataclasses.is_dataclass(obj) and (name.endswith("Config") or name in FIELD_TABLES):
                     out += _dataclass_table(obj)
                 for meth in PUBLIC_METHODS.get(name, []):
                     attr = inspect.getattr_static(obj, meth, None)
                     if attr is None:
+                        continue
+                    if isinstance(attr, property) and attr.fget is not None:
+                        ret = inspect.signature(attr.fget).return_annotation
+                        out += ["", f"#### `{name}.{meth} -> {ret}` (property)", "", _doc(attr.fget)]
                         continue
                     func = attr.__func__ if isinstance(attr, (classmethod, staticmethod)) else attr
                     if callable(func):

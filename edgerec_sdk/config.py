@@ -170,8 +170,11 @@ class RecommenderConfig:
     """Where the interest model and the top-K graph run: ``"cpu"``, ``"cuda"`` (an error without a usable GPU)
     or ``"auto"`` (the GPU for catalogs from 100,000 items when onnxruntime-gpu finds one, else the CPU)."""
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    """How item vectors are scored (:class:`IndexConfig`)."""
     profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
+    """The per-user recent history kept in process (:class:`ProfileConfig`)."""
     feedback: FeedbackConfig = dataclasses.field(default_factory=FeedbackConfig)
+    """Event type weights, explicit negatives, impression logging and rotation (:class:`FeedbackConfig`)."""
 
     def __post_init__(self) -> None:
         _positive("max_k", self.max_k)

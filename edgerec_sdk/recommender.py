@@ -80,6 +80,12 @@ class Recommender:
             :class:`~edgerec_sdk.sync.EdgeSync`. Default :class:`~edgerec_sdk.sync.NullSync`: no hub, feedback only
             updates the local profile.
 
+    Attributes:
+        config: the settings in force.
+        items: the serving catalog, read-only, following swaps: ``len(rec.items)``, ``"B0047" in rec.items``,
+            iteration over the item ids, and ``rec.items["B0047"]`` or ``rec.items.get("B0047")`` for one
+            item's metadata (a dict: title, category, brand, price ... as the bundle's catalog holds them).
+
     Example:
         >>> rec = Recommender.demo()
         >>> len(rec.recommend("user-42", k=5))

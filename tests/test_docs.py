@@ -70,3 +70,15 @@ def test_api_reference_is_current() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_api.py"), "--check"], capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
+
+
+def test_api_reference_lists_what_a_new_user_looks_for() -> None:
+    text = (ROOT / "docs" / "api.md").read_text()
+    for needle in ("Recommendations.item_ids", "Recommendations.scores", "| `item_id` |", "| `score` |",
+                   "| `source` |", "| `reason` |", "rec.items", "Recommender.poll_once",
+                   "Recommender.install_signal_handlers", "## Errors", "### `edgerec_sdk.EdgerecError`",
+                   "### `edgerec_sdk.HubAuthError`", "├── ModelError"):
+        assert needle in text, needle
+    config_rows = [line for line in text.splitlines() if line.startswith("| `") and line.count("|") == 4]
+    empty = [line.split("|")[1].strip() for line in config_rows if not line.split("|")[3].strip()]
+    assert len(config_rows) > 40 and empty == []  # before: every config table's meaning column was empty
