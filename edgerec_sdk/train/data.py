@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from ..config import DEFAULT_EVENT_WEIGHTS
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,15 @@ class InteractionData:
         item_ids: the item id of each row, as written in the data file (row order).
         user_ids: one id per sequence.
         sequences: item rows (0-based, int64), oldest first, one array per user.
+        weights: per event, how much it says about interest (an event log mixing types, by
+            :data:`~edgerec_sdk.config.DEFAULT_EVENT_WEIGHTS`); ``None`` when every event weighs the same
+            (sequence files, purchase-only logs), and training is then unweighted.
     """
 
     item_ids: list[str]
     user_ids: list[str]
     sequences: list[NDArray[np.int64]]
+    weights: list[NDArray[np.float32]] | None = None
 
     @property
     def n_items(self) -> int:
@@ -110,9 +115,14 @@ class Split:
     valid_targets: NDArray[np.int64]
     test_users: NDArray[np.int64]
     test_targets: NDArray[np.int64]
+    train_weights: list[NDArray[np.float32]] | None = None
+    """Event weights aligned with ``train`` (``None``: unweighted)."""
+    train_full_weights: list[NDArray[np.float32]] | None = None
+    """Event weights aligned with ``train_full``."""
 
 
-def leave_one_out(sequences: Sequence[NDArray[np.int64]], *, min_len: int = 3) -> Split:
+def leave_one_out(sequences: Sequence[NDArray[np.int64]], *, min_len: int = 3,
+                  weights: Sequence[NDArray[np.float32]] | None = None) -> Split:
     """Split each sequence: last item = test, second-to-last = validation, the rest = training.
 
     Users shorter than ``min_len`` are not evaluated; their items up to ``seq[:-1]`` still train the model
@@ -142,6 +152,9 @@ def leave_one_out(sequences: Sequence[NDArray[np.int64]], *, min_len: int = 3) -
         valid_targets=np.asarray(valid_t, dtype=np.int64),
         test_users=u_arr.copy(),
         test_targets=np.asarray(test_t, dtype=np.int64),
+        train_weights=None if weights is None else [w[: len(t)] for w, t in zip(weights, train, strict=True)],
+        train_full_weights=None if weights is None else [w[: len(t)] for w, t in zip(weights, train_full,
+                                                                                     strict=True)],
     )
 
 
@@ -153,7 +166,7 @@ def _row_order(first_seen: Mapping[str, int]) -> list[str]:
     return sorted(ids, key=first_seen.__getitem__)
 
 
-def _build(user_ids: list[str], raw: list[list[str]]) -> InteractionData:
+def _build(user_ids: list[str], raw: list[list[str]], weights: list[list[float]] | None = None) -> InteractionData:
     first_seen: dict[str, int] = {}
     for seq in raw:
         for it in seq:
@@ -164,7 +177,9 @@ def _build(user_ids: list[str], raw: list[list[str]]) -> InteractionData:
     sequences = [np.fromiter((row[i] for i in seq), dtype=np.int64, count=len(seq)) for seq in raw]
     if not item_ids:
         raise ConfigError("the interaction data holds no items")
-    return InteractionData(item_ids=item_ids, user_ids=user_ids, sequences=sequences)
+    flat = {w for ws in weights or () for w in ws}
+    weighted = None if len(flat) <= 1 else [np.asarray(ws, dtype=np.float32) for ws in weights or ()]
+    return InteractionData(item_ids=item_ids, user_ids=user_ids, sequences=sequences, weights=weighted)
 
 
 def read_sequences(path: str | os.PathLike[str]) -> InteractionData:
@@ -235,6 +250,7 @@ def read_events(
     drop = {t.lower() for t in drop_types}
     per_user: dict[str, list[tuple[float, int, str]]] = {}
     negatives: dict[str, list[tuple[float, int, str]]] = {}
+    weight_of: dict[int, float] = {}
     n = 0
     for n, rec in enumerate(_iter_event_rows(Path(path))):
         user, item = rec.get("user"), rec.get("item")
@@ -248,21 +264,28 @@ def read_events(
             continue
         ts = _parse_ts(rec.get("timestamp", rec.get("ts")))
         per_user.setdefault(str(user), []).append((ts, n, str(item)))
+        weight_of[n] = float(DEFAULT_EVENT_WEIGHTS.get(etype, 1.0)) or 1.0  # an unknown type counts as a click
     for user, bad in negatives.items():
         if user in per_user:
             per_user[user] = _without_negated(per_user[user], bad)
     user_ids: list[str] = []
     raw: list[list[str]] = []
+    weights: list[list[float]] = []
     for user, events in per_user.items():
         events.sort()
         seq: list[str] = []
-        for _, _, item in events:
+        ws: list[float] = []
+        for _, n_ev, item in events:
             if not seq or seq[-1] != item:
                 seq.append(item)
+                ws.append(weight_of[n_ev])
+            else:  # a repeat collapses into one step that keeps the heavier signal (a view, then the purchase)
+                ws[-1] = max(ws[-1], weight_of[n_ev])
         user_ids.append(user)
         raw.append(seq)
+        weights.append(ws)
     logger.info("read %d events for %d users from %s", n + 1, len(user_ids), Path(path).name)
-    return _build(user_ids, raw)
+    return _build(user_ids, raw, weights)
 
 
 def _is_explicit_negative(etype: str, value: object) -> bool:

@@ -98,7 +98,7 @@ def build_bundle(
     data_path = Path(data_path)
     data = read_interactions(data_path)
     meta = item_metadata(data, titles_path=titles, attributes_path=attributes)
-    split = leave_one_out(data.sequences)
+    split = leave_one_out(data.sequences, weights=data.weights)
     logger.info("data: %d users, %d items, %d interactions, %d evaluated users",
                 len(data.user_ids), data.n_items, data.n_interactions, len(split.test_users))
 

@@ -83,6 +83,18 @@ def _training_pairs(
     return inputs, targets
 
 
+def _target_weights(seqs: Sequence[NDArray[np.int64]], weights: Sequence[NDArray[np.float32]], max_len: int
+                    ) -> NDArray[np.float32]:
+    """The weight of each next-item target of :func:`_training_pairs`, aligned with its targets (0 = padding)."""
+    usable = [w[1:] for s, w in zip(seqs, weights, strict=True) if len(s) >= 2]
+    out = np.zeros((len(usable), max_len), dtype=np.float32)
+    for i, w in enumerate(usable):
+        tail = w[-max_len:]
+        if len(tail):
+            out[i, max_len - len(tail):] = tail
+    return out
+
+
 class _FullSoftmaxCE(torch.autograd.Function):
     """Summed softmax cross-entropy of ``h @ vectors.T`` against ``target``, with a lean backward.
 
@@ -92,24 +104,31 @@ class _FullSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
         logits = h @ vectors.T
         lse = torch.logsumexp(logits, dim=1)
         picked = (h * vectors[target]).sum(dim=1)
         ctx.save_for_backward(h, vectors, target, logits, lse)
-        return (lse - picked).sum()
+        ctx.weight = weight  # None on the unweighted path, which stays exactly as it was
+        loss = lse - picked
+        return (loss if weight is None else loss * weight).sum()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         h, vectors, target, logits, lse = ctx.saved_tensors
         prob = logits.sub_(lse.unsqueeze(1)).exp_()
         prob[torch.arange(len(target)), target] -= 1.0
         prob.mul_(grad)
-        return prob @ vectors, prob.T @ h, None
+        if ctx.weight is not None:
+            prob.mul_(ctx.weight.unsqueeze(1))
+        return prob @ vectors, prob.T @ h, None, None
 
 
-def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Mean full-softmax cross-entropy over all items, computed in row chunks.
+def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, chunk: int,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean full-softmax cross-entropy over all items, computed in row chunks; with ``weight`` (one per row)
+    the weighted mean, so a purchase target counts more than a view.
 
     Why chunks: one ``[positions, n_items]`` logit matrix is tens of MB; glibc serves such blocks with
     ``mmap`` and hands them back on free, so every step pays page faults for fresh memory (measured 2x
@@ -119,8 +138,11 @@ def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, 
     for start in range(0, h.shape[0], chunk):
         sl = slice(start, start + chunk)
         # torch leaves autograd.Function.apply unannotated (it returns forward's tensor)
-        total = total + _FullSoftmaxCE.apply(h[sl], vectors, target[sl])  # type: ignore[no-untyped-call]
-    return total / max(h.shape[0], 1)
+        total = total + _FullSoftmaxCE.apply(  # type: ignore[no-untyped-call]
+            h[sl], vectors, target[sl], None if weight is None else weight[sl])
+    if weight is None:
+        return total / max(h.shape[0], 1)
+    return total / weight.sum().clamp_min(1e-12)
 
 
 def tune_allocator() -> None:
@@ -224,8 +246,12 @@ def fit(
     vocab_size: int = 0,
     progress: bool = True,
     desc: str = "train",
+    weights: Sequence[NDArray[np.float32]] | None = None,
 ) -> tuple[SASRec, dict[str, list[float]], int, dict[str, Any] | None]:
     """Train for up to ``epochs``; with ``validate`` stop early and return the best state.
+
+    ``weights`` (per event, aligned with ``seqs``) weight each next-item target in the loss; ``None`` trains
+    unweighted.
 
     Returns ``(model, history, best_epoch, best_state)``; the model holds the best state on return.
     """
@@ -235,6 +261,7 @@ def fit(
     model = _make_model(n_items, cfg, item_tokens, vocab_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     inputs, targets = _training_pairs(seqs, cfg.max_len)
+    target_w = None if weights is None else _target_weights(seqs, weights, cfg.max_len)
     if len(inputs) == 0:
         raise ConfigError("no user has two or more training items")
     rng = np.random.default_rng(cfg.seed)
@@ -255,7 +282,8 @@ def fit(
                 y = torch.from_numpy(targets[idx, -width:])
                 table = model.item_table()
                 sel = y > 0
-                loss = _softmax_loss(model.encode(x, table)[sel], table[1:], y[sel] - 1, chunk)
+                w = None if target_w is None else torch.from_numpy(target_w[idx, -width:])[sel]
+                loss = _softmax_loss(model.encode(x, table)[sel], table[1:], y[sel] - 1, chunk, w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -315,6 +343,7 @@ def train(
         vocab_size=vocab_size,
         progress=progress,
         desc="search",
+        weights=split.train_weights,
     )
     t_search = time.perf_counter() - t0
     history: dict[str, list[float]] = {f"search_{k}": v for k, v in hist.items()}
@@ -330,6 +359,7 @@ def train(
             vocab_size=vocab_size,
             progress=progress,
             desc="refit",
+            weights=split.train_full_weights,
         )
         timings["refit_s"] = time.perf_counter() - t1
         timings["refit_cpu_s"] = time.process_time() - c1

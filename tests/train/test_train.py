@@ -42,6 +42,56 @@ def test_softmax_loss_gradients_match_cross_entropy() -> None:
     assert torch.allclose(h.grad, ref[0], atol=1e-5) and torch.allclose(w.grad, ref[1], atol=1e-5)
 
 
+def test_weighted_softmax_loss_is_the_weighted_mean_and_ones_change_nothing() -> None:
+    from torch.nn import functional as F
+
+    from edgerec_sdk.train.train import _softmax_loss
+
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(9, 5, generator=g, requires_grad=True)
+    v = torch.randn(13, 5, generator=g, requires_grad=True)
+    t = torch.randint(0, 13, (9,), generator=g)
+    wt = torch.tensor([0.5, 1, 2, 3, 1, 1, 0.5, 3, 2])
+    ref_loss = (F.cross_entropy(h @ v.T, t, reduction="none") * wt).sum() / wt.sum()
+    ref_loss.backward()
+    ref = (h.grad.clone(), v.grad.clone())
+    h.grad = None
+    v.grad = None
+    loss = _softmax_loss(h, v, t, 4, wt)  # chunks of 4 rows
+    loss.backward()
+    assert torch.allclose(loss, ref_loss, atol=1e-5)
+    assert torch.allclose(h.grad, ref[0], atol=1e-5) and torch.allclose(v.grad, ref[1], atol=1e-5)
+    plain = _softmax_loss(h.detach(), v.detach(), t, 4)
+    assert torch.allclose(_softmax_loss(h.detach(), v.detach(), t, 4, torch.ones(9)), plain, atol=1e-6)
+
+
+def test_an_event_log_mixing_types_trains_weighted(tmp_path: Path) -> None:
+    from edgerec_sdk.train.data import leave_one_out, read_events
+    from edgerec_sdk.train.train import fit
+
+    rng = np.random.default_rng(0)
+    rows = ["user,item,type,timestamp"]
+    for u in range(60):
+        start = int(rng.integers(0, 30))
+        for i in range(6):
+            kind = ("view", "click", "cart", "purchase")[int(rng.integers(0, 4))]
+            rows.append(f"u{u},i{(start + i) % 30},{kind},{i}")
+    log = tmp_path / "events.csv"
+    log.write_text("\n".join(rows) + "\n")
+    data = read_events(log)
+    assert data.weights is not None and {0.5, 3.0} <= set(np.concatenate(data.weights).tolist())
+    split = leave_one_out(data.sequences, weights=data.weights)
+    assert split.train_weights is not None
+    assert [len(w) for w in split.train_weights] == [len(s) for s in split.train]
+    cfg = TrainConfig(max_epochs=2, dim=8, max_len=6, batch_size=32, threads=1)
+    _, hist, _, _ = fit(split.train_full, data.n_items, cfg, epochs=2, progress=False,
+                        weights=split.train_full_weights)
+    assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
+    purchases = tmp_path / "purchases.csv"
+    purchases.write_text("user,item,type,timestamp\n" + "".join(f"u,i{i},purchase,{i}\n" for i in range(4)))
+    assert read_events(purchases).weights is None  # one type only: the unweighted path, as before
+
+
 def test_tiny_build_writes_a_servable_bundle(tmp_path: Path) -> None:
     from edgerec_sdk import Recommender
     from edgerec_sdk.train.pipeline import build_bundle
