@@ -302,6 +302,38 @@ def impressions_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+# -- hub: ingest and bundle downloads ----------------------------------------------------------------------
+
+def hub_tables(rows: list[Row]) -> list[str]:
+    ingest = table(["storage", "hub processes", "events", "events/s", "batch p50 ms", "batch p99 ms",
+                    "/metrics = sent"],
+                   [[r["backend"], r["replicas"], f"{r['events']:,}", f"{r['events_per_s']:,.0f}", r["batch_p50_ms"],
+                     r["batch_p99_ms"], {True: "yes", False: "**no**"}.get(r.get("metrics_equal_sent"), "")]
+                    for r in pick(rows, "ingest")])
+    shape = next(iter(pick(rows, "ingest")), {})
+    down = table(["bundle files in", "MB", "median MB/s", "best MB/s"],
+                 [[r["storage"], r["mb"], r["mb_per_s"], r["best_mb_per_s"]] for r in pick(rows, "download")])
+    return [f"{shape.get('edges')} edges, batches of {shape.get('batch')} events (gzip), "
+            f"{shape.get('batches_per_edge')} batches each, hub with {shape.get('hub_threads')} threads:", "",
+            *ingest, *down]
+
+
+def hub_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 2, 1)
+    cases = pick(rows, "ingest")
+    ax.bar([f"{r['backend']}\n{r['replicas']} process" + ("es" if r["replicas"] > 1 else "") for r in cases],
+           [r["events_per_s"] for r in cases])
+    ax.axhline(5000, color="grey", linestyle="--", linewidth=1, label="target 5,000/s")
+    ax.set(ylabel="events/s", title="hub ingest")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    downs = pick(rows, "download")
+    ax.bar([r["storage"] for r in downs], [r["mb_per_s"] for r in downs])
+    ax.set(ylabel="MB/s (median)", title="bundle file download")
+    ax.tick_params(axis="x", labelsize=8)
+
+
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
     "kernels": (kernels_tables, kernels_chart),
     "acceptance": (acceptance_tables, acceptance_chart),
@@ -310,6 +342,9 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "recommend": (recommend_tables, recommend_chart),
     "memory": (memory_tables, memory_chart),
     "impressions": (impressions_tables, impressions_chart),
+
+
+    "hub": (hub_tables, hub_chart),
 }
 
 
