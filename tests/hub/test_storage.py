@@ -210,3 +210,20 @@ def test_a_database_from_before_impressions_gains_their_columns(tmp_path: Path) 
     out = io.StringIO()
     assert storage.export_events(out) == 3 and ",impression,1,,,r,1" in out.getvalue()
     storage.close()
+
+
+def test_arm_counts_attribute_clicks_and_purchases_by_rec_id(storage: SQLStorage) -> None:
+    def shown(eid: str, user: str, rec: str, version: str) -> dict[str, Any]:
+        return ev(eid, user=user, item="a", type="impression", rec_id=rec, model_version=version,
+                  items=["a", "b"], positions=[0, 1])
+
+    storage.insert_events("e", "b", [
+        shown("i1", U1, "r1", "v1"), shown("i2", U1, "r2", "v1"), shown("i3", U2, "r3", "v2"),
+        ev("i1b", user=U1, item="a", type="impression", rec_id="r1", model_version="v1", items=["a"],
+           positions=[0]),                                      # the same answer logged again: one answer
+        ev("c1", rec_id="r1", position=0), ev("c2", rec_id="r1", position=1),    # two clicks, one answer
+        ev("p1", type="purchase", rec_id="r1"), ev("c3", rec_id="r3", model_version="v2"),
+        ev("c4", rec_id="elsewhere"), ev("c5"),                   # unattributed: counted nowhere
+    ])
+    assert storage.arm_counts(["v1", "v2", "v3"]) == {
+        "v1": (2, 1, 1, 1, 2, 1), "v2": (1, 1, 1, 0, 1, 0), "v3": (0, 0, 0, 0, 0, 0)}
