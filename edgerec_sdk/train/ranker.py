@@ -75,8 +75,7 @@ class Impression:
 def read_event_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Events from a JSON-lines or CSV export (a CSV ``items``/``positions`` cell holds a JSON list)."""
     text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
+    if text.lstrip().startswith("{"):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
@@ -84,8 +83,7 @@ def read_event_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for key in ("items", "positions"):
             if key in event:
                 event[key] = json.loads(event[key])
-        ts = event.pop("timestamp", event.get("ts"))
-        event["ts"] = _seconds(ts)
+        event["ts"] = _seconds(event.pop("timestamp", event.get("ts")))
         for key in ("position", "value"):
             if key in event:
                 event[key] = float(event[key])
@@ -111,14 +109,22 @@ def impressions_from_events(
     for e in sorted(events, key=lambda e: float(e.get("ts", 0.0))):
         kind, user = e.get("type"), str(e.get("user"))
         if kind == "impression":
-            items = [str(i) for i in (e.get("items") or [e.get("item")]) if i is not None]
-            positions = [int(p) for p in (e.get("positions") or range(len(items)))]
+            # a live row lists the whole answer (items, positions); an exported one is one line per slot
+            slots = e.get("items")
+            if slots is not None:
+                items = [str(i) for i in slots]
+                positions = [int(p) for p in (e.get("positions") or range(len(items)))]
+            else:
+                items, positions = [str(e.get("item"))], [int(float(e.get("position") or 0))]
             rec_id = str(e.get("rec_id") or e.get("event_id") or f"imp-{len(impressions)}")
-            if rec_id in impressions or len(positions) != len(items):
-                continue
-            logged = Impression(user, float(e["ts"]), rec_id, items, positions)
-            impressions[rec_id] = logged
-            by_user[user].append(logged)
+            logged = impressions.get(rec_id)
+            if logged is None:
+                logged = impressions[rec_id] = Impression(user, float(e["ts"]), rec_id, [], [])
+                by_user[user].append(logged)
+            for item, position in zip(items, positions, strict=False):
+                if item not in logged.items:
+                    logged.items.append(item)
+                    logged.positions.append(position)
             continue
         if kind in _HISTORY or (kind == "rating" and float(e.get("value") or 0) > 2):
             history[user].append((float(e["ts"]), str(e.get("item"))))

@@ -1,15 +1,15 @@
-"""The CTR ranker end to end, in a simulation with a known click model.
+"""The CTR ranker end to end, in a loopback simulation with a known click model.
 
 Shoppers click by category affinity and price fit, which the retriever (random item vectors) ignores, with a
-position bias. Answers of the retrieval-only bundle are logged as impressions with simulated clicks (the rows
-the hub exports), the ranker is trained on them, and fresh shoppers are served by both bundles: the expected
-CTR of the top 10 under the true click model must rise by at least 10 % relative. The held-out AUC and the
-calibration per decile come from the training report.
+position bias. An edge connected to a real hub on loopback serves the retrieval-only bundle and logs its answers
+as impressions (``log_impressions=True``) and the simulated clicks with ``rec_id`` and position; the hub's
+``export-events`` file trains the ranker; fresh shoppers are then served by both bundles: the expected CTR of
+the top 10 under the true click model must rise by at least 10 % relative. The held-out AUC and the calibration
+per decile come from the training report.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-pytest.importorskip("onnx")
+from acceptance.support import ADMIN, EDGE, KEY, connect, publish_http
 
 from edgerec_sdk import Recommender, RecommenderConfig
 from edgerec_sdk.bundle import load_bundle
+from edgerec_sdk.cli import main as edgerec
 from edgerec_sdk.errors import ConfigError
+from edgerec_sdk.hub import HubApp, serve_in_thread
 from edgerec_sdk.testing import make_bundle
-from edgerec_sdk.train.ranker import auc, fit_logistic, read_event_log, train_ranker
+from edgerec_sdk.train.ranker import auc, fit_logistic, impressions_from_events, read_event_log, train_ranker
 
 N_ITEMS = 600
 CATEGORIES = ["Nail", "Hair", "Skin", "Makeup", "Fragrance", "Tools"]  # make_bundle's generator
@@ -58,31 +59,41 @@ class Shoppers:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("ranker")
-    base = make_bundle(root / "base", n_items=N_ITEMS, dim=16, seed=3)
-    bundle = load_bundle(base)
+    base = make_bundle(root / "base", n_items=N_ITEMS, dim=16, seed=3, model_version="base", signing_key=KEY)
+    bundle = load_bundle(base, signing_key=KEY)
     yield {"root": root, "base": base, "shoppers": Shoppers(bundle.catalog, seed=11), "catalog": bundle.catalog}
 
 
 def _serve(bundle_dir: Path, users: list[dict[str, Any]], shoppers: Shoppers) -> list[tuple[dict[str, Any], Any]]:
-    with Recommender.from_bundle(bundle_dir, config=RecommenderConfig(cache_size=0)) as rec:
+    with Recommender.from_bundle(bundle_dir, config=RecommenderConfig(cache_size=0), signing_key=KEY) as rec:
         return [(u, rec.recommend(u["id"], k=10, history=[shoppers.ids[r] for r in u["history"]])) for u in users]
 
 
-def _log(answers: list[tuple[dict[str, Any], Any]], shoppers: Shoppers, t0: float) -> list[dict[str, Any]]:
-    """What the hub exports for these answers: one impression row each, and the clicks with rec_id/position."""
-    events: list[dict[str, Any]] = []
-    for n, (u, answer) in enumerate(answers):
-        ts = t0 + n
-        for r in u["history"]:
-            events.append({"user": u["id"], "item": shoppers.ids[r], "type": "view", "ts": t0 - 1000.0})
-        items = answer.item_ids
-        events.append({"user": u["id"], "item": items[0], "type": "impression", "ts": ts, "rec_id": answer.rec_id,
-                       "items": items, "positions": list(range(len(items)))})
-        for pos, item in enumerate(items):
-            if shoppers.rng.random() < shoppers.p_click(u, shoppers.ids.index(item), pos):
-                events.append({"user": u["id"], "item": item, "type": "click", "ts": ts + 5, "rec_id": answer.rec_id,
-                               "position": pos})
-    return events
+def _log_through_hub(world: dict[str, Any], shoppers: Shoppers, days: int, per_day: int) -> Path:
+    """Serve shoppers from an edge connected to a loopback hub, log answers and clicks, export the hub's log."""
+    root: Path = world["root"]
+    hub = serve_in_thread(HubApp(root / "hub", admin_tokens=[ADMIN], edge_tokens=[EDGE]))
+    rec = connect(hub.url, root / "edge", start=False)
+    try:
+        publish_http(hub.url, world["base"])
+        rec.poll_once()
+        for day in range(days):
+            for u in shoppers.make(per_day, start=day * 1000):
+                for r in u["history"]:
+                    rec.feedback({"user": u["id"], "item": shoppers.ids[r], "type": "view"})
+                answer = rec.recommend(u["id"], k=10, log_impressions=True)
+                assert answer.model_version == "base" and not answer.degraded
+                for pos, item in enumerate(answer.item_ids):
+                    if shoppers.rng.random() < shoppers.p_click(u, shoppers.ids.index(item), pos):
+                        rec.feedback({"user": u["id"], "item": item, "type": "click", "rec_id": answer.rec_id,
+                                      "position": pos})
+        assert rec.flush(60.0)
+    finally:
+        rec.close(2.0)
+        hub.stop()
+    out = root / "events.csv"
+    assert edgerec(["hub", "export-events", "--root", str(root / "hub"), "--out", str(out)]) == 0
+    return out
 
 
 def _expected_ctr(answers: list[tuple[dict[str, Any], Any]], shoppers: Shoppers) -> float:
@@ -92,16 +103,11 @@ def _expected_ctr(answers: list[tuple[dict[str, Any], Any]], shoppers: Shoppers)
 
 def test_a_trained_ranker_lifts_simulated_ctr_and_is_calibrated(world: dict[str, Any]) -> None:
     shoppers: Shoppers = world["shoppers"]
-    logged: list[dict[str, Any]] = []
-    for round_ in range(3):  # three days of logs from the retrieval-only bundle, new shoppers each day
-        users = shoppers.make(400, start=round_ * 1000)
-        logged += _log(_serve(world["base"], users, shoppers), shoppers, t0=1.7e9 + round_ * 86400)
-    log_file = world["root"] / "events.jsonl"
-    log_file.write_text("".join(json.dumps(e) + "\n" for e in logged))
-    report = train_ranker(world["base"], log_file, world["root"] / "ranked")
-    ranked = load_bundle(world["root"] / "ranked")
+    log_file = _log_through_hub(world, shoppers, days=3, per_day=400)
+    report = train_ranker(world["base"], log_file, world["root"] / "ranked", signing_key=KEY)
+    ranked = load_bundle(world["root"] / "ranked", signing_key=KEY)
     assert ranked.manifest.ranker is not None and ranked.ranker_bytes is not None
-    assert ranked.manifest.parent_version == load_bundle(world["base"]).model_version
+    assert ranked.manifest.parent_version == "base"
 
     fresh = shoppers.make(400, start=9000)
     plain_ctr = _expected_ctr(_serve(world["base"], fresh, shoppers), shoppers)
@@ -128,12 +134,13 @@ def test_explain_names_the_ranker_features_and_a_ranker_can_be_switched_off(worl
     shoppers: Shoppers = world["shoppers"]
     u = shoppers.make(5, start=20000)[0]
     history = [shoppers.ids[r] for r in u["history"]]
-    with Recommender.from_bundle(ranked_dir, config=RecommenderConfig(cache_size=0)) as rec:
+    with Recommender.from_bundle(ranked_dir, config=RecommenderConfig(cache_size=0), signing_key=KEY) as rec:
         answer = rec.recommend(u["id"], k=5, history=history, explain=True)
         assert all(0.0 <= r.score <= 1.0 for r in answer)
         assert any("ranked by" in (r.reason or "") for r in answer)
-    with Recommender.from_bundle(ranked_dir, config=RecommenderConfig(cache_size=0, use_ranker=False)) as off, \
-            Recommender.from_bundle(world["base"], config=RecommenderConfig(cache_size=0)) as base:
+    off_config = RecommenderConfig(cache_size=0, use_ranker=False)
+    with Recommender.from_bundle(ranked_dir, config=off_config, signing_key=KEY) as off, \
+            Recommender.from_bundle(world["base"], config=RecommenderConfig(cache_size=0), signing_key=KEY) as base:
         assert off.recommend(u["id"], k=10, history=history).item_ids == \
             base.recommend(u["id"], k=10, history=history).item_ids
 
@@ -143,7 +150,7 @@ def test_too_few_clicks_is_a_clear_refusal(world: dict[str, Any], tmp_path: Path
               {"user": "a", "item": "item-000002", "type": "impression", "ts": 2.0, "rec_id": "r1",
                "items": ["item-000002", "item-000003"], "positions": [0, 1]}]
     with pytest.raises(ConfigError, match="needs at least"):
-        train_ranker(world["base"], events, tmp_path / "out")
+        train_ranker(world["base"], events, tmp_path / "out", signing_key=KEY)
     assert not (tmp_path / "out").exists()
 
 
@@ -156,6 +163,22 @@ def test_logistic_fit_recovers_known_weights_and_auc_is_a_rank_statistic() -> No
     assert fit.weights * fit.scale == pytest.approx([1.5, -1.0, 0.0], abs=0.1)
     assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
     assert math.isnan(auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_the_hubs_export_one_line_per_slot_becomes_one_impression(tmp_path: Path) -> None:
+    f = tmp_path / "export.csv"
+    f.write_text("user,item,type,timestamp,value,model_version,rec_id,position\n"
+                 "u,i0,view,100,,,,\n"
+                 "u,i1,impression,200,,v1,r1,0\n"
+                 "u,i2,impression,200,,v1,r1,1\n"
+                 "u,i3,impression,200,,v1,r1,2\n"
+                 "u,i3,click,210,,,r1,2\n"
+                 "u,i2,purchase,4000,,,,\n")
+    impressions, history = impressions_from_events(read_event_log(f))
+    assert len(impressions) == 1
+    imp = impressions[0]
+    assert (imp.items, imp.positions, imp.clicked) == (["i1", "i2", "i3"], [0, 1, 2], {"i3"})  # i2: too late
+    assert [item for _, item in history["u"]] == ["i0", "i3", "i2"]
 
 
 def test_csv_export_with_json_lists_is_read(tmp_path: Path) -> None:
