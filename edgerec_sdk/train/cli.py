@@ -21,6 +21,9 @@ __all__ = ["register"]
 logger = logging.getLogger(__name__)
 
 _ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
+#: build flags that override a TrainConfig field when given (flag attribute -> field)
+_CONFIG_FLAGS = {"epochs": "max_epochs", "patience": "patience", "samples": "samples", "dropout": "dropout",
+                 "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool"}
 _COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
 
 
@@ -34,7 +37,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--epochs", type=int, default=None, help="max epochs of the search fit (default 200)")
     b.add_argument("--patience", type=int, default=None, help="epochs without improvement before stopping")
     b.add_argument("--seed", type=int, default=42)
-    b.add_argument("--threads", type=int, default=2, help="torch threads")
+    b.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
+    b.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="train on the CPU (default), a CUDA GPU, or auto: CUDA when torch sees one")
+    b.add_argument("--samples", choices=("prefixes", "sequences"), default=None,
+                   help="training rows: every prefix with its next item (default), or one row per user with a "
+                        "target at every position (the earlier recipe, for ablations)")
+    b.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.5)")
+    b.add_argument("--batch-size", type=int, default=None, help="training rows per step (default 256)")
+    b.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    b.add_argument("--length-pool", type=int, default=None,
+                   help="0 (default): batches of equal-length rows; n: sort by length inside random pools of "
+                        "n batches (the earlier recipe used 50; 1 = random batches)")
     b.add_argument("--item-text", action="store_true",
                    help="feed titles/attributes into the item vectors (tokenizer trained at build time)")
     b.add_argument("--no-evaluate", action="store_true", help="skip the leave-one-out evaluation")
@@ -104,13 +118,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
     require("torch", extra="build")
     require("onnx", extra="build")
     from .pipeline import build_bundle
-    from .train import TrainConfig
+    from .train import TrainConfig, resolve_device
 
-    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
-    if args.epochs is not None:
-        overrides["max_epochs"] = args.epochs
-    if args.patience is not None:
-        overrides["patience"] = args.patience
+    resolve_device(args.device)  # a missing GPU is refused before any data is read
+    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "device": args.device}
+    for flag, name in _CONFIG_FLAGS.items():
+        if getattr(args, flag) is not None:
+            overrides[name] = getattr(args, flag)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     res = build_bundle(

@@ -45,11 +45,15 @@ __all__ = [
     "ItemMetadata",
     "Split",
     "leave_one_out",
+    "length_batches",
+    "padding_share",
     "read_attributes",
     "read_events",
     "read_interactions",
     "read_sequences",
     "read_titles",
+    "sample_weights",
+    "training_samples",
 ]
 
 #: Event types that do not express interest and are dropped from sequences (an ``impression`` is a shown item,
@@ -60,6 +64,8 @@ NEGATIVE_EVENT_TYPES = frozenset({"skip", "dislike", "hide", "remove", "return",
 EXPLICIT_NEGATIVE_TYPES = frozenset({"dislike", "hide"})
 NEGATIVE_RATING_MAX = 2.0
 """A ``rating`` event whose ``value`` is at or below this is an explicit negative too."""
+#: How training rows are cut from the sequences (``TrainConfig.samples``).
+SAMPLE_MODES = ("prefixes", "sequences")
 
 
 @dataclass(frozen=True)
@@ -406,3 +412,83 @@ def pad_left(seqs: Sequence[NDArray[np.int64]], max_len: int, *, offset: int = 1
         if len(s):
             out[i, max_len - len(s) :] = s + offset
     return out
+
+
+def training_samples(
+    seqs: Sequence[NDArray[np.int64]], max_len: int, *, mode: str = "prefixes"
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Training rows ``(inputs, targets, lengths)``, inputs left-padded to ``max_len`` (row r fed as r + 1).
+
+    * ``"prefixes"``: one row per prefix ``s[:k]`` (k >= 1, the newest ``max_len`` items) with the single
+      target ``s[k]``; ``targets`` is ``[rows, 1]``. Every training row ends where a served history ends, at
+      the newest position (the published full-softmax recipe).
+    * ``"sequences"``: one row per user, ``s[:-1]`` with a target ``s[1:]`` at every position; ``targets``
+      is ``[rows, max_len]``.
+
+    ``targets`` is right-aligned with ``inputs`` (0 = no target); ``lengths`` counts each row's items.
+    """
+    if mode not in SAMPLE_MODES:
+        raise ConfigError(f"unknown sample mode {mode!r} (expected one of {', '.join(SAMPLE_MODES)})")
+    usable = [s for s in seqs if len(s) >= 2]
+    if mode == "sequences":
+        inputs = pad_left([s[:-1] for s in usable], max_len)
+        return inputs, pad_left([s[1:] for s in usable], max_len), (inputs > 0).sum(axis=1)
+    n_rows = sum(len(s) - 1 for s in usable)
+    inputs = np.zeros((n_rows, max_len), dtype=np.int64)
+    targets = np.zeros((n_rows, 1), dtype=np.int64)
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    row = 0
+    for s in usable:
+        n = len(s) - 1
+        # window k of [0]*max_len + s+1 ends just before s[k]: the prefix s[:k], left-padded
+        padded = np.concatenate([np.zeros(max_len, dtype=np.int64), s + 1])
+        inputs[row : row + n] = np.lib.stride_tricks.sliding_window_view(padded, max_len)[1 : n + 1]
+        targets[row : row + n, 0] = s[1:] + 1
+        lengths[row : row + n] = np.minimum(np.arange(1, n + 1), max_len)
+        row += n
+    return inputs, targets, lengths
+
+
+def sample_weights(
+    seqs: Sequence[NDArray[np.int64]], weights: Sequence[NDArray[np.float32]], max_len: int, *,
+    mode: str = "prefixes"
+) -> NDArray[np.float32]:
+    """The weight of each target of :func:`training_samples` (per event weights aligned with ``seqs``),
+    shaped like its ``targets`` (0 where there is no target)."""
+    usable = [w[1:].astype(np.float32) for s, w in zip(seqs, weights, strict=True) if len(s) >= 2]
+    if mode == "prefixes":
+        return (np.concatenate(usable) if usable else np.zeros(0, dtype=np.float32)).reshape(-1, 1)
+    out = np.zeros((len(usable), max_len), dtype=np.float32)
+    for i, w in enumerate(usable):
+        tail = w[-max_len:]
+        if len(tail):
+            out[i, max_len - len(tail) :] = tail
+    return out
+
+
+def length_batches(
+    lengths: NDArray[np.int64], batch_size: int, rng: np.random.Generator, *, pool: int | None = None
+) -> list[NDArray[np.int64]]:
+    """Shuffled batches of rows of equal (or nearly equal) length; a batch runs at its longest row's width.
+
+    Rows are shuffled, sorted by length (stable, so equal lengths stay in random order), cut into batches,
+    and the batch order is shuffled. Why: histories are short (median 4 training items on Beauty) and a
+    random batch nearly always holds one long row, so it would run at the full width; sorted, almost no
+    position is padding. ``pool`` sorts inside random pools of ``pool`` batches instead of globally
+    (more length mixing, more padding).
+    """
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * pool if pool else max(len(order), 1)
+    batches: list[NDArray[np.int64]] = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def padding_share(lengths: NDArray[np.int64], batches: Sequence[NDArray[np.int64]]) -> float:
+    """The share of the positions an epoch computes that are padding (each batch at its widest row)."""
+    computed = sum(int(lengths[b].max()) * len(b) for b in batches if len(b))
+    return 1.0 - float(lengths.sum()) / computed if computed else 0.0

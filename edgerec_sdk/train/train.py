@@ -7,6 +7,9 @@ The recipe (docs/build.md explains the choices):
 2. *final fit*: a fresh model with the same seed on ``seq[:-1]`` (the validation item included, the test
    item never) for ``E`` epochs. This is the model that is exported.
 
+Each fit trains on every prefix of its sequences with one full-softmax target at the newest position
+(``samples="prefixes"``), in batches of equal-length rows, so an epoch computes almost no padding.
+
 Example:
     >>> result = train(split, n_items, TrainConfig(max_epochs=2))   # doctest: +SKIP
 """
@@ -25,13 +28,16 @@ import torch
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from .data import Split, pad_left
+from .data import SAMPLE_MODES, Split, length_batches, pad_left, sample_weights, training_samples
 from .metrics import metrics_from_ranks
 from .model import SASRec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate_torch", "fit", "train"]
+__all__ = ["DEVICES", "TrainConfig", "TrainResult", "evaluate_torch", "fit", "resolve_device", "train"]
+
+#: ``TrainConfig.device`` values: ``auto`` picks CUDA when torch sees a GPU, else the CPU.
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +47,14 @@ class TrainConfig:
     dim: int = 64  #: hidden size and item vector size
     n_layers: int = 2  #: transformer blocks
     n_heads: int = 1  #: attention heads
-    dropout: float = 0.3  #: dropout rate
+    dropout: float = 0.5  #: dropout rate
     max_len: int = 50  #: history length read by the model
-    batch_size: int = 128  #: users per step
+    #: "prefixes": every prefix of a sequence is a row with one target, the next item, at the newest
+    #: position; "sequences": one row per user with a target at every position (the earlier recipe)
+    samples: str = "prefixes"
+    batch_size: int = 256  #: rows per step
+    #: 0: batches of equal-length rows (one global sort); n: sort inside random pools of n batches
+    length_pool: int = 0
     lr: float = 1e-3  #: Adam learning rate
     weight_decay: float = 0.0  #: Adam weight decay
     max_epochs: int = 200  #: upper bound for the search fit
@@ -51,7 +62,8 @@ class TrainConfig:
     min_epochs: int = 1  #: never stop before this
     refit: bool = True  #: refit on seq[:-1] for the best epoch count
     seed: int = 42  #: torch / numpy seed
-    threads: int = 2  #: torch intra-op threads
+    threads: int = 2  #: torch intra-op threads (CPU)
+    device: str = "cpu"  #: "cpu", "cuda" or "auto" (CUDA when torch sees a GPU)
     eval_batch: int = 2048  #: users per scoring batch during validation
 
     def __post_init__(self) -> None:
@@ -60,6 +72,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
+        if self.samples not in SAMPLE_MODES:
+            raise ConfigError(f"samples must be one of {', '.join(SAMPLE_MODES)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}")
+        if self.length_pool < 0:
+            raise ConfigError("length_pool must be >= 0")
 
 
 @dataclass
@@ -73,26 +91,18 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _training_pairs(
-    seqs: Sequence[NDArray[np.int64]], max_len: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Left-padded inputs ``s[:-1]`` and next-item targets ``s[1:]`` (both as r + 1), users with >= 2 items."""
-    usable = [s for s in seqs if len(s) >= 2]
-    inputs = pad_left([s[:-1] for s in usable], max_len)
-    targets = pad_left([s[1:] for s in usable], max_len)
-    return inputs, targets
-
-
-def _target_weights(seqs: Sequence[NDArray[np.int64]], weights: Sequence[NDArray[np.float32]], max_len: int
-                    ) -> NDArray[np.float32]:
-    """The weight of each next-item target of :func:`_training_pairs`, aligned with its targets (0 = padding)."""
-    usable = [w[1:] for s, w in zip(seqs, weights, strict=True) if len(s) >= 2]
-    out = np.zeros((len(usable), max_len), dtype=np.float32)
-    for i, w in enumerate(usable):
-        tail = w[-max_len:]
-        if len(tail):
-            out[i, max_len - len(tail):] = tail
-    return out
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``TrainConfig.device``; ``cuda`` without a usable GPU is a :class:`ConfigError`."""
+    if name not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda: torch sees no CUDA GPU (torch built without CUDA, no driver, or "
+            "CUDA_VISIBLE_DEVICES empty); use --device cpu or auto"
+        )
+    return torch.device(name)
 
 
 class _FullSoftmaxCE(torch.autograd.Function):
@@ -118,7 +128,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         h, vectors, target, logits, lse = ctx.saved_tensors
         prob = logits.sub_(lse.unsqueeze(1)).exp_()
-        prob[torch.arange(len(target)), target] -= 1.0
+        prob[torch.arange(len(target), device=prob.device), target] -= 1.0
         prob.mul_(grad)
         if ctx.weight is not None:
             prob.mul_(ctx.weight.unsqueeze(1))
@@ -162,25 +172,6 @@ def tune_allocator() -> None:
         logger.debug("mallopt unavailable; allocator left as is")
 
 
-def _length_buckets(
-    lengths: NDArray[np.int64], batch_size: int, rng: np.random.Generator, *, pool: int = 50
-) -> list[NDArray[np.int64]]:
-    """Shuffled batches of users of similar length (sorted inside random pools of ``pool`` batches).
-
-    Why: histories are short (median 6) but a few are long; a random batch nearly always holds one long
-    user, so every batch would run at the full width. Bucketing cuts an epoch several times over.
-    """
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * pool
-    batches: list[NDArray[np.int64]] = []
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
 @torch.no_grad()
 def evaluate_torch(
     model: SASRec,
@@ -193,13 +184,14 @@ def evaluate_torch(
     model.eval()
     table = model.item_table()
     vectors = table[1:]
+    device = table.device
     ranks: list[NDArray[np.int64]] = []
     for start in range(0, len(histories), batch):
         hist = histories[start : start + batch]
-        x = torch.from_numpy(pad_left(hist, model.max_len))
+        x = torch.from_numpy(pad_left(hist, model.max_len)).to(device)
         interest = model.encode(x, table)[:, -1, :]
         scores = interest @ vectors.T
-        ranks.append(_torch_ranks(scores, torch.from_numpy(targets[start : start + batch]), hist))
+        ranks.append(_torch_ranks(scores, torch.from_numpy(targets[start : start + batch]).to(device), hist))
     return metrics_from_ranks(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
 
 
@@ -207,18 +199,18 @@ def _torch_ranks(
     scores: torch.Tensor, targets: torch.Tensor, hist: Sequence[NDArray[np.int64]]
 ) -> NDArray[np.int64]:
     """The same pessimistic ranks as :func:`metrics.ranks_from_scores`, in torch (faster on 2 threads)."""
-    b = scores.shape[0]
-    rows = torch.arange(b)
+    b, device = scores.shape[0], scores.device
+    rows = torch.arange(b, device=device)
     t = scores[rows, targets].clone()
     width = max((len(h) for h in hist), default=0)
-    full = torch.cat([torch.zeros(b, 1, dtype=scores.dtype), scores], dim=1)
+    full = torch.cat([torch.zeros(b, 1, dtype=scores.dtype, device=device), scores], dim=1)
     if width:
-        ex = torch.from_numpy(pad_left(hist, width))  # row r at column r + 1, padding at column 0
+        ex = torch.from_numpy(pad_left(hist, width)).to(device)  # row r at column r + 1, padding at column 0
         full.scatter_(1, ex, float("-inf"))
     full[rows, targets + 1] = float("-inf")
     ranks = (full[:, 1:] >= t.unsqueeze(1)).sum(dim=1)
     ranks[~torch.isfinite(t)] = scores.shape[1]
-    return ranks.numpy().astype(np.int64)
+    return ranks.cpu().numpy().astype(np.int64)
 
 
 def _make_model(n_items: int, cfg: TrainConfig, item_tokens: torch.Tensor | None, vocab: int) -> SASRec:
@@ -257,15 +249,15 @@ def fit(
     """
     from tqdm.auto import tqdm
 
+    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
-    model = _make_model(n_items, cfg, item_tokens, vocab_size)
+    model = _make_model(n_items, cfg, item_tokens, vocab_size).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    inputs, targets = _training_pairs(seqs, cfg.max_len)
-    target_w = None if weights is None else _target_weights(seqs, weights, cfg.max_len)
+    inputs, targets, lengths = training_samples(seqs, cfg.max_len, mode=cfg.samples)
+    target_w = None if weights is None else sample_weights(seqs, weights, cfg.max_len, mode=cfg.samples)
     if len(inputs) == 0:
         raise ConfigError("no user has two or more training items")
     rng = np.random.default_rng(cfg.seed)
-    lengths = (targets > 0).sum(axis=1)
     chunk = max(64, (1 << 22) // max(n_items, 1))
     hist: dict[str, list[float]] = {"loss": [], "valid_ndcg10": [], "epoch_s": []}
     best, best_epoch, best_state, bad = -1.0, epochs, None, 0
@@ -275,15 +267,17 @@ def fit(
             model.train()
             t0 = time.perf_counter()
             total = 0.0
-            batches = _length_buckets(lengths, cfg.batch_size, rng)
+            batches = length_batches(lengths, cfg.batch_size, rng, pool=cfg.length_pool or None)
             for idx in batches:
                 width = int(lengths[idx].max())
-                x = torch.from_numpy(inputs[idx, -width:])
-                y = torch.from_numpy(targets[idx, -width:])
+                x = torch.from_numpy(inputs[idx, -width:]).to(device)
+                # targets are right-aligned with the inputs: one column (prefixes) or one per position
+                y = torch.from_numpy(targets[idx, -min(width, targets.shape[1]) :]).to(device)
                 table = model.item_table()
                 sel = y > 0
-                w = None if target_w is None else torch.from_numpy(target_w[idx, -width:])[sel]
-                loss = _softmax_loss(model.encode(x, table)[sel], table[1:], y[sel] - 1, chunk, w)
+                w = None if target_w is None else torch.from_numpy(target_w[idx, -y.shape[1] :]).to(device)[sel]
+                h = model.encode(x, table)[:, -y.shape[1] :]
+                loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -364,7 +358,7 @@ def train(
         timings["refit_s"] = time.perf_counter() - t1
         timings["refit_cpu_s"] = time.process_time() - c1
         history.update({f"refit_{k}": v for k, v in hist2.items() if v})
-    model.eval()
+    model.cpu().eval()  # export and evaluation run on the CPU
     logger.info("trained: best epoch %d, search %.0f s, refit %.0f s", best_epoch, t_search,
                 timings.get("refit_s", 0.0))
     return TrainResult(
@@ -372,5 +366,5 @@ def train(
         best_epoch=best_epoch,
         history=history,
         timings_s=timings,
-        config=dataclasses.asdict(cfg),
+        config={**dataclasses.asdict(cfg), "device": resolve_device(cfg.device).type},
     )

@@ -114,3 +114,44 @@ def test_exported_events_drop_impressions_and_honour_explicit_negatives(tmp_path
     d = read_events(p)
     seqs = {u: [d.item_ids[r] for r in s] for u, s in zip(d.user_ids, d.sequences, strict=True)}
     assert seqs == {"u": ["b", "d"], "w": ["a", "e"]}
+
+
+def test_prefix_samples_one_target_at_the_newest_position() -> None:
+    from edgerec_sdk.train.data import sample_weights, training_samples
+
+    seqs = [np.array([4, 5, 6, 7]), np.array([9]), np.array([1, 2])]
+    inputs, targets, lengths = training_samples(seqs, 3, mode="prefixes")
+    # rows fed as r + 1, left-padded, the newest 3 items; the lone-item user gives no row
+    assert inputs.tolist() == [[0, 0, 5], [0, 5, 6], [5, 6, 7], [0, 0, 2]]
+    assert targets.tolist() == [[6], [7], [8], [3]]
+    assert lengths.tolist() == [1, 2, 3, 1]
+    w = [np.array([1.0, 2.0, 3.0, 4.0], np.float32), np.array([5.0], np.float32), np.array([6.0, 7.0], np.float32)]
+    assert sample_weights(seqs, w, 3, mode="prefixes").tolist() == [[2.0], [3.0], [4.0], [7.0]]
+    assert sample_weights(seqs, w, 3, mode="sequences").tolist() == [[2.0, 3.0, 4.0], [0.0, 0.0, 7.0]]
+
+
+def test_sequence_samples_have_a_target_at_every_position() -> None:
+    from edgerec_sdk.train.data import training_samples
+
+    inputs, targets, lengths = training_samples([np.array([4, 5, 6])], 4, mode="sequences")
+    assert inputs.tolist() == [[0, 0, 5, 6]] and targets.tolist() == [[0, 0, 6, 7]]
+    assert lengths.tolist() == [2]
+    with pytest.raises(ConfigError):
+        training_samples([np.array([1, 2])], 4, mode="windows")
+
+
+def test_length_batches_cover_every_row_once_and_waste_no_padding() -> None:
+    from edgerec_sdk.train.data import length_batches, padding_share
+
+    rng = np.random.default_rng(0)
+    lengths = np.repeat(np.arange(1, 9), 64)  # 8 lengths, 64 rows each
+    batches = length_batches(lengths, 32, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert padding_share(lengths, batches) == 0.0
+    # batches of random rows (pools of one batch) run at their longest member: mostly padding here
+    unsorted = length_batches(lengths, 32, rng, pool=1)
+    assert sorted(np.concatenate(unsorted).tolist()) == list(range(len(lengths)))
+    assert padding_share(lengths, unsorted) > 0.3
+    # the batch order is shuffled, so an epoch does not run from short to long rows
+    firsts = [int(lengths[b[0]]) for b in batches]
+    assert firsts != sorted(firsts)

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from edgerec_sdk.train.model import SASRec  # noqa: E402
 from edgerec_sdk.train.train import TrainConfig, _FullSoftmaxCE  # noqa: E402
 
 
@@ -127,7 +128,11 @@ def test_cli_registers_build_and_evaluate() -> None:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--epochs", "3"])
-    assert args.command == "build" and args.epochs == 3
+    assert args.command == "build" and args.epochs == 3 and args.device == "cpu" and args.samples is None
+    args = parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--device", "auto", "--samples",
+                              "sequences", "--dropout", "0.3", "--batch-size", "128", "--length-pool", "50"])
+    assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool) == (
+        "auto", "sequences", 0.3, 128, 50)
     args = parser.parse_args(["evaluate", "b", "--data", "d.txt", "--out-json", "m.json"])
     assert args.bundle == "b" and args.out_json == "m.json"
 
@@ -149,3 +154,42 @@ def test_item_text_build_ships_a_tokenizer(tmp_path: Path) -> None:
     catalog = json.loads((res.bundle_dir / "catalog.json").read_text())
     assert catalog["ids"][:2] == ["1", "2"] and catalog["columns"]["category"][0] == ["attr-2"]
     assert manifest["metrics"]["export"]["parity_max_abs"] < 1e-4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_device_auto_is_the_cpu_and_cuda_is_refused_without_a_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgerec_sdk.cli import main
+    from edgerec_sdk.errors import ConfigError
+    from edgerec_sdk.train.train import resolve_device
+
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError):
+        TrainConfig(device="tpu")
+    data = tmp_path / "seq.txt"
+    _synthetic(data, users=20)
+    assert main(["build", "--data", str(data), "--out", str(tmp_path / "b"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("samples", ["prefixes", "sequences"])
+def test_both_sample_modes_learn_the_synthetic_walk(samples: str) -> None:
+    from edgerec_sdk.train.data import leave_one_out
+    from edgerec_sdk.train.train import evaluate_torch, fit
+
+    seqs = [np.array([(s + i) % 30 for i in range(8)]) for s in range(30) for _ in range(6)]
+    split = leave_one_out(seqs)
+    cfg = TrainConfig(dim=16, max_len=8, batch_size=32, threads=1, dropout=0.1, lr=5e-3, samples=samples,
+                      device="auto")
+    hist = [split.train[u] for u in split.valid_users]
+
+    def validate(model: SASRec) -> float:
+        return evaluate_torch(model, hist, split.valid_targets)["NDCG@10"]
+
+    _, history, best_epoch, _ = fit(split.train, 30, cfg, epochs=6, validate=validate, progress=False)
+    assert max(history["valid_ndcg10"]) > 0.5  # chance is about 0.1
+    assert 1 <= best_epoch <= 6
