@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
 
+from edgerec_sdk import Recommender
 from edgerec_sdk.errors import ConfigError, HubStatusError, HubTransportError
 from edgerec_sdk.sync import SyncConfig, protocol
 from edgerec_sdk.sync.client import HubClient
@@ -74,3 +77,12 @@ def test_sync_config_takes_replica_urls() -> None:
         SyncConfig(hub_url=A, hub_urls=B, allow_unsigned_bundles=True)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="non-loopback"):
         SyncConfig(hub_url=A, hub_urls=("http://b.hub.example",), allow_unsigned_bundles=True)
+
+
+def test_connect_takes_a_list_of_replicas(tmp_path: Path) -> None:
+    rec = Recommender.connect([A, B], token="T", user_id_key="k", state_dir=tmp_path, allow_unsigned_bundles=True,
+                              start=False)
+    try:
+        assert rec._sync.config.hub_urls == (B,) and rec._sync.client.base_urls == (A, B)  # type: ignore[attr-defined]
+    finally:
+        rec.close(0.1)
