@@ -163,6 +163,10 @@ class RecommenderConfig:
     """Longest wait for pending feedback at interpreter exit (the rows stay in the outbox after it)."""
     fallback_items: tuple[str, ...] = ()
     """Items served when no bundle is loaded at all."""
+    query_weight: float = 0.5
+    """How much a ``query=`` steers a user with history, in ``[0, 1]``: the ranking vector is
+    ``(1 - w) * interest / |interest| + w * text / |text|`` (0: the query is ignored, 1: the query alone).
+    A user without history is always ranked by the query alone (``source="query"``)."""
     profile_store: str = "memory"
     """Where user history lives: ``"memory"`` (this process), ``"sqlite:///PATH"`` (the workers of a host),
     ``"redis://HOST:PORT/DB"`` (many hosts); see :func:`edgerec_sdk.profile.make_profile_store`."""
@@ -195,6 +199,8 @@ class RecommenderConfig:
         if self.max_per_category is not None:
             _positive("max_per_category", self.max_per_category)
         _positive("rank_candidates", self.rank_candidates)
+        if isinstance(self.query_weight, bool) or not 0.0 <= self.query_weight <= 1.0:
+            raise ConfigError(f"query_weight must lie in [0, 1], not {self.query_weight!r}")
         if not isinstance(self.fallback_items, tuple):
             raise ConfigError("fallback_items must be a tuple of item ids")
         parse_profile_spec(self.profile_store)

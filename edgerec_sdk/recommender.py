@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import hashlib
 import logging
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -22,14 +20,14 @@ import numpy as np
 from cachetools import TTLCache
 
 from ._impl import log as _log
-from ._impl.checks import check_diversity, check_exclude, check_k
+from ._impl.checks import check_diversity, check_exclude, check_k, check_query
 from ._impl.counters import Counters
 from ._impl.events import check_user_id, normalize_event
 from ._impl.impressions import AnswerLog
 from ._impl.items import ItemCatalog
 from ._impl.latency import timed
 from ._impl.serving import Ranked, ServingState
-from ._impl.threads import register_postfork
+from ._impl.threads import at_exit_weakly, register_postfork
 from ._impl.weights import user_rows
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
@@ -57,6 +55,12 @@ logger = logging.getLogger(__name__)
 _CacheKey = tuple[Any, ...]
 _Answer = tuple[tuple[Recommendation, ...], tuple[str, ...]]
 """A cached answer: its items and the merchandising rules that touched it."""
+
+
+def _flush_at_exit(rec: Recommender) -> None:
+    """One bounded best-effort flush at interpreter exit."""
+    if not rec._closed:
+        rec._sync.flush(rec.config.exit_flush_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,7 @@ class Recommender:
         if bundle is not None:
             self.swap(bundle, origin=origin or "path")
         register_postfork(self.postfork)
-        _register_atexit(self)
+        at_exit_weakly(self, _flush_at_exit)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -191,11 +195,12 @@ class Recommender:
         )
         rec = cls(None, config, profile_store=profile_store)
         sync = EdgeSync(sync_cfg, transport=transport, on_bundle=rec._swap_from_hub,
-                        on_candidate=rec._set_candidate)
+                        on_candidate=rec._set_candidate, on_artifact={"catalogue": rec.items.apply_artifact})
         rec._sync = sync
         last_good = sync.load_last_good()
         if last_good is not None:
             rec.swap(last_good, origin="disk")
+        sync.load_saved_artifacts()
         if start:
             sync.start()
         return rec
@@ -207,17 +212,19 @@ class Recommender:
         if bundle is None or percent <= 0:
             self._candidate = None
             return
-        state = ServingState(bundle, self.config)
+        state = ServingState(bundle, self.config, live=self.items.live)
         state.warm_up(timeout_s=self.config.warmup_timeout_s)
         self._candidate = (state, float(percent))
 
     def swap(self, bundle: Bundle, *, origin: str = "path") -> None:
-        """Build and smoke-test a serving state for ``bundle``, then replace the current one atomically."""
-        state = ServingState(bundle, self.config)
-        state.warm_up(timeout_s=self.config.warmup_timeout_s)
-        previous = self._state
-        self._state = state
-        self._origin = origin
+        """Build and smoke-test a serving state for ``bundle`` (with the live catalogue laid over it), then
+        replace the current one atomically."""
+        with self.items._lock:  # a catalogue delta applied meanwhile is not lost
+            state = ServingState(bundle, self.config, live=self.items.live)
+            state.warm_up(timeout_s=self.config.warmup_timeout_s)
+            previous = self._state
+            self._state = state
+            self._origin = origin
         if previous is not None and previous.model_version != state.model_version:
             logger.info("bundle swapped %s -> %s", previous.model_version, state.model_version)
 
@@ -235,7 +242,8 @@ class Recommender:
             user: the storefront's user id (``str``, or ``int`` taken as its decimal string).
             k: how many items (clamped to ``max_k`` and the catalog; fewer is a valid answer).
             history: item ids the user interacted with, oldest first; overrides the stored profile.
-            query: optional search text, used when the bundle's model takes text.
+            query: search text blended with the user's interest (``config.query_weight``; alone, with
+                ``source="query"``, for a user without history) when the bundle has a text tower.
             exclude: item ids never to return.
             filters: catalog filters, e.g. ``{"in_stock": True, "price": (None, 30)}``.
             explain: give each item a ``reason`` naming the history items that drove it.
@@ -269,9 +277,7 @@ class Recommender:
         if histories is not None and len(histories) != len(ids):
             raise ValueError("histories must have one entry per user")
         excluded = check_exclude(exclude, max_exclude=self.config.max_exclude)
-        canon = check_filters(filters)
-        if query is not None and not isinstance(query, str):
-            raise TypeError("query must be a string")
+        canon, query = check_filters(filters), check_query(query)
         stages = _StageRequest(
             diversity=self.config.diversity if diversity is None else check_diversity(diversity),
             rules=None if rules is None else rules if isinstance(rules, RuleSet) else RuleSet.parse(rules),
@@ -333,13 +339,16 @@ class Recommender:
     @timed
     def similar_items(
         self, item_id: str, k: int = 10, *, exclude: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
+        query: str | None = None,
     ) -> Recommendations:
         """"Customers also viewed": items whose vectors are closest to ``item_id``'s.
 
-        An item unknown to the serving bundle gets the popularity ranking (``source="popular"``).
+        ``query`` is blended in as in :meth:`recommend`. An unknown item gets the query's ranking
+        (``source="query"``) or else the popularity ranking (``source="popular"``).
         """
         if not isinstance(item_id, str):
             raise TypeError(f"item_id must be a string, not {type(item_id).__name__}")
+        query = check_query(query)
         k = check_k(k, max_k=self.config.max_k)
         excluded = check_exclude(exclude, max_exclude=self.config.max_exclude)
         canon = check_filters(filters)
@@ -349,14 +358,11 @@ class Recommender:
             reason: DegradedReason = "closed" if self._closed else "not_ready"
             return self._degraded(None, k, reason, ClosedError("closed") if self._closed else NotReadyError("no bundle"))
         try:
-            allow = state.filters.mask(canon)
+            allow = state.allow_mask(canon)
             ex_rows = state.rows_of(excluded)
-            row = state.bundle.catalog.row(item_id)
-            if row is None:
-                ranked = state.popular_for(k, ex_rows, allow)
-            else:
-                ranked = state.similar(row, k, exclude=ex_rows, allow=allow)
-            source: Source = "similar" if ranked.personalized else "popular"
+            ranked = state.similar(state.bundle.catalog.row(item_id), k, exclude=ex_rows, allow=allow,
+                                   query=state.query_tokens(query))
+            source: Source = "query" if ranked.by_query else "similar" if ranked.personalized else "popular"
             return self._result(state, self._items(state, ranked, source, None))
         except (TypeError, ValueError):
             raise
@@ -369,7 +375,7 @@ class Recommender:
         excluded: tuple[str, ...], canon: tuple[tuple[str, Any], ...], explain: bool, query: str | None,
         stages: _StageRequest,
     ) -> list[Recommendations]:
-        allow = state.filters.mask(canon)
+        allow = state.allow_mask(canon)
         query_tokens = state.query_tokens(query)
         rules = merge_rule_sets([self._rules, stages.rules])
         ex_rows = state.rows_of(excluded)
@@ -402,7 +408,7 @@ class Recommender:
             shown.append(counts)
             # answers that impressions reorder are not cached: every show changes them
             keys.append(None if counts else (
-                state.model_version, hashlib.blake2b(rows.tobytes() + seen.tobytes() + negatives.tobytes(),
+                state.cache_tag, hashlib.blake2b(rows.tobytes() + seen.tobytes() + negatives.tobytes(),
                                                      digest_size=16).digest(),
                 k, excluded, canon, explain, query if query_tokens is not None else None, stage_key))
         answers: list[_Answer | None] = [self._cache_get(key) for key in keys]
@@ -420,16 +426,18 @@ class Recommender:
                 if shown[i]:  # impression decay reorders the candidates before the later stages choose
                     order = self._answer_log.rotation([ids_of[row] for row in r.rows.tolist()], shown[i])
                     r = Ranked(r.rows[order], r.scores[order], r.personalized)
-                ranker = None if state.ranker is None or not r.personalized else \
+                # the ranker's feature tables cover the bundle's rows, not items a catalogue delta added
+                ranker = None if state.ranker is None or not r.personalized or state.has_added(r.rows) else \
                     state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)
                 shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker) \
                     if opt.active or ranker is not None else Candidates(r.rows[:k], r.scores[:k])
-                r = Ranked(shaped.rows, shaped.scores, r.personalized)
+                r = Ranked(shaped.rows, shaped.scores, r.personalized, by_query=r.by_query)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None
                 if reasons and shaped.features:  # the ranker's features that moved each item most
                     reasons = [f"{why}; ranked by {', '.join(shaped.features[int(row)])}"
                                if shaped.features.get(int(row)) else why for why, row in zip(reasons, r.rows, strict=True)]
-                items = self._items(state, r, "personalized" if r.personalized else "popular", reasons)
+                source: Source = "query" if r.by_query else "personalized" if r.personalized else "popular"
+                items = self._items(state, r, source, reasons)
                 answer = (items, shaped.touched)
                 answers[i] = answer
                 self._cache_put(keys[i], answer)
@@ -638,21 +646,6 @@ class Recommender:
         state = self._state
         version = None if state is None else state.model_version
         return f"<Recommender model_version={version!r} closed={self._closed}>"
-
-
-def _register_atexit(rec: Recommender) -> None:
-    """One bounded best-effort flush at interpreter exit, through a weak reference (never keeps ``rec`` alive)."""
-    ref = weakref.ref(rec)
-
-    def flush_at_exit() -> None:
-        live = ref()
-        if live is not None and not live._closed:
-            try:
-                live._sync.flush(live.config.exit_flush_timeout_s)
-            except Exception:  # exit must never fail because of us
-                logger.debug("flush at exit failed", exc_info=True)
-
-    atexit.register(flush_at_exit)
 
 
 def demo_bundle_path() -> Path:

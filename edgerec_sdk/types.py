@@ -25,7 +25,7 @@ __all__ = [
 UserId = str | int
 ItemId = str
 
-Source = Literal["personalized", "popular", "similar", "fallback"]
+Source = Literal["personalized", "popular", "similar", "query", "fallback"]
 """Where an item came from: the interest model, the popularity ranking, item-to-item similarity, or the
 configured fallback list."""
 

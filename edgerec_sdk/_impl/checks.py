@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["check_diversity", "check_exclude", "check_k"]
+__all__ = ["check_diversity", "check_exclude", "check_k", "check_query"]
 
 
 def check_k(k: object, *, max_k: int) -> int:
@@ -38,3 +38,10 @@ def check_diversity(diversity: object) -> float:
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
     return value
+
+
+def check_query(query: object) -> str | None:
+    """``query`` as given; a ``TypeError`` unless it is a string or ``None`` (any text at all is fine)."""
+    if query is not None and not isinstance(query, str):
+        raise TypeError(f"query must be a string, not {type(query).__name__}")
+    return query

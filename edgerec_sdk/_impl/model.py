@@ -86,6 +86,7 @@ class InterestModel:
         dim: the interest vector size.
         query_input: the optional query-token input name.
         query_max_len: its length.
+        text_output: the optional text-tower output name (the text vector of the ``query`` tokens).
         intra_op_threads: onnxruntime intra-op threads.
         providers: execution providers, CPU by default.
     """
@@ -100,6 +101,7 @@ class InterestModel:
         dim: int,
         query_input: str | None = None,
         query_max_len: int = 0,
+        text_output: str | None = None,
         intra_op_threads: int = 1,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
@@ -110,6 +112,7 @@ class InterestModel:
         self.dim = dim
         self.query_input = query_input
         self.query_max_len = query_max_len
+        self.text_output = text_output if query_input is not None else None
         self._threads = intra_op_threads
         self._providers = tuple(providers)
         self._lock = threading.Lock()
@@ -130,6 +133,7 @@ class InterestModel:
             dim=m.dim,
             query_input=m.input_names.get("query"),
             query_max_len=m.query_max_len,
+            text_output=m.output_names.get("text"),
             intra_op_threads=intra_op_threads,
             providers=providers,
         )
@@ -163,6 +167,8 @@ class InterestModel:
             raise ModelLoadError(f"interest.onnx: no output named {self.interest_output!r} (has {sorted(outputs)})")
         if self.query_input is not None and self.query_input not in inputs:
             raise ModelLoadError(f"interest.onnx: no input named {self.query_input!r}")
+        if self.text_output is not None and self.text_output not in outputs:
+            raise ModelLoadError(f"interest.onnx: no output named {self.text_output!r}")
         if inputs[self.history_input].type != "tensor(int64)":
             raise ModelLoadError(f"interest.onnx: input {self.history_input!r} must be int64")
         return session
@@ -171,6 +177,19 @@ class InterestModel:
         self, history: NDArray[np.int64], query: NDArray[np.int64] | None = None, *, run_options: Any = None
     ) -> NDArray[np.float32]:
         """Interest vectors for a batch of left-padded histories (``(b, max_seq_len)`` int64 tokens)."""
+        return self._run([self.interest_output], history, query, run_options)[0]
+
+    def embed_text(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Text-tower vectors of token rows ``(n, query_max_len)`` (a query, or items added on the edge)."""
+        if self.text_output is None:
+            raise ModelLoadError("interest.onnx: this model has no text output")
+        history = np.zeros((tokens.shape[0], self.max_seq_len), dtype=np.int64)
+        return self._run([self.text_output], history, tokens)[0]
+
+    def _run(
+        self, names: list[str], history: NDArray[np.int64], query: NDArray[np.int64] | None,
+        run_options: Any = None,
+    ) -> list[NDArray[np.float32]]:
         feeds: dict[str, Any] = {self.history_input: np.ascontiguousarray(history, dtype=np.int64)}
         if self.query_input is not None:
             if query is None:
@@ -178,15 +197,16 @@ class InterestModel:
             feeds[self.query_input] = np.ascontiguousarray(query, dtype=np.int64)
         session = self._get_session()
         try:
-            out = session.run([self.interest_output], feeds, run_options)[0]
+            outs = session.run(names, feeds, run_options)
         except Exception as exc:
             raise ModelLoadError(f"interest.onnx: inference failed: {exc}") from exc
-        result = np.asarray(out, dtype=np.float32)
-        if result.ndim != 2 or result.shape != (history.shape[0], self.dim):
-            raise ModelLoadError(
-                f"interest.onnx: output shape {result.shape} does not match (batch, dim={self.dim})"
-            )
-        return result
+        results = [np.asarray(out, dtype=np.float32) for out in outs]
+        for result in results:
+            if result.ndim != 2 or result.shape != (history.shape[0], self.dim):
+                raise ModelLoadError(
+                    f"interest.onnx: output shape {result.shape} does not match (batch, dim={self.dim})"
+                )
+        return results
 
     def embed_bounded(
         self, histories: Sequence[NDArray[np.int64]], *, timeout_s: float

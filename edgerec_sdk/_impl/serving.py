@@ -1,7 +1,13 @@
 """One bundle made ready to serve: model, index, filters and the batched ranking math.
 
-A :class:`ServingState` is immutable once built; a model swap builds a new one off the request path and
-replaces one reference in the recommender, so a request that read the old reference finishes on it.
+A :class:`ServingState` is immutable once built; a model swap (or a catalogue delta) builds a new one off the
+request path and replaces one reference in the recommender, so a request that read the old reference
+finishes on it.
+
+Queries: with a text tower (a ``text`` model output and a tokenizer) the query's text vector ``t`` and the
+user's interest ``u`` are blended as ``(1 - w) * u / |u| + w * t / |t|`` (``w`` = ``query_weight``); a user
+without history is ranked by ``t`` alone. A query that keeps no known token is no query. Models that take a
+``query`` input without a text output get the tokens fed in, as before.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +27,9 @@ from ..index import VectorIndex, make_index, providers_for, resolve_device
 from ..rank import FilterCompiler
 from ..rank.ranker import Ranker
 from . import log as _log
+from .livecat import LiveCatalogue, overlay
 from .model import InterestModel, last_item_history, table_mismatch, warmup_history
+from .text import encode_query
 
 __all__ = ["Ranked", "ServingState"]
 
@@ -35,20 +44,46 @@ class Ranked:
     scores: NDArray[np.float32]
     personalized: bool
     nonfinite: bool = False
+    by_query: bool = False  #: ranked by the query alone (a user without history)
 
 
 class ServingState:
     """Everything one bundle version needs on the request path."""
 
-    def __init__(self, bundle: Bundle, config: RecommenderConfig) -> None:
+    model: InterestModel
+    _tokenizer: Any
+
+    def __init__(
+        self, bundle: Bundle, config: RecommenderConfig, *, live: LiveCatalogue | None = None,
+        reuse: ServingState | None = None,
+    ) -> None:
         manifest = bundle.manifest
-        self.bundle = bundle
+        self.base = bundle
         self.model_version = manifest.model_version
+        self.model_rows = manifest.n_items  # rows the model's own table holds; later rows came from deltas
+        self.query_weight = config.query_weight
         # One device for both sessions, so the interest vector makes one round trip at most.
         self.device = resolve_device(config.device, len(bundle.catalog))
-        self.model = InterestModel.for_bundle(
-            bundle, intra_op_threads=config.index.intra_op_threads, providers=providers_for(self.device)
-        )
+        if reuse is not None and reuse.base is bundle:  # a catalogue delta: same model, same session
+            self.model, self._tokenizer = reuse.model, reuse._tokenizer
+        else:
+            self.model = InterestModel.for_bundle(
+                bundle, intra_op_threads=config.index.intra_op_threads, providers=providers_for(self.device)
+            )
+            self._tokenizer = None
+            if self.model.query_input is not None and bundle.tokenizer_json is not None:
+                from tokenizers import Tokenizer
+
+                self._tokenizer = Tokenizer.from_str(bundle.tokenizer_json)
+        self.hidden: NDArray[np.bool_] | None = None
+        self.catalogue_counts: dict[str, int] = {}
+        if live is not None and not live.empty:
+            made = overlay(bundle, live, self.model, self._tokenizer)
+            bundle, self.hidden, self.catalogue_counts = made.bundle, made.hidden, dict(made.counts)
+        self.bundle = bundle
+        self.visible = None if self.hidden is None else ~self.hidden  # the kernel mask of a filterless request
+        #: what cached answers are keyed on: the model and the catalogue deltas they were ranked with
+        self.cache_tag = (self.model_version, self.catalogue_counts.get("deltas", 0))
         self.index: VectorIndex = make_index(
             bundle.vectors.values,
             bundle.vectors.scales,
@@ -64,11 +99,6 @@ class ServingState:
         # The bundle's CTR ranker, when it has one and the config uses it (the rank stage of the pipeline).
         self.ranker = Ranker(bundle, intra_op_threads=config.index.intra_op_threads) \
             if bundle.ranker_bytes is not None and config.use_ranker else None
-        self._tokenizer = None
-        if self.model.query_input is not None and bundle.tokenizer_json is not None:
-            from tokenizers import Tokenizer
-
-            self._tokenizer = Tokenizer.from_str(bundle.tokenizer_json)
         popular = np.asarray(bundle.popular, dtype=np.int64)
         self.popular = popular
         self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
@@ -109,16 +139,34 @@ class ServingState:
         return out[0]
 
     def query_tokens(self, query: str | None) -> NDArray[np.int64] | None:
-        """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text."""
+        """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text
+        or nothing in the query is in its vocabulary (unknown words, emoji, an empty string)."""
         if query is None:
             return None
         if self._tokenizer is None:
             _log.warn_once(logger, "query-ignored", "this bundle's model takes no query text; query ignored")
             return None
-        ids = self._tokenizer.encode(query).ids[: self.model.query_max_len]
-        out = np.zeros((1, self.model.query_max_len), dtype=np.int64)
-        out[0, : len(ids)] = ids
-        return out
+        out = encode_query(self._tokenizer, query, max_tokens=self.model.query_max_len)
+        return out if out.any() else None
+
+    def text_vector(self, tokens: NDArray[np.int64] | None) -> NDArray[np.float32] | None:
+        """The unit text vector of query tokens, ``None`` without a text tower or when it is zero."""
+        if tokens is None or self.model.text_output is None:
+            return None
+        t = self.model.embed_text(tokens)[0]
+        norm = float(np.linalg.norm(t))
+        return (t / norm).astype(np.float32) if norm > 0 and np.isfinite(norm) else None
+
+    def allow_mask(self, canon: tuple[tuple[str, Any], ...]) -> NDArray[np.bool_] | None:
+        """The filters' mask with the rows the live catalogue hides left out."""
+        allow = self.filters.mask(canon)
+        if self.visible is None:
+            return allow
+        return self.visible if allow is None else allow & self.visible
+
+    def has_added(self, rows: NDArray[np.int64]) -> bool:
+        """Whether ``rows`` hold an item a catalogue delta added (beyond the bundle's own tables)."""
+        return bool(len(rows)) and int(rows.max()) >= self.model_rows
 
     def rows_of(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
         """Rows of the known ids, in order; unknown ids are ignored."""
@@ -127,7 +175,9 @@ class ServingState:
     def popular_for(
         self, k: int, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None
     ) -> Ranked:
-        """The popularity ranking with exclusions and filters applied."""
+        """The popularity ranking with exclusions and filters applied (hidden rows always left out)."""
+        if allow is None:
+            allow = self.visible
         keep = np.ones(len(self.popular), dtype=np.bool_)
         if len(exclude):
             keep &= ~np.isin(self.popular, exclude)
@@ -153,25 +203,38 @@ class ServingState:
         demote their nearest neighbours: see :meth:`demote`.
         """
         out: list[Ranked | None] = [None] * len(histories)
+        text = self.text_vector(query)
+        legacy_query = query if text is None and self.model.text_output is None else None
+        model_hist = [h[h < self.model_rows] for h in histories]
         warm = [i for i, h in enumerate(histories) if len(h)]
-        if warm:
-            tokens = self.model.pad([histories[i] for i in warm])
-            q = None if query is None else np.repeat(query, len(warm), axis=0)
-            interest = self.model.embed(tokens, q)
+        users = warm + ([i for i in range(len(histories)) if not len(histories[i])] if text is not None else [])
+        if users:
+            interest = np.zeros((len(users), self.model.dim), dtype=np.float32)
+            by_model = [j for j, i in enumerate(users) if len(model_hist[i])]
+            if by_model:
+                tokens = self.model.pad([model_hist[users[j]] for j in by_model])
+                q = None if legacy_query is None else np.repeat(legacy_query, len(by_model), axis=0)
+                interest[by_model] = self.model.embed(tokens, q)
+            for j, i in enumerate(users):
+                if len(histories[i]) and not len(model_hist[i]):  # only items added after the build
+                    interest[j] = self.bundle.vectors.rows_f32(histories[i][-self.model.max_seq_len :]).mean(0)
             finite = np.all(np.isfinite(interest), axis=1)
             interest = np.where(finite[:, None], interest, 0.0).astype(np.float32)
             if negatives is not None and demotion > 0:
-                for j, i in enumerate(warm):
-                    if len(negatives[i]):
+                for j, i in enumerate(users):
+                    if len(negatives[i]) and len(histories[i]):
                         interest[j] = self.demote(interest[j], negatives[i], demotion)
-            result = self.index.search(interest, k, exclude=[excludes[i] for i in warm], allow=allow)
-            for j, i in enumerate(warm):
+            if text is not None:
+                interest = self._blend(interest, text, [len(histories[i]) > 0 for i in users])
+            result = self.index.search(interest, k, exclude=[excludes[i] for i in users], allow=allow)
+            for j, i in enumerate(users):
                 count = int(result.counts[j])
                 if not finite[j] or count == 0:
                     ranked = self.popular_for(k, excludes[i], allow)
                     out[i] = Ranked(ranked.rows, ranked.scores, personalized=False, nonfinite=not finite[j])
                 else:
-                    out[i] = Ranked(result.rows[j, :count], result.scores[j, :count], personalized=True)
+                    out[i] = Ranked(result.rows[j, :count], result.scores[j, :count], personalized=True,
+                                    by_query=not len(histories[i]))
         for i in range(len(histories)):
             if out[i] is None:
                 out[i] = self.popular_for(k, excludes[i], allow)
@@ -195,14 +258,29 @@ class ServingState:
         out: NDArray[np.float32] = (interest - scale * unit).astype(np.float32)
         return out
 
+    def _blend(self, interest: NDArray[np.float32], text: NDArray[np.float32], warm: list[bool]) -> NDArray[np.float32]:
+        """``(1 - w) * u / |u| + w * t`` for users with history, ``t`` alone for those without."""
+        norms = np.linalg.norm(interest, axis=1, keepdims=True)
+        unit = np.divide(interest, norms, out=np.zeros_like(interest), where=norms > 0)
+        w = np.where(np.asarray(warm)[:, None] & (norms > 0), self.query_weight, 1.0).astype(np.float32)
+        blended: NDArray[np.float32] = ((1.0 - w) * unit + w * text[None, :]).astype(np.float32)
+        return blended
+
     def similar(
-        self, row: int, k: int, *, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None
+        self, row: int | None, k: int, *, exclude: NDArray[np.int64], allow: NDArray[np.bool_] | None,
+        query: NDArray[np.int64] | None = None,
     ) -> Ranked:
-        """Items whose vectors are closest to ``row``'s (the item itself left out)."""
-        query = self.bundle.vectors.rows_f32(np.array([row], dtype=np.int64))
-        norm = float(np.linalg.norm(query))
+        """Items whose vectors are closest to ``row``'s (the item itself left out), blended with a query's
+        text vector when given; for an unknown item (``row`` None) the query's ranking, else popularity."""
+        if row is None:
+            return self.rank([np.empty(0, np.int64)], k, excludes=[exclude], allow=allow, query=query)[0]
+        text = self.text_vector(query)
+        vec = self.bundle.vectors.rows_f32(np.array([row], dtype=np.int64))
+        norm = float(np.linalg.norm(vec))
         if norm > 0:
-            query = query / norm
-        result = self.index.search(query.astype(np.float32), k, exclude=[np.append(exclude, row)], allow=allow)
+            vec = vec / norm
+        if text is not None:
+            vec = self._blend(vec.astype(np.float32), text, [True])
+        result = self.index.search(vec.astype(np.float32), k, exclude=[np.append(exclude, row)], allow=allow)
         count = int(result.counts[0])
         return Ranked(result.rows[0, :count], result.scores[0, :count], personalized=True)

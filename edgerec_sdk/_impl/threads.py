@@ -9,18 +9,20 @@ tests drive backoff and deadlines without sleeping.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Clock",
     "RepeatingTask",
     "SystemClock",
+    "at_exit_weakly",
     "register_fork_guard",
     "register_postfork",
 ]
@@ -235,3 +237,20 @@ def _after_fork_in_child() -> None:
             method()
         except Exception:  # why: one broken hook must not break the child or the other hooks
             logger.exception("postfork hook failed")
+
+
+def at_exit_weakly(owner: object, hook: Callable[[Any], None]) -> None:
+    """Run ``hook(owner)`` at interpreter exit if ``owner`` is still alive, holding only a weak reference
+    (never keeps it alive); an exception from the hook is logged at debug level, never raised (exit must
+    never fail because of us)."""
+    ref = weakref.ref(owner)
+
+    def run() -> None:
+        live = ref()
+        if live is not None:
+            try:
+                hook(live)
+            except Exception:
+                logger.debug("exit hook failed", exc_info=True)
+
+    atexit.register(run)

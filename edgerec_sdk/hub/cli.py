@@ -113,8 +113,8 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _hub_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hub", required=True, help="hub base URL")
+def _hub_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--hub", required=required, help="hub base URL")
     p.add_argument("--token", default=None, help="admin token (default: $EDGEREC_ADMIN_TOKEN)")
     p.add_argument("--allow-insecure-http", action="store_true", help="allow http:// to a non-loopback host")
 

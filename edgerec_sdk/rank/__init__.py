@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from .diversity import intra_list_similarity, mmr_order
 from .explain import explain_items
-from .filters import FILTER_KEYS, FilterCompiler, check_filters
+from .filters import FILTER_KEYS, OPERATORS, FilterCompiler, check_filters, column_kind
 from .pipeline import Candidates, StageOptions, run_stages
 from .rules import Rule, RuleSet, apply_rules
 
 __all__ = [
     "FILTER_KEYS",
+    "OPERATORS",
     "Candidates",
     "FilterCompiler",
     "Rule",
@@ -18,6 +19,7 @@ __all__ = [
     "StageOptions",
     "apply_rules",
     "check_filters",
+    "column_kind",
     "explain_items",
     "intra_list_similarity",
     "mmr_order",

@@ -30,7 +30,8 @@ from .._impl.optional import require
 from ..bundle import quantize_rows_int8, write_bundle
 from .fakehub import FakeClock, FakeHub, Fault, Recorded
 
-__all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "fork_probe", "make_bundle", "make_interest_model", "make_tiny_bundle"]
+__all__ = ["FakeClock", "FakeHub", "Fault", "Recorded", "fork_probe", "make_bundle", "make_interest_model",
+           "make_text_bundle", "make_tiny_bundle"]
 
 __test__ = False  # keep pytest from collecting the make_* helpers
 
@@ -45,6 +46,8 @@ def make_interest_model(
     max_seq_len: int,
     weights: NDArray[np.float32] | None = None,
     recency_decay: float | None = None,
+    token_table: NDArray[np.float32] | None = None,
+    query_max_len: int = 0,
 ) -> bytes:
     """Build a mean-pooling interest model following the bundle's interest-model contract.
 
@@ -58,6 +61,10 @@ def make_interest_model(
         max_seq_len: history length.
         weights: optional ``(dim, dim)`` output projection.
         recency_decay: optional decay in ``(0, 1]`` for recency-weighted pooling (left-padded histories).
+        token_table: optional ``(vocab, dim)`` token embeddings (row 0 padding): adds the text tower, input
+            ``query`` int64 ``[batch, query_max_len]`` and output ``query_vector`` (the mean embedding of the
+            non-padding tokens).
+        query_max_len: the ``query`` input length (with ``token_table``).
 
     Returns:
         The serialised ONNX model (no external data).
@@ -109,13 +116,25 @@ def make_interest_model(
         nodes.append(helper.make_node("MatMul", ["pooled", "W"], ["interest"]))
     else:
         nodes.append(helper.make_node("Identity", ["pooled"], ["interest"]))
-    graph = helper.make_graph(
-        nodes,
-        "edgerec_interest",
-        [helper.make_tensor_value_info("history", tp.INT64, ["batch", max_seq_len])],
-        [helper.make_tensor_value_info("interest", tp.FLOAT, ["batch", dim])],
-        initializer=inits,
-    )
+    inputs = [helper.make_tensor_value_info("history", tp.INT64, ["batch", max_seq_len])]
+    outputs = [helper.make_tensor_value_info("interest", tp.FLOAT, ["batch", dim])]
+    if token_table is not None:
+        tt = np.asarray(token_table, dtype=np.float32)
+        inits.append(helper.make_tensor("T", tp.FLOAT, list(tt.shape), tt.tobytes(), raw=True))
+        nodes += [
+            helper.make_node("Gather", ["T", "query"], ["q_emb"], axis=0),
+            helper.make_node("Greater", ["query", "zero"], ["q_nonpad"]),
+            helper.make_node("Cast", ["q_nonpad"], ["q_mask"], to=tp.FLOAT),
+            helper.make_node("Unsqueeze", ["q_mask", "axis2"], ["q_mask3"]),
+            helper.make_node("Mul", ["q_emb", "q_mask3"], ["q_masked"]),
+            helper.make_node("ReduceSum", ["q_masked", "axis1"], ["q_total"], keepdims=0),
+            helper.make_node("ReduceSum", ["q_mask", "axis1"], ["q_count"], keepdims=1),
+            helper.make_node("Max", ["q_count", "one"], ["q_denom"]),
+            helper.make_node("Div", ["q_total", "q_denom"], ["query_vector"]),
+        ]
+        inputs.append(helper.make_tensor_value_info("query", tp.INT64, ["batch", query_max_len]))
+        outputs.append(helper.make_tensor_value_info("query_vector", tp.FLOAT, ["batch", dim]))
+    graph = helper.make_graph(nodes, "edgerec_interest", inputs, outputs, initializer=inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgerec-testing"
     )
@@ -177,6 +196,58 @@ def make_bundle(
         model_version=model_version,
         signing_key=signing_key,
         extra={"generator": "edgerec_sdk.testing.make_bundle", "seed": seed},
+        overwrite=out.is_dir() and not any(out.iterdir()),
+    )
+
+
+_COLOURS: Final = ("red", "blue", "green", "black", "white", "pink", "gold", "silver")
+_NOUNS: Final = ("lipstick", "shampoo", "lotion", "polish", "brush", "perfume", "serum", "mascara", "razor",
+                 "candle")
+
+
+def make_text_bundle(
+    path: str | os.PathLike[str],
+    *,
+    n_items: int = 200,
+    dim: int = 32,
+    seed: int = 0,
+    max_seq_len: int = 10,
+    query_max_len: int = 8,
+    model_version: str | None = None,
+    signing_key: bytes | None = None,
+) -> Path:
+    """A bundle whose model has a text tower, like ``edgerec build`` makes from data with titles.
+
+    Titles are ``"<colour> <noun> <n>"``; a tokenizer is trained on them; every word gets a seeded random
+    embedding and an item's vector is a small random id part plus the mean embedding of its title's tokens,
+    so a query naming a title's words lands on that item's neighbours. The model pools item vectors for the
+    interest (as :func:`make_interest_model`) and returns the token mean as ``query_vector``.
+    """
+    from .._impl.text import encode_texts
+    from ..train.text import train_tokenizer
+
+    rng = np.random.default_rng(seed)
+    titles = [f"{_COLOURS[rng.integers(len(_COLOURS))]} {_NOUNS[rng.integers(len(_NOUNS))]} {i}"
+              for i in range(1, n_items + 1)]
+    tok = train_tokenizer(titles, vocab_size=400)
+    tokens = encode_texts(tok, titles, max_tokens=query_max_len)
+    table = rng.standard_normal((tok.get_vocab_size(), dim), dtype=np.float32)
+    table[0] = 0.0
+    mask = (tokens > 0)[:, :, None]
+    text = (table[tokens] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+    vectors = (0.1 * rng.standard_normal((n_items, dim), dtype=np.float32) + text).astype(np.float32)
+    model = make_interest_model(_stored(vectors, "int8"), max_seq_len=max_seq_len, token_table=table,
+                                query_max_len=query_max_len)
+    columns = _columns(rng, n_items)
+    columns["title"] = titles
+    out = Path(path)
+    return write_bundle(
+        out, model_bytes=model, vectors=vectors, catalog_ids=[f"item-{i:06d}" for i in range(1, n_items + 1)],
+        catalog_columns=columns, popular=rng.permutation(n_items).astype(np.int64), vector_dtype="int8",
+        max_seq_len=max_seq_len, model_version=model_version, signing_key=signing_key,
+        tokenizer_json=tok.to_str(), input_names={"history": "history", "query": "query"},
+        output_names={"interest": "interest", "text": "query_vector"}, query_max_len=query_max_len,
+        extra={"generator": "edgerec_sdk.testing.make_text_bundle", "seed": seed},
         overwrite=out.is_dir() and not any(out.iterdir()),
     )
 

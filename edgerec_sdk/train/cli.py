@@ -49,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--length-pool", type=int, default=None,
                    help="0 (default): batches of equal-length rows; n: sort by length inside random pools of "
                         "n batches (the earlier recipe used 50; 1 = random batches)")
-    b.add_argument("--item-text", action="store_true",
-                   help="feed titles/attributes into the item vectors (tokenizer trained at build time)")
+    b.add_argument("--item-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="text tower: titles/attributes in the item vectors and a query input (tokenizer trained "
+                        "at build time); default on whenever --titles or --attributes is given")
     b.add_argument("--no-evaluate", action="store_true", help="skip the leave-one-out evaluation")
     b.add_argument("--no-baselines", action="store_true", help="skip popularity and ItemKNN")
     b.add_argument("--report", help="report directory (default <out>-report)")
@@ -75,6 +76,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     e.add_argument("--out-json", help="write the metrics to this file")
     e.add_argument("--no-baselines", action="store_true", help="skip popularity and ItemKNN")
     e.add_argument("--no-write", action="store_true", help="do not store the metrics in the manifest")
+    e.add_argument("--query-intent", action="store_true",
+                   help="instead: HR@10 with a 2-3 word title query vs without (warm and cold users), the "
+                        "query path's latency, and the cold-item slice (targets with <= 5 training events)")
+    e.add_argument("--users", type=int, default=2000, help="test users sampled for --query-intent")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed for --query-intent")
+    e.add_argument("--query-weight", type=float, default=None,
+                   help="RecommenderConfig.query_weight for --query-intent (default: the config's, 0.5)")
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -153,6 +161,25 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_bundle
+
+    if args.query_intent:
+        from .query_eval import evaluate_query_intent
+
+        qi = evaluate_query_intent(args.bundle, args.data, users=args.users, seed=args.seed,
+                                   query_weight=args.query_weight)
+        sys.stdout.write(f"query intent on {qi['users']} test users ({qi['bundle']}, text tower: "
+                         f"{qi['text_tower']}, query_weight {qi['query_weight']})\n")
+        for side in ("warm", "cold"):
+            m = qi[side]
+            sys.stdout.write(f"  {side}: HR@10 {m['HR@10']:.4f} -> {m['HR@10_query']:.4f} with the query "
+                             f"(x{m['ratio']})\n")
+        for name, lat in qi["latency"].items():
+            sys.stdout.write(f"  latency {name}: p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms\n")
+        ci = qi["cold_items"]
+        sys.stdout.write(f"  cold-item slice ({ci['targets']} targets, <= {ci['max_train_events']} training "
+                         f"events): HR@10 {ci['HR@10']:.4f}\n")
+        _write_json(args.out_json, qi)
+        return 0
 
     metrics = evaluate_bundle(args.bundle, args.data, baselines=not args.no_baselines, write=not args.no_write)
     sys.stdout.write(_table(metrics))

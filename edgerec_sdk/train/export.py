@@ -2,7 +2,9 @@
 
 The exported graph takes ``history`` int64 ``[batch, max_len]`` (left-padded, row r fed as r + 1, 0 = pad)
 and returns ``interest`` float32 ``[batch, dim]``; the item table is a constant inside the graph, so the
-model needs nothing but the history. Quantization is onnxruntime's dynamic int8 (weights int8, activations
+model needs nothing but the history. A model with a text tower also takes ``query`` int64
+``[batch, QUERY_TOKENS]`` token ids and returns their text vector as ``query_vector`` ``[batch, dim]``
+(the same function that gives an item its text part, so an edge can embed an item added after the build). Quantization is onnxruntime's dynamic int8 (weights int8, activations
 quantized on the fly), applied to the MatMul/Gemm weights and to the item-table Gather.
 
 Example:
@@ -27,14 +29,17 @@ from numpy.typing import NDArray
 
 from ..errors import ModelLoadError
 from .model import ExportWrapper, SASRec
+from .text import QUERY_TOKENS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportedModel", "export_model", "int8_vector_error", "onnx_session", "run_onnx"]
+__all__ = ["ExportedModel", "export_model", "int8_vector_error", "onnx_session", "run_onnx", "run_text"]
 
 OPSET = 17
 INPUT_NAME = "history"
 OUTPUT_NAME = "interest"
+QUERY_NAME = "query"
+TEXT_NAME = "query_vector"
 
 
 @dataclass
@@ -45,6 +50,17 @@ class ExportedModel:
     int8_bytes: bytes
     vectors: NDArray[np.float32]
     report: dict[str, Any] = field(default_factory=dict)
+    query_max_len: int = 0  #: the ``query`` input's length; 0 when the model has no text tower
+
+    @property
+    def input_names(self) -> dict[str, str]:
+        """Manifest ``model.inputs``."""
+        return {"history": INPUT_NAME, **({"query": QUERY_NAME} if self.query_max_len else {})}
+
+    @property
+    def output_names(self) -> dict[str, str]:
+        """Manifest ``model.outputs``."""
+        return {"interest": OUTPUT_NAME, **({"text": TEXT_NAME} if self.query_max_len else {})}
 
 
 def onnx_session(model_bytes: bytes, *, threads: int = 1) -> Any:
@@ -62,10 +78,20 @@ def onnx_session(model_bytes: bytes, *, threads: int = 1) -> Any:
         raise ModelLoadError(f"onnxruntime refused the exported model: {exc}") from exc
 
 
-def run_onnx(session: Any, history: NDArray[np.int64], *, batch: int = 4096) -> NDArray[np.float32]:
-    """Interest vectors for a padded history matrix, in batches."""
+def _feeds(session: Any, history: NDArray[np.int64], query: NDArray[np.int64] | None) -> dict[str, Any]:
+    feeds: dict[str, Any] = {INPUT_NAME: history}
+    q_input = next((i for i in session.get_inputs() if i.name == QUERY_NAME), None)
+    if q_input is not None:
+        feeds[QUERY_NAME] = query if query is not None else np.zeros((len(history), q_input.shape[1]), np.int64)
+    return feeds
+
+
+def run_onnx(session: Any, history: NDArray[np.int64], *, batch: int = 4096,
+             query: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+    """Interest vectors for a padded history matrix, in batches (an empty query when the model takes one)."""
     outs = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: history[i : i + batch]})[0]
+        session.run([OUTPUT_NAME], _feeds(session, history[i : i + batch],
+                                          None if query is None else query[i : i + batch]))[0]
         for i in range(0, len(history), batch)
     ]
     if not outs:
@@ -73,30 +99,43 @@ def run_onnx(session: Any, history: NDArray[np.int64], *, batch: int = 4096) -> 
     return np.concatenate(outs).astype(np.float32, copy=False)
 
 
-def _to_onnx(wrapper: ExportWrapper, max_len: int) -> bytes:
-    dummy = torch.ones(2, max_len, dtype=torch.long)
+def run_text(session: Any, tokens: NDArray[np.int64], *, max_len: int, batch: int = 4096) -> NDArray[np.float32]:
+    """Text-tower vectors of token rows (``[n, query_len]``) through the model's ``query_vector`` output."""
+    outs = [
+        session.run([TEXT_NAME], _feeds(session, np.zeros((len(tokens[i : i + batch]), max_len), np.int64),
+                                        tokens[i : i + batch]))[0]
+        for i in range(0, len(tokens), batch)
+    ]
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+def _to_onnx(wrapper: ExportWrapper, max_len: int, query_len: int) -> bytes:
+    args: tuple[torch.Tensor, ...] = (torch.ones(2, max_len, dtype=torch.long),)
+    inputs, outputs = [INPUT_NAME], [OUTPUT_NAME]
+    if query_len:
+        args += (torch.ones(2, query_len, dtype=torch.long),)
+        inputs.append(QUERY_NAME)
+        outputs.append(TEXT_NAME)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter warns about its own deprecation and about tracing; neither applies to
         # this fixed-shape graph, and the parity check below verifies the result.
         warnings.simplefilter("ignore")
-        _export(wrapper, dummy, buf)
+        torch.onnx.export(
+            wrapper,
+            args,
+            # torch types ``f`` as a path, but the TorchScript exporter (dynamo=False) also writes to a BytesIO
+            buf,  # type: ignore[arg-type]
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in inputs + outputs},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return buf.getvalue()
-
-
-def _export(wrapper: ExportWrapper, dummy: torch.Tensor, buf: io.BytesIO) -> None:
-    torch.onnx.export(
-        wrapper,
-        (dummy,),
-        # torch types ``f`` as a path, but the TorchScript exporter (dynamo=False) also writes to a BytesIO
-        buf,  # type: ignore[arg-type]
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
 
 
 def _quantize(float_bytes: bytes) -> bytes:
@@ -142,7 +181,9 @@ def int8_vector_error(vectors: NDArray[np.float32]) -> dict[str, float]:
     return {"vectors_max_abs": float(err.max()), "vectors_mean_rel_l2": float(rel.mean())}
 
 
-def export_model(model: SASRec, sample: NDArray[np.int64], *, parity_tol: float = 1e-4) -> ExportedModel:
+def export_model(
+    model: SASRec, sample: NDArray[np.int64], *, parity_tol: float = 1e-4, query_len: int = QUERY_TOKENS
+) -> ExportedModel:
     """Export ``model`` to float ONNX, check parity with torch, quantize to int8 and measure both.
 
     Args:
@@ -155,12 +196,20 @@ def export_model(model: SASRec, sample: NDArray[np.int64], *, parity_tol: float 
     """
     model.eval()
     wrapper = ExportWrapper(model).eval()
-    float_bytes = _to_onnx(wrapper, model.max_len)
+    query_len = query_len if model.token_emb is not None else 0
+    float_bytes = _to_onnx(wrapper, model.max_len, query_len)
     with torch.no_grad():
-        ref = wrapper(torch.from_numpy(sample)).numpy()
+        ref = model.encode(torch.from_numpy(sample), wrapper.table)[:, -1, :].numpy()
         vectors = model.item_vectors().numpy().astype(np.float32)
-    f_out = run_onnx(onnx_session(float_bytes), sample)
+    f_sess = onnx_session(float_bytes)
+    f_out = run_onnx(f_sess, sample)
     parity = float(np.abs(f_out - ref).max()) if len(sample) else 0.0
+    if query_len:
+        # The text tower must reproduce each item's text part: an edge relies on it for items added later.
+        toks = _pad_to(model.item_tokens[1:].numpy(), query_len)
+        with torch.no_grad():
+            text_ref = model.text_vector(torch.from_numpy(toks)).numpy()
+        parity = max(parity, float(np.abs(run_text(f_sess, toks, max_len=model.max_len) - text_ref).max()))
     if not np.isfinite(parity) or parity > parity_tol:
         raise ModelLoadError(f"ONNX export differs from torch by {parity:.3g} (tolerance {parity_tol:g})")
     int8_bytes = _quantize(float_bytes)
@@ -183,4 +232,12 @@ def export_model(model: SASRec, sample: NDArray[np.int64], *, parity_tol: float 
         parity, report["int8_encoder_max_abs"], report["int8_encoder_min_cosine"],
         len(float_bytes), len(int8_bytes),
     )
-    return ExportedModel(float_bytes=float_bytes, int8_bytes=int8_bytes, vectors=vectors, report=report)
+    return ExportedModel(float_bytes=float_bytes, int8_bytes=int8_bytes, vectors=vectors, report=report,
+                         query_max_len=query_len)
+
+
+def _pad_to(tokens: NDArray[np.int64], width: int) -> NDArray[np.int64]:
+    out = np.zeros((len(tokens), width), dtype=np.int64)
+    w = min(width, tokens.shape[1])
+    out[:, :w] = tokens[:, :w]
+    return out

@@ -17,12 +17,13 @@ The module is imported only by the build pipeline (never by the runtime), so it 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ExportWrapper", "SASRec"]
+__all__ = ["ExportWrapper", "SASRec", "sample_queries"]
 
 
 class _Attention(nn.Module):
@@ -127,14 +128,24 @@ class SASRec(nn.Module):
         causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal", causal, persistent=False)
 
+    def text_vector(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The text tower: the mean embedding of the non-padding tokens, ``[batch, dim]`` (zero for none).
+
+        The same function gives an item's text part (inside :meth:`item_table`), a query's vector and, on
+        the edge, the vector of an item added after the build, so all three live in the item-vector space.
+        """
+        if self.token_emb is None:
+            raise ValueError("this model has no text tower (built without item text)")
+        mask = (tokens > 0).unsqueeze(-1).to(self.token_emb.weight.dtype)
+        summed = (self.token_emb(tokens) * mask).sum(1)
+        out: torch.Tensor = summed / mask.sum(1).clamp(min=1.0)
+        return out
+
     def item_table(self) -> torch.Tensor:
         """``[n_items + 1, dim]`` item representations; row 0 (padding) is zero."""
         table = self.item_emb.weight
         if self.token_emb is not None:
-            toks = self.item_tokens
-            mask = (toks > 0).unsqueeze(-1).to(table.dtype)
-            summed = (self.token_emb(toks) * mask).sum(1)
-            table = table + summed / mask.sum(1).clamp(min=1.0)
+            table = table + self.text_vector(self.item_tokens)
         keep = torch.ones_like(table[:, :1])
         keep[0] = 0.0
         return table * keep
@@ -165,8 +176,26 @@ class SASRec(nn.Module):
         return self.item_table()[1:]
 
 
+def sample_queries(tokens: torch.Tensor, *, keep: float, generator: torch.Generator) -> torch.Tensor:
+    """Pseudo search queries for the text tower's training: a random part of each item's own tokens.
+
+    Each non-padding token is kept with probability ``keep``, and at least one per row, so a query looks like
+    the two or three title words a shopper types. Rows without tokens stay empty (their loss is skipped).
+    """
+    present = tokens > 0
+    scores = torch.rand(tokens.shape, generator=generator).to(tokens.device)  # a CPU generator, any device
+    kept = present & (scores < keep)
+    best = torch.where(present, scores, torch.full_like(scores, 2.0)).argmin(dim=1, keepdim=True)
+    kept.scatter_(1, best, True)
+    return torch.where(kept & present, tokens, torch.zeros_like(tokens))
+
+
 class ExportWrapper(nn.Module):
-    """The encoder with its item table frozen into a buffer: one clean graph for ONNX export."""
+    """The encoder with its item table frozen into a buffer: one clean graph for ONNX export.
+
+    With a text tower the graph also takes ``query`` token ids and returns their text vector next to the
+    interest; the runtime blends the two (the blend is a serving setting, not baked into the graph).
+    """
 
     table: torch.Tensor  # a buffer registered in __init__
 
@@ -176,5 +205,8 @@ class ExportWrapper(nn.Module):
         with torch.no_grad():
             self.register_buffer("table", model.item_table().detach().clone())
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(history, self.table)[:, -1, :]
+    def forward(self, history: torch.Tensor, query: torch.Tensor | None = None) -> Any:
+        interest = self.model.encode(history, self.table)[:, -1, :]
+        if query is None:
+            return interest
+        return interest, self.model.text_vector(query)

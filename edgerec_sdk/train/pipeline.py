@@ -44,6 +44,7 @@ def _catalog_columns(data: InteractionData, meta: ItemMetadata) -> dict[str, lis
         cols["title"] = list(meta.titles)
     if meta.attributes:
         cols["category"] = [list(a) if a else None for a in meta.attributes]
+        cols["attributes"] = cols["category"]  # the filterable column of the same values
     if meta.external_ids != data.item_ids:
         cols[SOURCE_ID_COLUMN] = list(data.item_ids)
     return cols
@@ -62,7 +63,7 @@ def build_bundle(
     titles: str | os.PathLike[str] | None = None,
     attributes: str | os.PathLike[str] | None = None,
     config: TrainConfig | None = None,
-    item_text: bool = False,
+    item_text: bool | None = None,
     evaluate: bool = True,
     baselines: bool = True,
     report_dir: str | os.PathLike[str] | Literal[False] | None = None,
@@ -78,7 +79,9 @@ def build_bundle(
         titles: optional titles table (gives catalog titles, and external ids when it has an ``asin`` column).
         attributes: optional ``{"item": [attr, ...]}`` JSON (catalog ``category``).
         config: hyperparameters (the defaults are the ones used for every data set).
-        item_text: feed titles/attributes into the item representations through a tokenizer trained here.
+        item_text: feed titles/attributes into the item representations through a tokenizer trained here,
+            and give the model its text tower and ``query`` input; ``None`` (default): whenever the data has
+            titles or attributes.
         evaluate: run the leave-one-out test on the served path and store it in the manifest.
         baselines: evaluate popularity and ItemKNN next to the model.
         report_dir: where the HTML/PNG report goes (default: ``<out_dir>-report`` beside the bundle;
@@ -103,6 +106,8 @@ def build_bundle(
                 len(data.user_ids), data.n_items, data.n_interactions, len(split.test_users))
 
     tokens, vocab, tok_json = None, 0, None
+    if item_text is None:
+        item_text = bool(meta.titles or meta.attributes)
     if item_text and (meta.titles or meta.attributes):
         from .text import encode_items, train_tokenizer
 
@@ -166,6 +171,9 @@ def build_bundle(
         metrics=metrics,
         extra=extra,
         tokenizer_json=tok_json,
+        input_names=exported.input_names,
+        output_names=exported.output_names,
+        query_max_len=exported.query_max_len,
         overwrite=overwrite,
     )
     timings["build_s"] = time.perf_counter() - t_all

@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._impl.text import UNK, encode_texts
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["encode_items", "train_tokenizer"]
+__all__ = ["ITEM_TOKENS", "QUERY_TOKENS", "encode_items", "train_tokenizer"]
 
 PAD = "[PAD]"
-UNK = "[UNK]"
+ITEM_TOKENS = 24  #: tokens kept per item (attributes first, then title pieces)
+QUERY_TOKENS = 32  #: the model's ``query`` input length (also used for items added on the edge)
 
 
 def train_tokenizer(
@@ -58,20 +61,8 @@ def encode_items(
     titles: Sequence[str | None],
     attributes: Sequence[Sequence[str] | None] = (),
     *,
-    max_tokens: int = 24,
+    max_tokens: int = ITEM_TOKENS,
 ) -> NDArray[np.int64]:
     """Token ids per model input id, ``[n_items + 1, max_tokens]``; row 0 (padding) and unknown text are 0."""
-    n = max(len(titles), len(attributes))
-    out = np.zeros((n + 1, max_tokens), dtype=np.int64)
-    unk = tok.token_to_id(UNK)
-    for r in range(n):
-        ids: list[int] = []
-        attrs = attributes[r] if r < len(attributes) else None
-        if attrs:
-            ids.extend(i for i in (tok.token_to_id(a) for a in attrs) if i is not None)
-        title = titles[r] if r < len(titles) else None
-        if title:
-            ids.extend(i for i in tok.encode(title, add_special_tokens=False).ids if i != unk)
-        ids = ids[:max_tokens]
-        out[r + 1, : len(ids)] = ids
-    return out
+    rows = encode_texts(tok, titles, attributes, max_tokens=max_tokens)
+    return np.concatenate([np.zeros((1, max_tokens), dtype=np.int64), rows])

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from ..errors import ConfigError
 from .data import SAMPLE_MODES, Split, length_batches, pad_left, sample_weights, training_samples
 from .metrics import metrics_from_ranks
-from .model import SASRec
+from .model import SASRec, sample_queries
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class TrainConfig:
     threads: int = 2  #: torch intra-op threads (CPU)
     device: str = "cpu"  #: "cpu", "cuda" or "auto" (CUDA when torch sees a GPU)
     eval_batch: int = 2048  #: users per scoring batch during validation
+    #: weight of the text tower's query objective (models with item text only; 0 turns it off): a random
+    #: part of each target item's tokens must retrieve that item by full softmax, so a title-word query
+    #: lands near its items
+    query_weight: float = 0.1
+    query_keep: float = 0.3  #: share of an item's tokens kept in its pseudo query
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "max_len", "batch_size", "max_epochs", "threads"):
@@ -78,6 +83,8 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}")
         if self.length_pool < 0:
             raise ConfigError("length_pool must be >= 0")
+        if self.query_weight < 0 or not 0.0 < self.query_keep <= 1.0:
+            raise ConfigError("query_weight must be >= 0 and query_keep in (0, 1]")
 
 
 @dataclass
@@ -227,6 +234,17 @@ def _make_model(n_items: int, cfg: TrainConfig, item_tokens: torch.Tensor | None
     )
 
 
+def _query_loss(model: SASRec, table: torch.Tensor, targets: torch.Tensor, gen: torch.Generator,
+                cfg: TrainConfig, chunk: int) -> torch.Tensor:
+    """The text tower's objective: a pseudo query from each target item's tokens retrieves that item."""
+    tokens = model.item_tokens[targets]
+    has_text = (tokens > 0).any(dim=1)
+    if not bool(has_text.any()):
+        return table.new_zeros(())
+    q = model.text_vector(sample_queries(tokens[has_text], keep=cfg.query_keep, generator=gen))
+    return _softmax_loss(q, table[1:], targets[has_text] - 1, chunk)
+
+
 def fit(
     seqs: Sequence[NDArray[np.int64]],
     n_items: int,
@@ -259,6 +277,7 @@ def fit(
         raise ConfigError("no user has two or more training items")
     rng = np.random.default_rng(cfg.seed)
     chunk = max(64, (1 << 22) // max(n_items, 1))
+    queries = torch.Generator().manual_seed(cfg.seed) if model.token_emb is not None and cfg.query_weight else None
     hist: dict[str, list[float]] = {"loss": [], "valid_ndcg10": [], "epoch_s": []}
     best, best_epoch, best_state, bad = -1.0, epochs, None, 0
     bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
@@ -278,6 +297,8 @@ def fit(
                 w = None if target_w is None else torch.from_numpy(target_w[idx, -y.shape[1] :]).to(device)[sel]
                 h = model.encode(x, table)[:, -y.shape[1] :]
                 loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w)
+                if queries is not None:
+                    loss = loss + cfg.query_weight * _query_loss(model, table, y[:, -1], queries, cfg, chunk)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

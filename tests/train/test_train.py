@@ -193,3 +193,30 @@ def test_both_sample_modes_learn_the_synthetic_walk(samples: str) -> None:
     _, history, best_epoch, _ = fit(split.train, 30, cfg, epochs=6, validate=validate, progress=False)
     assert max(history["valid_ndcg10"]) > 0.5  # chance is about 0.1
     assert 1 <= best_epoch <= 6
+
+
+def test_query_intent_evaluation_on_a_text_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerec_sdk.cli import main
+    from edgerec_sdk.train.pipeline import build_bundle
+
+    data = tmp_path / "seq.txt"
+    _synthetic(data, users=200, items=40)
+    colours = ["red", "blue", "green", "black", "white", "pink", "gold", "silver"]
+    nouns = ["lipstick", "shampoo", "lotion", "polish", "brush"]
+    titles = tmp_path / "kw.tsv"
+    titles.write_text("item_id\ttitle\n" + "".join(
+        f"{i}\t{colours[i % 8]} {nouns[i // 8 % 5]} of the day\n" for i in range(1, 41)))
+    cfg = TrainConfig(max_epochs=3, patience=1, dim=16, max_len=10, batch_size=64, threads=1)
+    res = build_bundle(data, tmp_path / "b", titles=titles, config=cfg, progress=False, baselines=False,
+                       report_dir=False)
+    manifest = json.loads((res.bundle_dir / "manifest.json").read_text())
+    assert manifest["model"]["inputs"]["query"] == "query" and manifest["model"]["outputs"]["text"]
+    out_json = tmp_path / "qi.json"
+    assert main(["evaluate", str(res.bundle_dir), "--data", str(data), "--query-intent", "--users", "60",
+                 "--out-json", str(out_json)]) == 0
+    assert "cold-item slice" in capsys.readouterr().out
+    qi = json.loads(out_json.read_text())
+    assert qi["users"] == 60 and qi["text_tower"] is True
+    # "of" and "the" are stop words: every query names the target's colour and noun
+    assert qi["cold"]["HR@10_query"] > qi["cold"]["HR@10"]
+    assert qi["latency"]["warm_query"]["calls"] == 60 and qi["cold_items"]["targets"] >= 0
