@@ -5,7 +5,9 @@ leases and acknowledges rows while the requests go on, as in production. Per var
 ``feedback()`` from one thread (after a warm-up of 500), each timed with ``perf_counter``; the line gives the
 median, p99, p99.9 and the worst call in microseconds, and the outbox counters at the end (every accepted event
 is delivered or pending: none lost). ``memory`` keeps the outbox in memory (``OutboxConfig(path=":memory:")``,
-nothing survives the process); ``durable`` is the default SQLite outbox in the state directory.
+nothing survives the process); ``durable`` is the default SQLite outbox in the state directory, each event
+appended to the process's write-ahead log (one ``write(2)``) and stored in SQLite in groups by the uploader;
+``durable_commit_each`` is the same outbox with ``append_log=False``: one SQLite transaction inside every call.
 
 Run (about a minute)::
 
@@ -38,7 +40,8 @@ TOKEN, USER_KEY, SIGNING = "bench-token", "bench-user-key", "bench-signing-key"
 
 
 def run_variant(name: str, hub: FakeHub, state: Path, n: int) -> dict[str, Any]:
-    outbox = OutboxConfig(path=":memory:", max_memory_events=n + 1000) if name == "memory" else OutboxConfig()
+    outbox = {"memory": OutboxConfig(path=":memory:", max_memory_events=n + 1000), "durable": OutboxConfig(),
+              "durable_commit_each": OutboxConfig(append_log=False)}[name]
     cfg = SyncConfig(hub_url="http://127.0.0.1:9", token=TOKEN, user_id_key=USER_KEY, state_dir=str(state),
                      signing_key=SIGNING, smoke_in_subprocess=False, outbox=outbox)
     rec = Recommender.connect(cfg.hub_url, token=TOKEN, user_id_key=USER_KEY, state_dir=state, sync_config=cfg,
@@ -71,7 +74,7 @@ def run_variant(name: str, hub: FakeHub, state: Path, n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="timed feedback() calls per variant")
-    parser.add_argument("--rounds", type=int, default=2, help="each variant runs this many times, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="each variant runs this many times, interleaved")
     add_out_argument(parser, "feedback")
     args = parser.parse_args(argv)
     start(args.out)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         hub = FakeHub(token=TOKEN, signing_key=SIGNING.encode())
         hub.publish(make_tiny_bundle(root / "v1", model_version="v1", signing_key=SIGNING.encode()))
         for r in range(args.rounds):
-            for name in ("memory", "durable"):
+            for name in ("memory", "durable", "durable_commit_each"):
                 emit(bench="feedback", round=r, **run_variant(name, hub, root / f"state-{name}-{r}", args.events))
     return 0
 

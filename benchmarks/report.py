@@ -332,6 +332,68 @@ def hub_chart(rows: list[Row], fig: Any) -> None:
     ax.bar([r["storage"] for r in downs], [r["mb_per_s"] for r in downs])
     ax.set(ylabel="MB/s (median)", title="bundle file download")
     ax.tick_params(axis="x", labelsize=8)
+# -- feedback(): the durable outbox beside the memory-only one ----------------------------------------------
+
+FEEDBACK_VARIANTS = ("memory", "durable", "durable_commit_each")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def feedback_tables(rows: list[Row]) -> list[str]:
+    body = []
+    for v in FEEDBACK_VARIANTS:
+        got = pick(rows, "feedback", variant=v)
+        if got:
+            body.append([v, len(got), f"{_median([r['p50_us'] for r in got]):.1f}",
+                         f"{_median([r['p99_us'] for r in got]):.1f}", f"{_median([r['p999_us'] for r in got]):.0f}",
+                         sum(r["over_2ms"] for r in got), sum(r["events"] for r in got),
+                         sum(r["accepted"] - r["delivered"] - r["pending"] for r in got)])
+    return [*table(["outbox", "runs", "p50 us", "p99 us", "p99.9 us", "calls over 2 ms", "calls", "lost"], body),
+            "", "Per run (the load is the 1-minute load when the run ended):", "",
+            *table(["round", "outbox", "p50 us", "p99 us", "max us", "load"],
+                   [[r["round"], r["variant"], r["p50_us"], r["p99_us"], r["max_us"], r["load1"]]
+                    for r in pick(rows, "feedback")])]
+
+
+def feedback_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    for i, v in enumerate(FEEDBACK_VARIANTS):
+        got = pick(rows, "feedback", variant=v)
+        ax.scatter([i - 0.1] * len(got), [r["p50_us"] for r in got], color="C0", label="p50" if i == 0 else None)
+        ax.scatter([i + 0.1] * len(got), [r["p99_us"] for r in got], color="C1", label="p99" if i == 0 else None)
+    ax.axhline(2000.0, color="grey", linestyle="--", linewidth=1, label="p99 target 2 ms")
+    ax.axhline(40.0, color="grey", linestyle=":", linewidth=1, label="p50 target 40 us")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(FEEDBACK_VARIANTS)), FEEDBACK_VARIANTS, fontsize=8)
+    ax.set(ylabel="us per feedback() call", title="feedback() with a hub, per run")
+    ax.legend(fontsize=7)
+
+
+# -- gunicorn shutdown and reload ---------------------------------------------------------------------------
+
+def shutdown_tables(rows: list[Row]) -> list[str]:
+    return table(["store", "workers", "preload", "round", "SIGTERM to exit s", "clicks acknowledged", "at hub",
+                  "pending", "lost", "SIGHUP reload s", "worker timeouts"],
+                 [[r["app"], r["worker_class"], r["preload"], r["round"], r["stop_s"], r["clicks_acknowledged"],
+                   r["at_hub"], r["pending"], r["lost"], r["reload_s"], r["worker_timeouts"]]
+                  for r in pick(rows, "shutdown")])
+
+
+def shutdown_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    got = pick(rows, "shutdown")
+    labels = [f"{r['app']} {r['worker_class']}{' preload' if r['preload'] else ''} #{r['round']}" for r in got]
+    xs = range(len(got))
+    ax.bar([x - 0.2 for x in xs], [r["stop_s"] for r in got], 0.4, label="SIGTERM to exit")
+    ax.bar([x + 0.2 for x in xs], [r["reload_s"] for r in got], 0.4, label="SIGHUP reload")
+    ax.axhline(3.0, color="grey", linestyle="--", linewidth=1, label="3 s target")
+    ax.set_xticks(list(xs), labels, fontsize=6, rotation=45, ha="right")
+    ax.set(ylabel="seconds", title="gunicorn --preload -w 3 under load (was 30 s before fault D21)")
+    ax.legend(fontsize=7)
 
 
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
@@ -342,9 +404,9 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "recommend": (recommend_tables, recommend_chart),
     "memory": (memory_tables, memory_chart),
     "impressions": (impressions_tables, impressions_chart),
-
-
     "hub": (hub_tables, hub_chart),
+    "feedback": (feedback_tables, feedback_chart),
+    "shutdown": (shutdown_tables, shutdown_chart),
 }
 
 

@@ -8,15 +8,11 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from edgerec_sdk.sync import EdgeSync, SyncConfig
-from edgerec_sdk.testing import FakeHub, make_tiny_bundle
 
 from .conftest import ROOT
 
@@ -57,85 +53,48 @@ def test_d03_gunicorn_preload_three_workers_share_profiles(
     assert server.proc.returncode is not None
 
 
-TOKEN, USER_KEY, SIGNING = "tok-gunicorn-edge", "uidkey-gunicorn", "sign-gunicorn"
 STOP_WITHIN_S = 3.0
+
+
+def _shutdown() -> Any:
+    _bench()  # bench_shutdown imports bench_workers
+    spec = importlib.util.spec_from_file_location("bench_shutdown", ROOT / "benchmarks" / "bench_shutdown.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_shutdown"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 STORES = [("flask", "sync", False), ("flask", "gthread", True), ("django", "sync", False), ("django", "gthread", True)]
-
-
-def _hub(tmp_path: Path) -> FakeHub:
-    hub = FakeHub(token=TOKEN, signing_key=SIGNING.encode())
-    hub.publish(make_tiny_bundle(tmp_path / "v1", model_version="v1", signing_key=SIGNING.encode()))
-    return hub
-
-
-def _hub_env(url: str, state: Path) -> dict[str, str]:
-    return {"STORE_HUB_URL": url, "STORE_HUB_TOKEN": TOKEN, "STORE_USER_ID_KEY": USER_KEY,
-            "STORE_STATE_DIR": str(state), "STORE_SIGNING_KEY": SIGNING}
-
-
-def _edge(state: Path, url: str = "http://127.0.0.1:9") -> EdgeSync:
-    return EdgeSync(SyncConfig(hub_url=url, token=TOKEN, user_id_key=USER_KEY, state_dir=str(state),
-                               signing_key=SIGNING, smoke_in_subprocess=False))
-
-
-def _outbox(state: Path) -> dict[str, int]:
-    sync = _edge(state)
-    try:
-        return dict(sync.status()["outbox"])
-    finally:
-        sync.close(0)
-
-
-def _start(bench: Any, tmp_path: Path, url: str, app: str, worker_class: str, preload: bool) -> Any:
-    # The host already has v1 as its last good bundle (a restart, the steady state): every worker serves it at
-    # once instead of each downloading and smoke-testing it while the test waits.
-    seed = _edge(tmp_path / "state", url)
-    seed.poll_once()
-    seed.close(0)
-    return bench.start_gunicorn(workers=3, profile_store=f"sqlite:///{tmp_path}/profiles.sqlite3", app=app,
-                                worker_class=worker_class, threads=2, preload_recommender=preload,
-                                env=_hub_env(url, tmp_path / "state"))
 
 
 @pytest.mark.parametrize(("app", "worker_class", "preload"), STORES)
 def test_d21_gunicorn_sigterm_under_load_stops_within_3s_and_loses_no_feedback(
     tmp_path: Path, app: str, worker_class: str, preload: bool
 ) -> None:
-    bench, hub = _bench(), _hub(tmp_path)
-    items = [f"item-{i:06d}" for i in range(1, 21)]
+    shutdown = _shutdown()
+    hub = shutdown.fake_hub(tmp_path)
     with hub.serve() as url:
-        server = _start(bench, tmp_path, url, app, worker_class, preload)
-        try:
-            assert set(bench.warm_all_workers(server, max_requests=300)) == set(server.worker_pids)
-            bench.wait_ready(server)  # every worker serves the hub's bundle
-            results: list[dict[str, Any]] = []
-            loader = threading.Thread(target=lambda: results.append(
-                bench.load(server.port, duration_s=4.0, clients=2, items=items, click_share=0.5)))
-            loader.start()
-            loader.join(1.5)  # clicks flowing: SIGTERM under load
-            stopped_in = bench.stop(server)  # raises past its own 5 s limit
-        finally:
-            bench.stop(server)
-        loader.join(60.0)
+        server = shutdown.start_store(tmp_path, url, app, worker_class, preload)
+        stopped_in, result = shutdown.stop_under_load(server)  # raises past bench_workers' 5 s limit
         assert stopped_in <= STOP_WITHIN_S, (stopped_in, "".join(server.log[-20:]))
-        result = results[0]
         clicks = result["status"].get("204", 0)
         assert clicks > 0 and result["http_5xx"] == 0, result
         log = "".join(server.log)
         assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log
-    o = _outbox(tmp_path / "state")
+    o = shutdown.outbox_counts(tmp_path / "state")
     assert len(hub.events) + o["pending"] == clicks  # every acknowledged click shipped or durable: none lost
     assert o["pending"] == 0  # the workers' exit flush shipped them all (the hub was up)
 
 
 @pytest.mark.parametrize(("app", "preload"), [("flask", True), ("django", False)])
 def test_d21_gunicorn_sighup_replaces_workers_without_a_worker_timeout(tmp_path: Path, app: str, preload: bool) -> None:
-    bench, hub = _bench(), _hub(tmp_path)
+    bench, shutdown = _bench(), _shutdown()
+    hub = shutdown.fake_hub(tmp_path)
     with hub.serve() as url:
-        server = _start(bench, tmp_path, url, app, "sync", preload)
+        server = shutdown.start_store(tmp_path, url, app, "sync", preload)
         try:
-            bench.warm_all_workers(server, max_requests=300)
-            bench.wait_ready(server)
             old = list(server.worker_pids)
             t0 = time.monotonic()
             new = bench.reload(server, timeout_s=20.0)
