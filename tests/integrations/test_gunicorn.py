@@ -21,13 +21,18 @@ if shutil.which("gunicorn", path=str(Path(sys.executable).parent)) is None and s
     pytest.skip("gunicorn is not installed", allow_module_level=True)
 
 
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_workers", ROOT / "benchmarks" / "bench_workers.py")
+def _script(name: str) -> Any:
+    """A benchmark script of benchmarks/ as a module (its helpers drive the servers here)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_workers"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _bench() -> Any:
+    return _script("bench_workers")
 
 
 @pytest.mark.parametrize(("worker_class", "preload_recommender"), [("sync", False), ("gthread", True)])
@@ -58,12 +63,7 @@ STOP_WITHIN_S = 3.0
 
 def _shutdown() -> Any:
     _bench()  # bench_shutdown imports bench_workers
-    spec = importlib.util.spec_from_file_location("bench_shutdown", ROOT / "benchmarks" / "bench_shutdown.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_shutdown"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _script("bench_shutdown")
 
 
 STORES = [("flask", "sync", False), ("flask", "gthread", True), ("django", "sync", False), ("django", "gthread", True)]
