@@ -47,6 +47,7 @@ def test_out_of_stock_hides_and_delete_removes(rec: Recommender) -> None:
     for out in (rec.recommend("u", k=200, query="green mascara"), rec.recommend("cold", k=200),
                 rec.similar_items("item-000001", k=200)):
         assert "NEW-1" not in out.item_ids and "item-000007" not in out.item_ids
+    assert "item-000007" not in rec.items and rec.items.get("item-000007") is None
 
 
 def test_new_columns_are_filterable(rec: Recommender) -> None:

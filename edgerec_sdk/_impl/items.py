@@ -38,7 +38,7 @@ class ItemCatalog:
 
     def __contains__(self, item_id: object) -> bool:
         cat = self._catalog()
-        return cat is not None and isinstance(item_id, str) and item_id in cat
+        return cat is not None and isinstance(item_id, str) and item_id in cat and item_id not in self.live.deleted
 
     def __iter__(self) -> Iterator[str]:
         cat = self._catalog()
@@ -46,7 +46,7 @@ class ItemCatalog:
 
     def __getitem__(self, item_id: str) -> dict[str, Any]:
         cat = self._catalog()
-        row = None if cat is None else cat.row(item_id)
+        row = None if cat is None or item_id in self.live.deleted else cat.row(item_id)
         if row is None:
             raise KeyError(item_id)
         return dict(cat.metadata(row))
