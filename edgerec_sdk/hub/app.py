@@ -526,6 +526,8 @@ class HubApp:
                    ("Accept-Ranges", "bytes")]
         if status == 206:
             headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        if name == MANIFEST_NAME and (origin := self.storage.get_origin(scope)):
+            headers.append((protocol.ORIGIN_HEADER, origin))  # where a rollout candidate's files are
         return status, headers, self.files.read(scope, name, start, end - start + 1)
 
 

@@ -311,6 +311,17 @@ class HubClient:
             self._check_status(resp, url)
             return self._read_capped(resp, max_bytes, url)
 
+    @_failover
+    def get_version_manifest(self, version: str, *, max_bytes: int) -> tuple[bytes, str | None]:
+        """A version's ``manifest.json`` (a rollout candidate's) and the external origin of its files, if any."""
+        url = self._url(protocol.bundle_file_path(version, "manifest.json"))
+        with _map_httpx_errors(str(url)), self._http().stream(
+            "GET", url, headers=self._headers(url, {"Accept-Encoding": "identity"})
+        ) as resp:
+            self._check_status(resp, url)
+            return (self._read_capped(resp, max_bytes, url),
+                    _header_token(resp.headers.get(protocol.ORIGIN_HEADER), 1024))
+
     # --- protocol v1 calls -------------------------------------------------------------------------------
 
     @_failover

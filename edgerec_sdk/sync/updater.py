@@ -342,10 +342,8 @@ class Updater:
                 self._candidate_bundle, self._candidate_dir = None, ""
                 self._notify_candidate(None, 0.0)
             return True
-        raw = self.client.get_bytes(protocol.bundle_file_path(cand, MANIFEST_NAME), max_bytes=self.config.max_manifest_bytes)
+        raw, origin = self.client.get_version_manifest(cand, max_bytes=self.config.max_manifest_bytes)
         sig = self.client.get_bytes(protocol.bundle_file_path(cand, SIGNATURE_NAME), max_bytes=1024, missing_ok=True)
-        if raw is None:
-            return True
         sha = hashlib.sha256(raw).hexdigest()
         if sha == self.candidate_sha:
             if pct != self.rollout_percent:
@@ -356,7 +354,7 @@ class Updater:
             return True
         try:
             bundle, final = self._verify(raw, sig.decode("ascii", "replace").strip() if sig else None, sha,
-                                         expect_version=cand)
+                                         expect_version=cand, origin=origin)
         except ModelError as exc:
             self._refuse(sha, exc)
             return True

@@ -35,9 +35,10 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
-def publish_to_origin(hub_url: str, bundle_dir: Path, endpoint: str) -> int:
+def publish_to_origin(hub_url: str, bundle_dir: Path, endpoint: str, *more: str) -> int:
     return main(["publish", str(bundle_dir), "--hub", hub_url, "--token", ADMIN, "--channel", "stable",
-                 "--origin", f"s3://{BUCKET}/fleet", "--origin-endpoint", endpoint, "--origin-acl", "public-read"])
+                 "--origin", f"s3://{BUCKET}/fleet", "--origin-endpoint", endpoint, "--origin-acl", "public-read",
+                 *more])
 
 
 def test_edges_fetch_from_the_origin_and_refuse_a_tampered_object(s3: str, tmp_path: Path,
@@ -65,6 +66,9 @@ def test_edges_fetch_from_the_origin_and_refuse_a_tampered_object(s3: str, tmp_p
         refusal = status.sync["refusals"][-1]
         assert refusal["version"] == "v2" and "sha256" in refusal["message"]
         assert status.sync["refusals_by_reason"] == {refusal["reason"]: 1}
+        assert publish_to_origin(hub.url, bundle(tmp_path, "v3", seed=4), s3, "--rollout", "50") == 0
+        rec.poll_once()  # a rollout candidate's files come from the origin too
+        assert rec.status().sync["candidate_version"] == "v3" and rec.status().model_version == "v1"
         rec.close(5.0)
     app.close()
     capsys.readouterr()
