@@ -42,10 +42,11 @@ class _Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, d = query.shape  # d == heads * head_dim
+        m = keys.shape[1]  # n == m, or n == 1 for the newest position alone
         h, hd = self.heads, self.head_dim
         q = self.q(query).view(b, n, h, hd).transpose(1, 2)
-        k = self.k(keys).view(b, n, h, hd).transpose(1, 2)
-        v = self.v(keys).view(b, n, h, hd).transpose(1, 2)
+        k = self.k(keys).view(b, m, h, hd).transpose(1, 2)
+        v = self.v(keys).view(b, m, h, hd).transpose(1, 2)
         att = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
         att = self.drop(torch.softmax(att, dim=-1))
         y = torch.matmul(att, v).transpose(1, 2).reshape(b, n, d)
@@ -65,8 +66,12 @@ class _Block(nn.Module):
             nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor, *, newest_only: bool = False
+    ) -> torch.Tensor:
         q = self.ln_attn(x)
+        if newest_only:  # the newest position's query side alone; keys and values still read every position
+            q, bias, keep = q[:, -1:], bias[:, :, -1:], keep[:, -1:]
         x = q + self.attn(q, x, bias)
         x = self.ln_ffn(x)
         x = x + self.ffn(x)
@@ -150,8 +155,12 @@ class SASRec(nn.Module):
         keep[0] = 0.0
         return table * keep
 
-    def encode(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Hidden states ``[batch, L, dim]`` for a left-padded ``history`` ``[batch, L]`` (L <= max_len)."""
+    def encode(self, history: torch.Tensor, table: torch.Tensor, *, newest_only: bool = False) -> torch.Tensor:
+        """Hidden states ``[batch, L, dim]`` for a left-padded ``history`` ``[batch, L]`` (L <= max_len).
+
+        ``newest_only``: ``[batch, 1, dim]``, the newest position alone, with the same values; the last block
+        then skips the query side of every other position (training rows with one target need no more).
+        """
         length = history.shape[1]
         x = F.embedding(history, table) * math.sqrt(self.dim)
         x = x + self.pos_emb.weight[self.max_len - length :].unsqueeze(0)
@@ -162,10 +171,11 @@ class SASRec(nn.Module):
         pad_key = (history == 0).unsqueeze(1)  # [b, 1, L]
         bias = (causal.unsqueeze(0) | pad_key).to(x.dtype) * -1e9
         bias = bias.unsqueeze(1)  # [b, 1(heads), L, L]
-        for block in self.blocks:
-            x = block(x, bias, keep)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, bias, keep, newest_only=newest_only and i == last)
         normed: torch.Tensor = self.ln_out(x)
-        return normed * keep
+        return normed * (keep[:, -1:] if newest_only else keep)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """The interest vector (hidden state at the newest position), ``[batch, dim]``."""

@@ -295,7 +295,7 @@ def fit(
                 table = model.item_table()
                 sel = y > 0
                 w = None if target_w is None else torch.from_numpy(target_w[idx, -y.shape[1] :]).to(device)[sel]
-                h = model.encode(x, table)[:, -y.shape[1] :]
+                h = model.encode(x, table, newest_only=y.shape[1] == 1)[:, -y.shape[1] :]
                 loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w)
                 if queries is not None:
                     loss = loss + cfg.query_weight * _query_loss(model, table, y[:, -1], queries, cfg, chunk)

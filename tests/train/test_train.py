@@ -220,3 +220,13 @@ def test_query_intent_evaluation_on_a_text_build(tmp_path: Path, capsys: pytest.
     # "of" and "the" are stop words: every query names the target's colour and noun
     assert qi["cold"]["HR@10_query"] > qi["cold"]["HR@10"]
     assert qi["latency"]["warm_query"]["calls"] == 60 and qi["cold_items"]["targets"] >= 0
+
+
+def test_newest_only_encoding_matches_the_full_encoding() -> None:
+    model = SASRec(20, dim=8, n_layers=2, max_len=6).eval()
+    hist = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 0, 7], [1, 2, 3, 4, 5, 6]])
+    table = model.item_table()
+    full = model.encode(hist, table)
+    newest = model.encode(hist, table, newest_only=True)
+    assert newest.shape == (3, 1, 8)
+    assert torch.allclose(newest, full[:, -1:], atol=1e-6)
