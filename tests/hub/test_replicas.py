@@ -78,7 +78,7 @@ def test_replica_killed_mid_upload_loses_nothing_and_doubles_nothing(pg_url: str
     with hub_process(tmp_path / "root-a", pg_url) as (proc_a, url_a), \
             serve_in_thread(replica(tmp_path / "root-b", pg_url)) as b:
         publish_http(url_a, bundle(tmp_path, "v1"))
-        cfg = sync_config(url_a, tmp_path / "edge", hub_urls=[b.url], read_timeout_s=1.0,
+        cfg = sync_config(url_a, tmp_path / "edge", hub_urls=[b.url], read_timeout_s=3.0,
                           outbox=OutboxConfig(batch_size=50))
         sync = EdgeSync(cfg)
         monkeypatch.setattr(sync.uploader, "start", lambda: False)  # the test drives every upload step
