@@ -153,8 +153,9 @@ def build_bundle(
         "item_text": bool(tokens is not None),
         "data": {"file": data_path.name, "sha256": file_sha256(data_path), "users": len(data.user_ids),
                  "items": data.n_items, "interactions": data.n_interactions},
-        "split": "leave-one-out: trained on seq[:-1] (epochs chosen on seq[:-2] by validation NDCG@10); "
-                 "the last item of every user is never seen",
+        "split": ("leave-one-out: trained on seq[:-1] (epochs chosen on seq[:-2] by validation NDCG@10)"
+                  if cfg.refit else "leave-one-out: trained on seq[:-2], the epoch chosen by validation NDCG@10")
+                 + "; the last item of every user is never seen",
         "history": {k: [round(float(x), 5) for x in v] for k, v in result.history.items()},
         "timings_s": {k: round(v, 1) for k, v in {**result.timings_s, **timings}.items()},
     }
