@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_cmd_inspect)
-    for module in ("edgerec_sdk.train.cli", "edgerec_sdk.hub.cli", "edgerec_sdk.hub.items_cli"):
+    for module in ("edgerec_sdk.train.cli", "edgerec_sdk.hub.cli", "edgerec_sdk.hub.items_cli",
+                   "edgerec_sdk.hub.rules_cli"):
         try:
             register = __import__(module, fromlist=["register"]).register
         except (ImportError, AttributeError):

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import orjson
 from cachetools import TTLCache
 
 from ._impl import log as _log
@@ -31,11 +32,12 @@ from ._impl.threads import at_exit_weakly, register_postfork
 from ._impl.weights import user_rows
 from .bundle import Bundle, load_bundle
 from .config import RecommenderConfig
-from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyError
+from .errors import ClosedError, EdgerecError, NonFiniteScoresError, NotReadyError, RuleError
 from .profile import ProfileEvent, ProfileStore, make_profile_store
 from .rank import RuleSet, check_filters, explain_items
 from .rank.pipeline import Candidates, StageOptions, merge_rule_sets, run_stages
 from .sync import EdgeSync, NullSync, Sync, SyncConfig
+from .sync.artifacts import Artifact
 from .sync.config import connect_sync_config
 from .types import (
     DegradedReason,
@@ -195,7 +197,8 @@ class Recommender:
         )
         rec = cls(None, config, profile_store=profile_store)
         sync = EdgeSync(sync_cfg, transport=transport, on_bundle=rec._swap_from_hub,
-                        on_candidate=rec._set_candidate, on_artifact={"catalogue": rec.items.apply_artifact})
+                        on_candidate=rec._set_candidate,
+                        on_artifact={"catalogue": rec.items.apply_artifact, "rules": rec._rules_from_hub})
         rec._sync = sync
         last_good = sync.load_last_good()
         if last_good is not None:
@@ -207,6 +210,14 @@ class Recommender:
 
     def _swap_from_hub(self, bundle: Bundle) -> None:
         self.swap(bundle, origin="hub")
+
+    def _rules_from_hub(self, artifact: Artifact) -> None:
+        """A verified rule set published on the channel: applied whole, or refused (the old set serves on)."""
+        try:
+            doc = orjson.loads(artifact.body)
+        except orjson.JSONDecodeError as exc:
+            raise RuleError(f"rule set {artifact.seq} is not JSON") from exc
+        self.set_rules(doc)
 
     def _set_candidate(self, bundle: Bundle | None, percent: float) -> None:
         if bundle is None or percent <= 0:

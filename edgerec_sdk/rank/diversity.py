@@ -61,25 +61,27 @@ def mmr_order(
     unit = _unit_rows(vectors)
     sims = (unit @ unit.T).astype(np.float64)  # one small matmul; each step then reads one row of it
     max_sim = np.zeros(n, dtype=np.float64)  # redundancy below 0 (dissimilar) is not rewarded
-    taken = np.zeros(n, dtype=np.bool_)
     codes, counts = _category_codes(categories, n)
     order: list[int] = []
     lam = min(max(float(diversity), 0.0), 1.0)
+    base = (1.0 - lam) * norm_rel
+    gain = np.empty(n, dtype=np.float64)
     for _ in range(k):
-        gain = (1.0 - lam) * norm_rel - lam * max_sim
-        gain[taken] = -np.inf
+        # a taken candidate's relevance is -inf, so its gain is too
+        np.multiply(max_sim, lam, out=gain)
+        np.subtract(base, gain, out=gain)
         if max_per_category is not None and codes is not None:
             capped = (codes >= 0) & (counts[np.maximum(codes, 0)] >= max_per_category)
-            if np.any(~capped & ~taken):
+            if np.any(~capped & np.isfinite(gain)):
                 gain[capped] = -np.inf
         best = int(np.argmax(gain))
-        if taken[best]:
+        if not np.isfinite(gain[best]):  # everything left is taken or has no finite relevance
             break
         order.append(best)
-        taken[best] = True
         if codes is not None and codes[best] >= 0:
             counts[codes[best]] += 1
         np.maximum(max_sim, sims[best], out=max_sim)
+        base[best] = -np.inf
     return np.asarray(order, dtype=np.int64)
 
 

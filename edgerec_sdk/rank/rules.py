@@ -237,12 +237,21 @@ class RuleSet:
         self._masks[key] = mask
         return mask
 
+    def never_mask(self, catalog: Catalog) -> NDArray[np.bool_] | None:
+        """The catalogue rows no answer may show, or ``None`` without ``never`` rules (cached per catalogue)."""
+        key = (id(catalog), "\0never")
+        cached = self._masks.get(key)
+        if cached is None or len(cached) != len(catalog):
+            masks = [self.mask(r, catalog) for r in self.rules if r.action == "never"]
+            if not masks:
+                return None
+            cached = self._masks[key] = np.logical_or.reduce(masks)
+        return cached
+
     def never_rows(self, catalog: Catalog) -> NDArray[np.int64]:
         """Rows every answer must leave out (handed to the kernel as exclusions)."""
-        masks = [self.mask(r, catalog) for r in self.rules if r.action == "never"]
-        if not masks:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(np.logical_or.reduce(masks)).astype(np.int64)
+        mask = self.never_mask(catalog)
+        return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
 
 
 def _condition_json(cond: tuple[Any, ...]) -> Any:
@@ -327,12 +336,6 @@ class Shaped:
     touched: tuple[str, ...]
 
 
-def _eligible(rows: NDArray[np.int64], allow: NDArray[np.bool_] | None, blocked: NDArray[np.int64]) -> list[int]:
-    keep = [int(r) for r in rows if allow is None or bool(allow[r])]
-    blocked_set = set(blocked.tolist())
-    return [r for r in keep if r not in blocked_set]
-
-
 def apply_rules(
     rules: RuleSet,
     catalog: Catalog,
@@ -349,19 +352,16 @@ def apply_rules(
     filters (``allow``, a catalogue-length mask) and not be ``blocked`` (the request's exclusions, e.g. items
     the user already bought). Pinned items are exempt from burying; so are always-shown ones.
     """
-    blocked = np.zeros(0, dtype=np.int64) if blocked is None else blocked
     touched: list[str] = []
     rows = np.asarray(rows, dtype=np.int64)
-    adj = np.asarray(scores, dtype=np.float64).copy()
-    never = np.zeros(len(catalog), dtype=np.bool_)
-    for r in rules.rules:
-        if r.action == "never":
-            m = rules.mask(r, catalog)
-            if m[rows].any():
+    adj = np.asarray(scores, dtype=np.float64)
+    never = rules.never_mask(catalog)
+    if never is not None:
+        for r in rules.rules:
+            if r.action == "never" and rules.mask(r, catalog)[rows].any():
                 touched.append(r.id)
-            never |= m
-    keep = ~never[rows]
-    rows, adj = rows[keep], adj[keep]
+        keep = ~never[rows]
+        rows, adj = rows[keep], adj[keep]
     for r in rules.rules:
         if r.action != "boost":
             continue
@@ -371,47 +371,57 @@ def apply_rules(
         touched.append(r.id)
         if r.factor != 1.0:
             adj = np.where(m, np.where(adj >= 0, adj * r.factor, adj / r.factor), adj)
-        adj = np.where(m, adj + r.add, adj)
-    pins = sorted((r.position or 0, catalog.rows(r.items)[:1], r.id) for r in rules.rules if r.action == "pin")
+        if r.add:
+            adj = np.where(m, adj + r.add, adj)
+    blocked_set = set(() if blocked is None else blocked.tolist())
+
+    def eligible(found: NDArray[np.int64]) -> list[int]:
+        return [r for r in found.tolist() if (allow is None or bool(allow[r])) and r not in blocked_set
+                and (never is None or not never[r])]
+
     pin_rows: list[tuple[int, int, str]] = []
-    for pos, found, rid in pins:
-        ok = _eligible(found, allow, blocked) if len(found) else []
-        if ok and not never[ok[0]] and pos < k:
-            pin_rows.append((pos, ok[0], rid))
+    for r in sorted((r for r in rules.rules if r.action == "pin"), key=lambda r: r.position or 0):
+        ok = eligible(catalog.rows(r.items)[:1])
+        if ok and (r.position or 0) < k:
+            pin_rows.append((r.position or 0, ok[0], r.id))
     pinned = {row for _, row, _ in pin_rows}
     always_rule: dict[int, str] = {}
     for r in rules.rules:
         if r.action == "always":
-            for row in _eligible(catalog.rows(r.items), allow, blocked):
-                if not never[row] and row not in pinned:
+            for row in eligible(catalog.rows(r.items)):
+                if row not in pinned:
                     always_rule.setdefault(row, r.id)
-    always = list(always_rule.items())
-    always_rows = set(always_rule)
+    special = pinned | set(always_rule)
+    exempt = np.isin(rows, list(special)) if special else None
     buried = np.zeros(len(rows), dtype=np.bool_)
     for r in rules.rules:
         if r.action == "bury":
-            m = rules.mask(r, catalog)[rows] & ~np.isin(rows, list(pinned | always_rows))
+            m = rules.mask(r, catalog)[rows]
+            if exempt is not None:
+                m &= ~exempt
             if m.any():
                 touched.append(r.id)
             buried |= m
-    score_of = dict(zip(rows.tolist(), adj.tolist(), strict=True))
-    order = np.argsort(-adj, kind="stable")
-    up = [int(rows[i]) for i in order if not buried[i] and int(rows[i]) not in pinned]
-    down = [int(rows[i]) for i in order if buried[i]]
     room = max(k - len(pin_rows), 0)
-    top = up[:room]
-    missing = [(row, rid) for row, rid in always if row not in top][:room]
+    order = np.argsort(-adj, kind="stable")
+    rows_o, adj_o, buried_o = rows[order], adj[order], buried[order]
+    free = ~buried_o if not pinned else ~buried_o & ~np.isin(rows_o, list(pinned))
+    up_rows, down_rows = rows_o[free][:room + len(always_rule)], rows_o[buried_o][:room]
+    score_of = dict(zip(up_rows.tolist(), adj_o[free][: len(up_rows)].tolist(), strict=True))
+    score_of.update(zip(down_rows.tolist(), adj_o[buried_o][: len(down_rows)].tolist(), strict=True))
+    floor = float(adj_o.min()) if len(adj_o) else 0.0
+    top = up_rows[:room].tolist()
+    missing = [(row, rid) for row, rid in always_rule.items() if row not in top][:room]
     if missing:
-        floor = min(score_of.values(), default=0.0)
         overflow = len(top) + len(missing) - room
         if overflow > 0:  # the always-shown items take the last places of items no rule asked for
-            drop = set([row for row in reversed(top) if row not in always_rows][:overflow])
+            drop = set([row for row in reversed(top) if row not in always_rule][:overflow])
             top = [row for row in top if row not in drop]
         for row, rid in missing:
             top.append(row)
             score_of.setdefault(row, floor)
             touched.append(rid)
-    answer = (top + down)[:room]
+    answer = (top + down_rows.tolist())[:room]
     for pos, row, rid in pin_rows:
         score_of.setdefault(row, max(score_of.values(), default=0.0))
         answer.insert(min(pos, len(answer)), row)
