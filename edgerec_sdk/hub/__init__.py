@@ -9,6 +9,8 @@ Never imported by the runtime. Example::
 from __future__ import annotations
 
 from .app import HubApp, app_from_env
+from .experiments import ExperimentGuard, experiment_report
 from .server import RunningHub, ServerLimits, serve_forever, serve_in_thread
 
-__all__ = ["HubApp", "RunningHub", "ServerLimits", "app_from_env", "serve_forever", "serve_in_thread"]
+__all__ = ["ExperimentGuard", "HubApp", "RunningHub", "ServerLimits", "app_from_env", "experiment_report",
+           "serve_forever", "serve_in_thread"]

@@ -21,6 +21,7 @@ __all__ = [
     "Proportion",
     "compare",
     "min_detectable_effect",
+    "report_dict",
     "sample_ratio_p",
     "two_proportion_z",
     "wilson",
