@@ -320,7 +320,8 @@ class Recommender:
                 results[i] = answer
         done = [r if r is not None else self._degraded(None, k, "not_ready", NotReadyError("no bundle"))
                 for r in results]
-        self._counters.incr("impressions_logged", self._answer_log.answered(ids, done, self._sync, log_impressions))
+        if logged := self._answer_log.answered(ids, done, self._sync, log_impressions):
+            self._counters.incr("impressions_logged", logged)
         return done
 
     def set_rules(self, rules: RuleSet | Mapping[str, Any] | Sequence[Any] | None) -> RuleSet | None:
