@@ -6,15 +6,16 @@ edges (threads of this process, each with its own keep-alive connection) sending
 gzip-compressed as the SDK's uploader sends them; bodies are encoded before the clock starts, so the client
 spends its CPU on HTTP only. "Two replicas" are two hub processes on one database, the edges alternating
 between them batch by batch (a client-side round robin, as ``SyncConfig.hub_urls`` or a load balancer would).
-While PostgreSQL ingests, ``/metrics`` is scraped mid-run and again at the end; the script checks that it
-parses with prometheus-client's parser and that ``edgerec_hub_events_ingested_total`` (summed over replicas)
-equals the events sent.
+The three runs repeat in ``--rounds`` interleaved rounds (each round's line is kept; the summary line gives
+the median events/s and the latencies of all rounds). While PostgreSQL ingests, ``/metrics`` is scraped
+mid-run and again at the end; the script checks that it parses with prometheus-client's parser and that
+``edgerec_hub_events_ingested_total`` (summed over replicas) equals the events sent.
 
 PostgreSQL is a throwaway server (``tests/hub/pgserver.py``) switched to durable settings (``fsync``,
 ``synchronous_commit``, ``full_page_writes`` on) before the runs, unless ``--db`` names another.
 
-    python benchmarks/bench_hub.py                                   # ~2 minutes on 2 cores
-    python benchmarks/bench_hub.py --batches-per-edge 40 --download-mb 256
+    python benchmarks/bench_hub.py                                   # ~3 minutes on 2 cores
+    python benchmarks/bench_hub.py --batches-per-edge 20 --rounds 5 --download-mb 256
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def ingest(urls: list[str], batches: list[list[tuple[bytes, dict[str, str]]]],
     ts = np.array(latencies)
     events = sum(len(orjson.loads(gzip.decompress(b))["events"]) for bodies in batches for b, _ in bodies)
     return {"events": events, "accepted": accepted[0], "batches": len(latencies), "retried_batches": retries[0],
+            "latencies": ts,
             "wall_s": round(wall, 2), "events_per_s": round(accepted[0] / wall, 1),
             "batch_p50_ms": round(float(np.median(ts)) * 1e3, 1),
             "batch_p99_ms": round(float(np.quantile(ts, 0.99)) * 1e3, 1), "scraped": scraped}
@@ -188,6 +190,7 @@ def main() -> None:
     p.add_argument("--edges", type=int, default=16)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--batches-per-edge", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three ingest runs")
     p.add_argument("--threads", type=int, default=8, help="hub worker threads (edgerec hub serve --threads)")
     p.add_argument("--download-mb", type=int, default=128)
     p.add_argument("--download-repeat", type=int, default=5)
@@ -209,25 +212,37 @@ def main() -> None:
             db = server.url()
         shape = {"edges": args.edges, "batch": args.batch, "batches_per_edge": args.batches_per_edge,
                  "hub_threads": args.threads}
-        for name, backend in (("sqlite", None), ("postgresql", db)):
-            with hub_process(tmp / f"root-{name}", backend, args.threads) as url:
-                batches = encode_batches(args.edges, args.batches_per_edge, args.batch, f"one-{name}")
-                res = ingest([url], batches, scrape_at=0.5 if backend else None)
-                scraped = res.pop("scraped")
-                line: dict[str, Any] = {"bench": "ingest", "backend": name, "replicas": 1, **shape, **res}
-                if backend:
-                    final = httpx.get(url + "/metrics", timeout=10).text
-                    line["metrics_mid_run_ingested"] = ingested_total(scraped[0]) if scraped else None
-                    line["metrics_ingested"] = ingested_total(final)
-                    line["metrics_equal_sent"] = line["metrics_ingested"] == res["events"]
-                emit(**line)
-        with hub_process(tmp / "root-a", db, args.threads) as a, hub_process(tmp / "root-b", db, args.threads) as b:
-            batches = encode_batches(args.edges, args.batches_per_edge, args.batch, "two")
-            res = ingest([a, b], batches)
-            res.pop("scraped")
-            per = [ingested_total(httpx.get(u + "/metrics", timeout=10).text) for u in (a, b)]
-            emit(bench="ingest", backend="postgresql", replicas=2, **shape, **res, metrics_ingested=sum(per),
-                 metrics_per_replica=per, metrics_equal_sent=sum(per) == res["events"])
+        # every configuration runs once per round, rounds interleaved: a burst of load from elsewhere on the
+        # machine lands on all of them alike, and the median over rounds is what is reported
+        configs = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+        with hub_process(tmp / "root-sqlite", None, args.threads) as lite, \
+                hub_process(tmp / "root-pg", db, args.threads) as one, \
+                hub_process(tmp / "root-a", db, args.threads) as a, hub_process(tmp / "root-b", db, args.threads) as b:
+            urls = {configs[0]: [lite], configs[1]: [one], configs[2]: [a, b]}
+            runs: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
+            mid_run: list[float] = []
+            for r in range(args.rounds):
+                for config in configs:
+                    batches = encode_batches(args.edges, args.batches_per_edge, args.batch, f"{config}-{r}")
+                    res = ingest(urls[config], batches, scrape_at=0.5 if config == configs[1] and r == 0 else None)
+                    mid_run += [ingested_total(t) for t in res.pop("scraped")]
+                    runs[config].append(res)
+                    emit(bench="ingest_round", backend=config[0], replicas=config[1], round=r,
+                         **{k: v for k, v in res.items() if k != "latencies"})
+            for config in configs:
+                rs = runs[config]
+                ts = np.concatenate([x["latencies"] for x in rs])
+                per = [ingested_total(httpx.get(u + "/metrics", timeout=10).text) for u in urls[config]]
+                sent = sum(x["events"] for x in rs)
+                emit(bench="ingest", backend=config[0], replicas=config[1], **shape, rounds=len(rs),
+                     events=sent, accepted=sum(x["accepted"] for x in rs),
+                     retried_batches=sum(x["retried_batches"] for x in rs),
+                     events_per_s=round(float(np.median([x["events_per_s"] for x in rs])), 1),
+                     events_per_s_rounds=[x["events_per_s"] for x in rs],
+                     batch_p50_ms=round(float(np.median(ts)) * 1e3, 1),
+                     batch_p99_ms=round(float(np.quantile(ts, 0.99)) * 1e3, 1),
+                     metrics_ingested=sum(per), metrics_per_process=per, metrics_equal_sent=sum(per) == sent,
+                     **({"metrics_mid_run_ingested": mid_run[0]} if config == configs[1] and mid_run else {}))
         for name, backend in (("postgresql", db), ("local_files", None)):
             with hub_process(tmp / f"dl-{name}", backend, args.threads) as url:
                 version, fname, size = publish_big(url, tmp / f"b-{name}", args.download_mb)
