@@ -19,6 +19,7 @@ import contextlib
 import os
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +28,15 @@ from .leases import _HOST, holder_is_dead
 
 __all__ = ["AppendLog", "dead_logs", "read_records"]
 
-_HEAD = struct.Struct("<HHI")  # event id, user key and body lengths
+_HEAD = struct.Struct("<dHHI")  # appended at (unix seconds), event id, user key and body lengths
 
-Row = tuple[str, str, bytes]
+Row = tuple[float, str, str, bytes]
+"""Appended at (unix seconds: ``forget`` erases what was appended before it), event id, user key, body."""
 
 
 def _record(event_id: str, user_key: str, body: bytes) -> bytes:
     eid, key = event_id.encode(), user_key.encode()
-    return _HEAD.pack(len(eid), len(key), len(body)) + eid + key + body
+    return _HEAD.pack(time.time(), len(eid), len(key), len(body)) + eid + key + body
 
 
 def read_records(path: Path) -> list[Row]:
@@ -46,12 +48,12 @@ def read_records(path: Path) -> list[Row]:
     rows: list[Row] = []
     at = 0
     while at + _HEAD.size <= len(data):
-        n_id, n_key, n_body = _HEAD.unpack_from(data, at)
+        when, n_id, n_key, n_body = _HEAD.unpack_from(data, at)
         start = at + _HEAD.size
         end = start + n_id + n_key + n_body
         if end > len(data):
             break
-        rows.append((data[start:start + n_id].decode(), data[start + n_id:start + n_id + n_key].decode(),
+        rows.append((when, data[start:start + n_id].decode(), data[start + n_id:start + n_id + n_key].decode(),
                      data[start + n_id + n_key:end]))
         at = end
     return rows

@@ -39,6 +39,7 @@ __all__ = ["LeasedEvent", "Outbox", "PutResult"]
 logger = logging.getLogger(__name__)
 
 PutResult = Literal["stored", "appended", "spilled", "duplicate", "dropped_outbox_full", "dropped_memory_full"]
+_FORGOTTEN_KEPT_S = 30 * 86400.0
 _LOG_MAX_BYTES = 1 << 20  # an append log this big is stored by the next append itself (back-pressure)
 
 COUNTERS = (
@@ -72,6 +73,7 @@ CREATE TABLE IF NOT EXISTS dead_letter(
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten(user_key TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 _BUMP = "INSERT INTO counters(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 _RETRY_DB_S = 1.0
@@ -301,7 +303,17 @@ class Outbox:
         rows = read_records(path)
         try:
             with self._tx(conn):
-                results = [self._insert_db(conn, *row) for row in rows]
+                # A user forgotten after an event was appended (by any worker of the host, while this log waited)
+                # never has it stored (fault F07): dropped and counted as forgotten.
+                users = {r[2] for r in rows}
+                erased = dict(conn.execute(
+                    f"SELECT user_key, at FROM forgotten WHERE user_key IN ({','.join('?' * len(users))})",
+                    list(users)).fetchall()) if users else {}
+                keep = [r for r in rows if erased.get(r[2], -1.0) < r[0]]
+                if len(keep) < len(rows):
+                    conn.executemany(_BUMP, [("accepted", len(rows) - len(keep)),
+                                             ("dropped_forgotten", len(rows) - len(keep))])
+                results = [self._insert_db(conn, *row[1:]) for row in keep]
         except sqlite3.Error as exc:
             self._db_failed(exc)
             return False
@@ -590,6 +602,12 @@ class Outbox:
                             _BUMP, [("dropped_forgotten", len(rows)), ("bytes", -sum(r[0] for r in rows))]
                         )
                         conn.execute("DELETE FROM dead_letter WHERE user_key = ?", (user_key,))
+                        # What any worker of the host appended before now is erased when stored (fault F07);
+                        # a month later no log of before can be waiting.
+                        now = time.time()
+                        conn.execute("INSERT INTO forgotten(user_key, at) VALUES(?, ?) "
+                                     "ON CONFLICT(user_key) DO UPDATE SET at = excluded.at", (user_key, now))
+                        conn.execute("DELETE FROM forgotten WHERE at < ?", (now - _FORGOTTEN_KEPT_S,))
                     n += len(rows)
                 except sqlite3.Error as exc:
                     self._db_failed(exc)

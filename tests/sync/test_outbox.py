@@ -270,3 +270,17 @@ def test_d22_append_log_off_or_memory_only_commits_in_the_call(tmp_path: Path) -
     assert off.append("e1", "p1", body(1)) == "stored" and _logs(tmp_path / "off.sqlite3") == []
     off.close()
     assert Outbox(OutboxConfig(), path=None).append("e1", "p1", body(1)) == "spilled"
+
+
+def test_f07_forget_in_one_worker_erases_what_another_appended_before(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    a, b = Outbox(OutboxConfig(), path=path), Outbox(OutboxConfig(), path=path)  # two workers of one host
+    a.append("e1", "p2", body(1, "p2"))
+    a.append("e2", "p1", body(2))
+    assert b.forget("p2") == 0  # not in SQLite yet: still in worker a's append log
+    a.append("e3", "p2", body(3, "p2"))  # after the forget: kept
+    assert sorted(e.event_id for e in a.lease("w", 10)) == ["e2", "e3"]
+    c = a.counters()
+    assert (c["dropped_forgotten"], c["pending"]) == (1, 2) and balanced(c)
+    a.close()
+    b.close()
