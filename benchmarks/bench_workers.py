@@ -14,6 +14,10 @@ What it measures (JSON lines on stdout, one per phase):
 3. ``cross_worker``: a click sent to one worker, then the same user's recommendations fetched from a *different*
    worker: with the SQLite profile store they are personalised at once.
 
+4. ``stop``: SIGTERM to the master until master and workers have exited. Over ``STOP_LIMIT_S`` (5 s) the run
+   FAILS (``StopTooSlow``, non-zero exit) instead of SIGKILLing quietly: a slow stop meant workers hung at exit
+   (fault D21).
+
 Run (about a minute; results in benchmarks/results/workers.jsonl)::
 
     python benchmarks/bench_workers.py --duration-s 30 --clients 4
