@@ -200,10 +200,10 @@ class Recommender:
                         on_candidate=rec._set_candidate,
                         on_artifact={"catalogue": rec.items.apply_artifact, "rules": rec._rules_from_hub})
         rec._sync = sync
+        sync.load_saved_artifacts()  # folded in before the bundle, so the serving state is built once
         last_good = sync.load_last_good()
         if last_good is not None:
             rec.swap(last_good, origin="disk")
-        sync.load_saved_artifacts()
         if start:
             sync.start()
         return rec

@@ -87,3 +87,22 @@ def test_a_new_bundle_keeps_the_live_catalogue(tmp_path: Path) -> None:
         rec.items.upsert([NEW])
         rec.swap(__import__("edgerec_sdk").bundle.load_bundle(make_text_bundle(tmp_path / "b", n_items=120, seed=1)))
         assert len(rec.items) == 121 and rec.recommend("u", k=3, query="green mascara").item_ids[0] == "NEW-1"
+
+
+def test_a_type_clash_refuses_the_delta_but_never_the_next_bundle(tmp_path: Path) -> None:
+    import dataclasses
+
+    from edgerec_sdk.bundle import Catalog, load_bundle
+
+    base = load_bundle(make_text_bundle(tmp_path / "b", n_items=50))
+    cat = base.catalog
+    sized = dataclasses.replace(base, catalog=Catalog(cat.ids, {**cat.columns, "size": [30] * len(cat)}))
+    with Recommender(sized, RecommenderConfig(strict=True)) as rec:
+        with pytest.raises(CatalogueError) as clash:
+            rec.items.upsert([{"id": "item-000001", "size": "large"}])  # size is a number column here
+        assert clash.value.reason == "column_type" and rec.items["item-000001"]["id"] == "item-000001"
+    with Recommender(base, RecommenderConfig(strict=True)) as rec:
+        rec.items.upsert([NEW, {"id": "item-000001", "size": "large"}])
+        rec.swap(sized)  # the delta's "size" values clash with the new bundle's column: left out, bundle served
+        assert rec.status().ready and rec.recommend("u", k=3, query="green mascara").item_ids[0] == "NEW-1"
+        assert rec.recommend("u", k=5, filters={"size": 30}).items

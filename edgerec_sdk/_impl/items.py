@@ -84,11 +84,12 @@ class ItemCatalog:
         with self._lock:
             live = self.live.apply(delta)
             state, candidate = owner._state, owner._candidate
-            new_state = None if state is None else ServingState(state.base, owner.config, live=live, reuse=state)
+            new_state = None if state is None else ServingState(state.base, owner.config, live=live, reuse=state,
+                                                                strict_catalogue=True)
             new_candidate = None
             if candidate is not None:
-                new_candidate = (ServingState(candidate[0].base, owner.config, live=live, reuse=candidate[0]),
-                                 candidate[1])
+                new_candidate = (ServingState(candidate[0].base, owner.config, live=live, reuse=candidate[0],
+                                              strict_catalogue=True), candidate[1])
             self.live = live
             if new_state is not None:
                 owner._state = new_state

@@ -13,6 +13,7 @@ and upserting it again later brings it back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +30,8 @@ from .model import InterestModel
 from .text import encode_texts
 
 __all__ = ["LiveCatalogue", "Overlay", "overlay"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +77,26 @@ class Overlay:
     counts: Mapping[str, int]
 
 
-def overlay(bundle: Bundle, live: LiveCatalogue, model: InterestModel, tokenizer: Any) -> Overlay:
-    """Lay ``live`` over ``bundle``. Raises ``CatalogueError`` when a delta's column type clashes with the
-    bundle's column of the same name (reason ``column_type``)."""
+def overlay(bundle: Bundle, live: LiveCatalogue, model: InterestModel, tokenizer: Any, *,
+            strict: bool = True) -> Overlay:
+    """Lay ``live`` over ``bundle``.
+
+    A delta column whose type clashes with the bundle's column of the same name raises ``CatalogueError``
+    (reason ``column_type``) when ``strict`` (applying a new delta: it is refused); otherwise (a new bundle
+    arriving under an existing live catalogue) that column's delta values are left out, with a warning, so a
+    delta can never keep a model from being served.
+    """
     base = bundle.catalog
     n = len(base)
+    clashes = set()
     for name, kind in live.columns.items():
         have = column_kind(base.columns[name]) if name in base.columns else None
         if have not in (None, "mixed") and have != kind:
-            raise CatalogueError(f"column {name!r} is {have} in the bundle's catalogue, {kind} in a delta",
-                                 reason="column_type")
+            message = f"column {name!r} is {have} in the bundle's catalogue, {kind} in a delta"
+            if strict:
+                raise CatalogueError(message, reason="column_type")
+            logger.warning("%s; the delta's values of %r are left out", message, name)
+            clashes.add(name)
     new_ids = [i for i in live.rows if base.row(i) is None]
     ids = [*base.ids, *new_ids]
     names = list(dict.fromkeys([*base.columns, *live.columns]))
@@ -96,7 +109,8 @@ def overlay(bundle: Bundle, live: LiveCatalogue, model: InterestModel, tokenizer
         r = base.row(item)
         r = row_of[item] if r is None else r
         for name, value in fields.items():
-            columns[name][r] = list(value) if isinstance(value, tuple) else value
+            if name not in clashes:
+                columns[name][r] = list(value) if isinstance(value, tuple) else value
         if fields.get("in_stock") is False:
             hidden[r] = True
     for item in live.deleted:

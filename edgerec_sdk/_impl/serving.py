@@ -55,7 +55,7 @@ class ServingState:
 
     def __init__(
         self, bundle: Bundle, config: RecommenderConfig, *, live: LiveCatalogue | None = None,
-        reuse: ServingState | None = None,
+        reuse: ServingState | None = None, strict_catalogue: bool = False,
     ) -> None:
         manifest = bundle.manifest
         self.base = bundle
@@ -78,7 +78,7 @@ class ServingState:
         self.hidden: NDArray[np.bool_] | None = None
         self.catalogue_counts: dict[str, int] = {}
         if live is not None and not live.empty:
-            made = overlay(bundle, live, self.model, self._tokenizer)
+            made = overlay(bundle, live, self.model, self._tokenizer, strict=strict_catalogue)
             bundle, self.hidden, self.catalogue_counts = made.bundle, made.hidden, dict(made.counts)
         self.bundle = bundle
         self.visible = None if self.hidden is None else ~self.hidden  # the kernel mask of a filterless request
