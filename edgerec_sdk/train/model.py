@@ -1,8 +1,8 @@
 """The SASRec-style interest encoder (torch).
 
 Why this shape (see docs/build.md): a causal transformer over the last ``max_len`` items, hidden 64, two
-blocks, one head, dropout 0.3, with the item embedding table shared between input and output, trained with
-a full softmax cross-entropy over every item. On the Amazon review sets a softmax over the catalog beats
+blocks, one head, dropout 0.5 (``TrainConfig``), with the item embedding table shared between input and
+output, trained with a full softmax cross-entropy over every item. On the Amazon review sets a softmax over the catalog beats
 binary cross-entropy with one sampled negative by a wide margin, and at ~12k-24k items the full softmax is
 cheap on a CPU, so no sampling is needed.
 
