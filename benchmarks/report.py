@@ -398,6 +398,57 @@ def shutdown_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+def diversity_tables(rows: list[Row]) -> list[str]:
+    out = table(["diversity", "users", "NDCG@10", "HR@10", "ILS@10 (item vectors)", "ILS@10 (categories)"],
+                [[r["diversity"], r["users"], f"{r['ndcg10']:.4f}", f"{r['hr10']:.4f}", f"{r['ils10']:.3f}",
+                  f"{r['ils10_categories']:.3f}" if r.get("ils10_categories") is not None else "-"]
+                 for r in pick(rows, "diversity")])
+    for r in pick(rows, "diversity_default"):
+        out += [f"The default (diversity {r['diversity']}) against 0: ILS@10 over item vectors "
+                f"**{-100 * r['ils_drop_rel']:+.1f} %**, over categories "
+                f"**{-100 * r.get('ils_categories_drop_rel', float('nan')):+.1f} %**, NDCG@10 "
+                f"**{-100 * r['ndcg10_loss_rel']:+.1f} %**.", ""]
+    return out
+
+
+def diversity_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "diversity")
+    base = next((r for r in cases if r["diversity"] == 0.0), cases[0])
+    for key, label in (("ils10", "item vectors"), ("ils10_categories", "categories")):
+        pts = [(r[key] / base[key], r["ndcg10"] / base["ndcg10"], r["diversity"]) for r in cases if r.get(key)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"ILS over {label}")
+        for x, y, d in pts:
+            ax.annotate(f"{d:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1, label="5 % NDCG loss")
+    ax.axvline(0.70, color="grey", linestyle=":", linewidth=1, label="30 % lower ILS")
+    ax.set(xlabel="ILS@10 relative to diversity 0", ylabel="NDCG@10 relative to diversity 0",
+           title="diversity knob: similarity against accuracy (labels: knob value)")
+    ax.invert_xaxis()
+    ax.legend(fontsize=7)
+
+
+def pipeline_tables(rows: list[Row]) -> list[str]:
+    out = table(["variant", "p50 ms", "p99 ms", "best ms", "calls"],
+                [[r["variant"], f"{r['median_ms']:.3f}", f"{r['p99_ms']:.2f}", f"{r['best_ms']:.3f}", r["calls"]]
+                 for r in pick(rows, "pipeline")])
+    for r in pick(rows, "pipeline_overhead"):
+        out += [f"Added by the chain: p50 **{r['p50_added_ms']:+.3f} ms** (target {r['target_p50_ms']}), "
+                f"p99 **{r['p99_added_ms']:+.3f} ms** (target {r['target_p99_ms']}).", ""]
+    return out
+
+
+def pipeline_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "pipeline")
+    xs = range(len(cases))
+    ax.bar([x - 0.2 for x in xs], [r["median_ms"] for r in cases], 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in cases], 0.4, label="p99")
+    ax.set_xticks(list(xs), [r["variant"] for r in cases], fontsize=8)
+    ax.set(ylabel="ms per recommend()", title="the rank chain on the demo bundle")
+    ax.legend(fontsize=7)
+
+
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
     "kernels": (kernels_tables, kernels_chart),
     "acceptance": (acceptance_tables, acceptance_chart),
@@ -409,6 +460,8 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "hub": (hub_tables, hub_chart),
     "feedback": (feedback_tables, feedback_chart),
     "shutdown": (shutdown_tables, shutdown_chart),
+    "diversity": (diversity_tables, diversity_chart),
+    "pipeline": (pipeline_tables, pipeline_chart),
 }
 
 

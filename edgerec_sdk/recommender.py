@@ -441,7 +441,8 @@ class Recommender:
                 # the ranker's feature tables cover the bundle's rows, not items a catalogue delta added
                 ranker = None if state.ranker is None or not r.personalized or state.has_added(r.rows) else \
                     state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)
-                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker) \
+                codes = state.category_codes() if opt.diversity > 0 or opt.max_per_category is not None else None
+                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker, codes) \
                     if opt.active or ranker is not None else Candidates(r.rows[:k], r.scores[:k])
                 r = Ranked(shaped.rows, shaped.scores, r.personalized, by_query=r.by_query)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None

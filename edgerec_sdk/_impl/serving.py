@@ -13,6 +13,7 @@ without history is ranked by ``t`` alone. A query that keeps no known token is n
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from ..config import RecommenderConfig
 from ..errors import ModelLoadError, SmokeFailure
 from ..index import VectorIndex, make_index, providers_for, resolve_device
 from ..rank import FilterCompiler
+from ..rank.features import RankFeatures
 from ..rank.ranker import Ranker
 from . import log as _log
 from .livecat import LiveCatalogue, overlay
@@ -99,6 +101,8 @@ class ServingState:
         # The bundle's CTR ranker, when it has one and the config uses it (the rank stage of the pipeline).
         self.ranker = Ranker(bundle, intra_op_threads=config.index.intra_op_threads) \
             if bundle.ranker_bytes is not None and config.use_ranker else None
+        self._rank_tables: RankFeatures | None = None if self.ranker is None else self.ranker.tables
+        self._tables_lock = threading.Lock()
         popular = np.asarray(bundle.popular, dtype=np.int64)
         self.popular = popular
         self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
@@ -137,6 +141,16 @@ class ServingState:
                                "(RecommenderConfig.warmup_timeout_s); cancelled", reason="warmup_timeout",
                                model_version=self.model_version)
         return out[0]
+
+    def category_codes(self) -> NDArray[np.int64] | None:
+        """The catalogue's category ids for diversity (built on first use: a Python pass over the catalogue)."""
+        tables = self._rank_tables
+        if tables is None:
+            with self._tables_lock:
+                if self._rank_tables is None:
+                    self._rank_tables = RankFeatures(self.bundle)
+                tables = self._rank_tables
+        return tables.cat_codes if tables.n_cats else None
 
     def query_tokens(self, query: str | None) -> NDArray[np.int64] | None:
         """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text

@@ -12,7 +12,9 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["intra_list_similarity", "mmr_order"]
+__all__ = [
+    "blended_similarity", "category_similarity", "cosine_similarity", "intra_list_similarity", "mmr_order",
+]
 
 
 def _unit_rows(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -30,11 +32,12 @@ def mmr_order(
     diversity: float,
     categories: Sequence[Hashable | None] | None = None,
     max_per_category: int | None = None,
+    similarity: NDArray[np.floating] | None = None,
 ) -> NDArray[np.int64]:
     """Pick up to ``k`` candidates, best first, by maximal marginal relevance.
 
     Args:
-        vectors: one row per candidate (any scale; cosine similarity is used).
+        vectors: one row per candidate (any scale; their cosine is the similarity unless ``similarity`` is given).
         relevance: one score per candidate, higher is better (any scale).
         k: how many to pick.
         diversity: ``0`` keeps the relevance order; ``1`` ignores relevance after the first pick. Each pick
@@ -42,6 +45,7 @@ def mmr_order(
         categories: one key per candidate for the cap (``None``: no category).
         max_per_category: at most this many picks share a category key; the cap yields when nothing else is
             left, so a list is never cut short by it.
+        similarity: a precomputed ``[n, n]`` similarity of the candidates (e.g. :func:`blended_similarity`).
 
     Returns:
         Candidate indices in answer order.
@@ -58,8 +62,7 @@ def mmr_order(
     lo, hi = float(np.min(rel[finite])) if finite.any() else 0.0, float(np.max(rel[finite])) if finite.any() else 1.0
     span = hi - lo if hi > lo else 1.0
     norm_rel = np.where(finite, (rel - lo) / span, -np.inf)
-    unit = _unit_rows(vectors)
-    sims = (unit @ unit.T).astype(np.float64)  # one small matmul; each step then reads one row of it
+    sims = cosine_similarity(vectors) if similarity is None else np.asarray(similarity)
     max_sim = np.zeros(n, dtype=np.float64)  # redundancy below 0 (dissimilar) is not rewarded
     codes, counts = _category_codes(categories, n)
     order: list[int] = []
@@ -94,6 +97,36 @@ def _category_codes(
     codes = np.fromiter((-1 if c is None else index.setdefault(c, len(index)) for c in categories),
                         dtype=np.int64, count=n)
     return codes, np.zeros(max(len(index), 1), dtype=np.int64)
+
+
+def cosine_similarity(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
+    """``[n, n]`` cosine similarity of the rows (one small matmul; MMR then reads one row of it per pick)."""
+    unit = _unit_rows(vectors)
+    out: NDArray[np.float32] = unit @ unit.T
+    return out
+
+
+def category_similarity(codes: NDArray[np.int64]) -> NDArray[np.float32]:
+    """``[n, n]`` Jaccard similarity of the candidates' category sets (``codes``: ``-1``-padded category ids)."""
+    present = codes >= 0
+    vocab, inverse = np.unique(codes[present], return_inverse=True)
+    onehot = np.zeros((len(codes), max(len(vocab), 1)), dtype=np.float32)
+    onehot[np.nonzero(present)[0], inverse] = 1.0
+    inter = onehot @ onehot.T
+    sizes = onehot.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    out: NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0).astype(np.float32)
+    return out
+
+
+def blended_similarity(vectors: NDArray[np.floating], codes: NDArray[np.int64] | None) -> NDArray[np.float32]:
+    """The similarity diversity penalises: the mean of the item vectors' cosine (behaviour) and the category
+    sets' Jaccard (what a shopper sees as "the same kind of product") when the catalogue has categories."""
+    cos = cosine_similarity(vectors)
+    if codes is None:
+        return cos
+    out: NDArray[np.float32] = 0.5 * cos + 0.5 * category_similarity(codes)
+    return out
 
 
 def intra_list_similarity(vectors: NDArray[np.floating]) -> float:

@@ -13,18 +13,18 @@ recommender reads as the chain it is::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..bundle import Bundle
-from .diversity import mmr_order
+from .diversity import blended_similarity, mmr_order
 from .rules import RuleSet, apply_rules
 
 __all__ = [
-    "Candidates", "RankStage", "StageOptions", "category_keys", "diversify", "merge_rule_sets", "run_stages",
+    "Candidates", "RankStage", "StageOptions", "diversify", "merge_rule_sets", "run_stages",
     "shape_with_rules",
 ]
 
@@ -57,30 +57,24 @@ class StageOptions:
         return self.diversity > 0 or self.max_per_category is not None or bool(self.rules)
 
 
-def category_keys(bundle: Bundle, rows: NDArray[np.int64]) -> list[Hashable | None] | None:
-    """The per-category cap's key of each row: its first category, or ``None`` (no cap for it)."""
-    column = bundle.catalog.columns.get("category")
-    if column is None:
-        return None
-    keys: list[Hashable | None] = []
-    for r in rows.tolist():
-        value = column[r]
-        keys.append(value[0] if isinstance(value, tuple) and value else value)
-    return keys
-
-
-def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions) -> Candidates:
+def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
+              codes: NDArray[np.int64] | None = None) -> Candidates:
     """Pick the first ``k`` by maximal marginal relevance; the rest follow in relevance order.
 
-    The tail stays so that rules which bury items still have un-buried ones to promote. A no-op at diversity 0
-    without a category cap.
+    ``codes`` are the catalogue's category ids (``-1``-padded rows, :class:`~edgerec_sdk.rank.features.RankFeatures`
+    ``cat_codes``): with them, similarity blends item vectors and categories, and the per-category cap keys on an
+    item's first category. The tail stays so that rules which bury items still have un-buried ones to promote.
+    A no-op at diversity 0 without a category cap.
     """
     if (options.diversity <= 0 and options.max_per_category is None) or len(candidates.rows) == 0:
         return candidates
     vectors = bundle.vectors.rows_f32(candidates.rows)
-    cats = category_keys(bundle, candidates.rows) if options.max_per_category is not None else None
+    cand_codes = None if codes is None else codes[candidates.rows]
+    cats = None if cand_codes is None or options.max_per_category is None else \
+        [None if c < 0 else int(c) for c in cand_codes[:, 0].tolist()]
     head = mmr_order(vectors, candidates.scores, options.k, diversity=options.diversity,
-                     categories=cats, max_per_category=options.max_per_category)
+                     categories=cats, max_per_category=options.max_per_category,
+                     similarity=blended_similarity(vectors, cand_codes))
     rest = np.setdiff1d(np.arange(len(candidates.rows)), head, assume_unique=True)
     order = np.concatenate([head, rest[np.argsort(-candidates.scores[rest], kind="stable")]])
     # MMR gains are not comparable across lists; each item keeps its own relevance score, in MMR order.
@@ -102,11 +96,11 @@ RankStage = Callable[[Candidates], Candidates]
 
 
 def run_stages(bundle: Bundle, candidates: Candidates, options: StageOptions,
-               ranker: RankStage | None = None) -> Candidates:
-    """The whole chain after retrieval for one user's candidates."""
+               ranker: RankStage | None = None, codes: NDArray[np.int64] | None = None) -> Candidates:
+    """The whole chain after retrieval for one user's candidates (``codes``: see :func:`diversify`)."""
     if ranker is not None:
         candidates = ranker(candidates)
-    candidates = diversify(bundle, candidates, options)
+    candidates = diversify(bundle, candidates, options, codes)
     return shape_with_rules(bundle, candidates, options)
 
 
