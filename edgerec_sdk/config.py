@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_EVENT_WEIGHTS", "FeedbackConfig", "IndexConfig", "ProfileCon
 
 IndexBackend = Literal["auto", "numpy", "onnx", "ivf"]
 
-DEFAULT_DIVERSITY = 0.3
+DEFAULT_DIVERSITY = 0.35
 """The MMR knob's default (see ``RecommenderConfig.diversity``)."""
 
 
