@@ -109,13 +109,20 @@ def cosine_similarity(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
 def category_similarity(codes: NDArray[np.int64]) -> NDArray[np.float32]:
     """``[n, n]`` Jaccard similarity of the candidates' category sets (``codes``: ``-1``-padded category ids)."""
     present = codes >= 0
-    vocab, inverse = np.unique(codes[present], return_inverse=True)
-    onehot = np.zeros((len(codes), max(len(vocab), 1)), dtype=np.float32)
-    onehot[np.nonzero(present)[0], inverse] = 1.0
+    pc = codes[present]
+    if len(pc) == 0:
+        return np.zeros((len(codes), len(codes)), dtype=np.float32)
+    # local category ids without a sort: mark the codes present, number them in code order
+    mark = np.zeros(int(pc.max()) + 1, dtype=np.int32)
+    mark[pc] = 1
+    local = np.cumsum(mark) - 1
+    onehot = np.zeros((len(codes), int(local[-1]) + 1), dtype=np.float32)
+    onehot[np.nonzero(present)[0], local[pc]] = 1.0
     inter = onehot @ onehot.T
     sizes = onehot.sum(axis=1)
     union = sizes[:, None] + sizes[None, :] - inter
-    out: NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0).astype(np.float32)
+    np.maximum(union, 1.0, out=union)  # items without categories: 0 / 1
+    out: NDArray[np.float32] = inter / union
     return out
 
 

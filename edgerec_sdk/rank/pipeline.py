@@ -75,8 +75,9 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
     head = mmr_order(vectors, candidates.scores, options.k, diversity=options.diversity,
                      categories=cats, max_per_category=options.max_per_category,
                      similarity=blended_similarity(vectors, cand_codes))
-    rest = np.setdiff1d(np.arange(len(candidates.rows)), head, assume_unique=True)
-    order = np.concatenate([head, rest[np.argsort(-candidates.scores[rest], kind="stable")]])
+    rest = np.ones(len(candidates.rows), dtype=np.bool_)
+    rest[head] = False  # the candidates arrive best first, so the rest keep their relevance order
+    order = np.concatenate([head, np.flatnonzero(rest)])
     # MMR gains are not comparable across lists; each item keeps its own relevance score, in MMR order.
     return Candidates(candidates.rows[order], candidates.scores[order], candidates.touched, candidates.features)
 

@@ -16,7 +16,7 @@ HISTORY = ["B004756YJA"]
 
 @pytest.fixture(scope="module")
 def rec() -> Iterator[Recommender]:
-    r = Recommender.demo(config=RecommenderConfig(cache_size=0))
+    r = Recommender.demo(config=RecommenderConfig(cache_size=0, diversity=0.0))
     yield r
     r.close()
 
@@ -27,6 +27,18 @@ def _ids(rec: Recommender, **kw: object) -> list[str]:
 
 def test_plain_path_is_unchanged_by_inactive_stages(rec: Recommender) -> None:
     assert _ids(rec) == _ids(rec, diversity=0.0, rules=[])
+    state = rec._state
+    assert state is not None
+    rows = state.rows_of(HISTORY)
+    kernel = state.rank([rows], 10, excludes=[rows], allow=None)[0]
+    assert _ids(rec) == [state.bundle.catalog.ids[int(r)] for r in kernel.rows]
+
+
+def test_the_default_config_diversifies() -> None:
+    with Recommender.demo(config=RecommenderConfig(cache_size=0)) as r:
+        assert r.config.diversity > 0
+        assert r.recommend("u", k=10, history=HISTORY).item_ids != \
+            r.recommend("u", k=10, history=HISTORY, diversity=0.0).item_ids
 
 
 def test_request_rules_pin_never_and_report_what_touched(rec: Recommender) -> None:
