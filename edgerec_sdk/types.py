@@ -54,7 +54,9 @@ class Recommendation:
 
     Attributes:
         item_id: the external item id.
-        score: the ranking score (higher is better; comparable within one answer only).
+        score: the item's own score (higher is better; comparable within one answer only): the retrieval score,
+            or the ranker's click probability; diversity and merchandising rules reorder items without changing
+            their scores, so the answer's order, not the score, is the ranking.
         source: where the item came from (the model, the popularity ranking, similarity or the fallback list).
         reason: with ``explain=True``, a short text saying why this item (the history items most like it);
             ``None`` otherwise. Why a whole answer was degraded is :attr:`Recommendations.degraded_reason`.

@@ -80,8 +80,8 @@ def test_weights_keep_purchases_over_later_views_when_the_history_is_truncated()
 
 
 def test_rotation_moves_items_shown_without_a_click_down_and_a_click_resets_them() -> None:
-    rec = Recommender.demo(config=RecommenderConfig(feedback=FeedbackConfig(rotation_free_shows=2,
-                                                                           rotation_step=10.0)))
+    rec = Recommender.demo(config=RecommenderConfig(diversity=0.0, feedback=FeedbackConfig(rotation_free_shows=2,
+                                                                                        rotation_step=10.0)))
     user = "rotating"
     rec.feedback({"user": user, "item": SHOPPERS[0]["history"][0], "type": "purchase"})
     first = rec.recommend(user, k=5, log_impressions=True)

@@ -148,7 +148,8 @@ def evaluate_served(bundle_dir: str | os.PathLike[str], ts: Holdout, *, batch: i
     k = max(DEFAULT_KS)
     bundle = load_bundle(bundle_dir)
     catalog_ids = list(bundle.catalog.ids)
-    rec = Recommender(bundle, RecommenderConfig(strict=True, cache_size=0))
+    # retrieval quality: the later stages (diversity, rules) are measured on their own (bench_diversity.py)
+    rec = Recommender(bundle, RecommenderConfig(strict=True, cache_size=0, diversity=0.0))
     try:
         ranks = np.empty(len(ts.histories), dtype=np.int64)
         top10: list[NDArray[np.int64]] = []
