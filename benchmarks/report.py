@@ -449,6 +449,21 @@ def pipeline_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+def train_epoch_tables(rows: list[Row]) -> list[str]:
+    return table(["variant", "rows", "targets", "steps", "padding share", "epoch s", "loss", "load after"],
+                 [[r["variant"], r["rows"], r["targets"], r["steps"], f"{r['padding_share']:.4f}",
+                   f"{r['epoch_s']:.1f}", f"{r['loss']:.3f}", r.get("load1_after", "-")]
+                  for r in pick(rows, "train_epoch")])
+
+
+def train_epoch_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "train_epoch")
+    ax.bar(range(len(cases)), [r["epoch_s"] for r in cases])
+    ax.set_xticks(list(range(len(cases))), [r["variant"] for r in cases], fontsize=8)
+    ax.set(ylabel="seconds per epoch (1 thread)", title="one Beauty training epoch per sample layout")
+
+
 BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row], Any], None]]] = {
     "kernels": (kernels_tables, kernels_chart),
     "acceptance": (acceptance_tables, acceptance_chart),
@@ -462,6 +477,7 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "shutdown": (shutdown_tables, shutdown_chart),
     "diversity": (diversity_tables, diversity_chart),
     "pipeline": (pipeline_tables, pipeline_chart),
+    "train_epoch": (train_epoch_tables, train_epoch_chart),
 }
 
 
