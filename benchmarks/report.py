@@ -213,14 +213,20 @@ def recommend_tables(rows: list[Row]) -> list[str]:
                   f"the exact kernel's top-10 ({r['requests']} requests).\n" for r in pick(rows, "recommend_recall"))]
 
 
+def paired_bars(ax: Any, labels: list[str], left: tuple[str, list[float]], right: tuple[str, list[float]],
+                **ticks: Any) -> None:
+    """Two bars per case (e.g. p50 and p99) side by side, labelled under each pair."""
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], left[1], 0.4, label=left[0])
+    ax.bar([x + 0.2 for x in xs], right[1], 0.4, label=right[0])
+    ax.set_xticks(list(xs), labels, **{"fontsize": 8, **ticks})
+
+
 def recommend_chart(rows: list[Row], fig: Any) -> None:
     ax = fig.add_subplot(1, 1, 1)
     cases = pick(rows, "recommend")
     labels = [f"{r['bundle']}\n{r.get('config', r['index'])}" for r in cases]
-    xs = range(len(cases))
-    ax.bar([x - 0.2 for x in xs], [r["median_ms"] for r in cases], 0.4, label="p50")
-    ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in cases], 0.4, label="p99")
-    ax.set_xticks(list(xs), labels, fontsize=8)
+    paired_bars(ax, labels, ("p50", [r["median_ms"] for r in cases]), ("p99", [r["p99_ms"] for r in cases]))
     ax.set(yscale="log", ylabel="ms per request", title="recommend(), one thread, cache off")
     ax.legend(fontsize=7)
 
@@ -293,11 +299,9 @@ def impressions_tables(rows: list[Row]) -> list[str]:
 def impressions_chart(rows: list[Row], fig: Any) -> None:
     ax = fig.add_subplot(1, 1, 1)
     cases = pick(rows, "impressions_part")
-    xs = range(len(cases))
-    ax.bar([x - 0.2 for x in xs], [r["median_us"] for r in cases], 0.4, label="median")
-    ax.bar([x + 0.2 for x in xs], [r["p99_us"] for r in cases], 0.4, label="p99")
+    paired_bars(ax, [r["part"] for r in cases], ("median", [r["median_us"] for r in cases]),
+                ("p99", [r["p99_us"] for r in cases]))
     ax.axhline(20.0, color="grey", linestyle="--", linewidth=1, label="20 us budget")
-    ax.set_xticks(list(xs), [r["part"] for r in cases], fontsize=8)
     ax.set(ylabel="us per request", title="what impression logging adds to recommend()")
     ax.legend(fontsize=7)
 
@@ -389,11 +393,9 @@ def shutdown_chart(rows: list[Row], fig: Any) -> None:
     ax = fig.add_subplot(1, 1, 1)
     got = pick(rows, "shutdown")
     labels = [f"{r['app']} {r['worker_class']}{' preload' if r['preload'] else ''} #{r['round']}" for r in got]
-    xs = range(len(got))
-    ax.bar([x - 0.2 for x in xs], [r["stop_s"] for r in got], 0.4, label="SIGTERM to exit")
-    ax.bar([x + 0.2 for x in xs], [r["reload_s"] for r in got], 0.4, label="SIGHUP reload")
+    paired_bars(ax, labels, ("SIGTERM to exit", [r["stop_s"] for r in got]),
+                ("SIGHUP reload", [r["reload_s"] for r in got]), fontsize=6, rotation=45, ha="right")
     ax.axhline(3.0, color="grey", linestyle="--", linewidth=1, label="3 s target")
-    ax.set_xticks(list(xs), labels, fontsize=6, rotation=45, ha="right")
     ax.set(ylabel="seconds", title="gunicorn --preload -w 3 under load (was 30 s before fault D21)")
     ax.legend(fontsize=7)
 
@@ -441,10 +443,8 @@ def pipeline_tables(rows: list[Row]) -> list[str]:
 def pipeline_chart(rows: list[Row], fig: Any) -> None:
     ax = fig.add_subplot(1, 1, 1)
     cases = pick(rows, "pipeline")
-    xs = range(len(cases))
-    ax.bar([x - 0.2 for x in xs], [r["median_ms"] for r in cases], 0.4, label="p50")
-    ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in cases], 0.4, label="p99")
-    ax.set_xticks(list(xs), [r["variant"] for r in cases], fontsize=8)
+    paired_bars(ax, [r["variant"] for r in cases], ("p50", [r["median_ms"] for r in cases]),
+                ("p99", [r["p99_ms"] for r in cases]))
     ax.set(ylabel="ms per recommend()", title="the rank chain on the demo bundle")
     ax.legend(fontsize=7)
 
