@@ -155,12 +155,13 @@ def _rule(raw: object, index: int, columns: Sequence[str] | None) -> Rule:
 class RuleSet:
     """A validated, immutable set of rules. Build with :meth:`parse`; apply with :func:`apply_rules`."""
 
-    __slots__ = ("_masks", "rules", "version")
+    __slots__ = ("_masks", "_rows", "rules", "version")
 
     def __init__(self, rules: Sequence[Rule], *, version: str = "") -> None:
         self.rules = tuple(rules)
         self.version = version
         self._masks: dict[tuple[int, str], NDArray[np.bool_]] = {}
+        self._rows: dict[int, tuple[NDArray[np.bool_], NDArray[np.int64]]] = {}
 
     @classmethod
     def parse(cls, raw: object, *, columns: Sequence[str] | None = None) -> RuleSet:
@@ -249,9 +250,16 @@ class RuleSet:
         return cached
 
     def never_rows(self, catalog: Catalog) -> NDArray[np.int64]:
-        """Rows every answer must leave out (handed to the kernel as exclusions)."""
+        """Rows every answer must leave out (handed to the kernel as exclusions; cached like the masks, since
+        every request with this set asks for them)."""
         mask = self.never_mask(catalog)
-        return np.zeros(0, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        if mask is None:
+            return np.zeros(0, dtype=np.int64)
+        cached = self._rows.get(id(mask))
+        if cached is None or cached[0] is not mask:  # keyed by the cached mask, so a new catalogue recomputes
+            self._rows.clear()
+            cached = self._rows[id(mask)] = (mask, np.flatnonzero(mask).astype(np.int64))
+        return cached[1]
 
 
 def _condition_json(cond: tuple[Any, ...]) -> Any:
