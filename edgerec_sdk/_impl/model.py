@@ -10,7 +10,6 @@ onnxruntime itself is imported only when a session is built (fault D21).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ModelLoadError
-from .onnxrt import inference_session, onnxruntime
+from .onnxrt import PerProcess, inference_session, onnxruntime
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -115,9 +114,7 @@ class InterestModel:
         self.text_output = text_output if query_input is not None else None
         self._threads = intra_op_threads
         self._providers = tuple(providers)
-        self._lock = threading.Lock()
-        self._session: ort.InferenceSession | None = None
-        self._pid = -1
+        self._session: PerProcess[ort.InferenceSession] = PerProcess(self._create)
 
     @classmethod
     def for_bundle(
@@ -143,14 +140,7 @@ class InterestModel:
         self._get_session()
 
     def _get_session(self) -> ort.InferenceSession:
-        session = self._session
-        if session is not None and self._pid == os.getpid():
-            return session
-        with self._lock:
-            if self._session is None or self._pid != os.getpid():
-                self._session = self._create()
-                self._pid = os.getpid()
-            return self._session
+        return self._session.get()
 
     def _create(self) -> ort.InferenceSession:
         try:
@@ -249,6 +239,4 @@ class InterestModel:
 
     def postfork(self) -> None:
         """Forget the parent's session (never deallocated here: see ``onnxrt``) so the next call builds one."""
-        self._lock = threading.Lock()
-        self._session = None
-        self._pid = -1
+        self._session.reset()

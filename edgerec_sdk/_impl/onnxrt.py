@@ -23,11 +23,11 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["inference_session", "onnxruntime"]
+__all__ = ["PerProcess", "inference_session", "onnxruntime"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,37 @@ def onnxruntime() -> ModuleType:
                     "forked from this one (gunicorn --preload, os.fork) will hang at exit; set %s=1 in the "
                     "environment or import edgerec_sdk first", _TELEMETRY_ENV)
     return ort
+
+
+_T = TypeVar("_T")
+
+
+class PerProcess(Generic[_T]):
+    """A value built on first use in each process (a session: one inherited across ``os.fork`` is not used).
+
+    ``get`` is lock-free once built; ``reset`` (a postfork hook) forgets the parent's value without touching it.
+    """
+
+    def __init__(self, create: Callable[[], _T]) -> None:
+        self._create = create
+        self._value: _T | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def get(self) -> _T:
+        value = self._value
+        if value is not None and self._pid == os.getpid():
+            return value
+        with self._lock:
+            if self._value is None or self._pid != os.getpid():
+                self._value = self._create()
+                self._pid = os.getpid()
+            return self._value
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self._value = None
+        self._pid = -1
 
 
 _sessions: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -9,15 +9,13 @@ per process id, like the interest model's.
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._impl.model import session_options
-from .._impl.onnxrt import inference_session
+from .._impl.onnxrt import PerProcess, inference_session
 from ..bundle import Bundle
 from ..errors import ModelLoadError
 from .features import FEATURES, RankFeatures
@@ -50,26 +48,17 @@ class Ranker:
         self._bytes = bundle.ranker_bytes
         self._input, self._output = info.input, info.output
         self._threads = intra_op_threads
-        self._session: ort.InferenceSession | None = None
-        self._pid = -1
-        self._lock = threading.Lock()
+        self._session: PerProcess[ort.InferenceSession] = PerProcess(self._create)
         self._means = np.asarray(info.means or [0.0] * len(info.features), dtype=np.float32)
         self.version = bundle.model_version
 
-    def _get_session(self) -> Any:
-        session = self._session
-        if session is not None and self._pid == os.getpid():
-            return session
-        with self._lock:
-            if self._session is None or self._pid != os.getpid():
-                try:
-                    self._session = inference_session(self._bytes, session_options(self._threads),
-                                                      ("CPUExecutionProvider",))
-                except Exception as exc:  # onnxruntime's own error types
-                    raise ModelLoadError(f"ranker: onnxruntime refused the model: {exc}",
-                                         model_version=self.version) from exc
-                self._pid = os.getpid()
-            return self._session
+    def _create(self) -> ort.InferenceSession:
+        try:
+            session: ort.InferenceSession = inference_session(self._bytes, session_options(self._threads),
+                                                              ("CPUExecutionProvider",))
+        except Exception as exc:  # onnxruntime's own error types
+            raise ModelLoadError(f"ranker: onnxruntime refused the model: {exc}", model_version=self.version) from exc
+        return session
 
     def load(self) -> None:
         """Build the session now and score one row, so a broken ranker fails at swap time, not per request."""
@@ -81,7 +70,7 @@ class Ranker:
         """Click probability of each row of a full :data:`FEATURES` matrix."""
         x = np.ascontiguousarray(matrix[:, self._columns], dtype=np.float32)
         try:
-            out = self._get_session().run([self._output], {self._input: x})[0]
+            out = self._session.get().run([self._output], {self._input: x})[0]
         except ModelLoadError:
             raise
         except Exception as exc:
