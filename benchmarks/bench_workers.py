@@ -31,9 +31,9 @@ import argparse
 import http.client
 import json
 import os
+import queue
 import random
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -100,33 +100,36 @@ def start_gunicorn(*, workers: int, profile_store: str, worker_class: str = "syn
                             start_new_session=True)
     server = Server(proc, 0, proc.pid)
     end = time.monotonic() + timeout_s
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while len(server.worker_pids) < workers or not server.port:
-            left = end - time.monotonic()
-            if left <= 0 or not sel.select(timeout=left):
-                stop(server)
-                raise RuntimeError("gunicorn did not start:\n" + "".join(server.log[-30:]))
-            line = proc.stdout.readline()
-            if not line:
-                stop(server)
-                raise RuntimeError("gunicorn exited:\n" + "".join(server.log[-30:]))
-            server.log.append(line)
-            if m := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
-                server.port = int(m.group(1))
-            if m := re.search(r"Booting worker with pid: (\d+)", line):
-                server.worker_pids.append(int(m.group(1)))
-    server.drain = threading.Thread(target=_drain, args=(proc, server.log), daemon=True)
+    # One thread reads the log from the start: select() on the pipe beside a buffered readline() misses lines
+    # already in the reader's buffer, and waited out the timeout with every worker booted.
+    lines: queue.Queue[str | None] = queue.Queue()
+    server.drain = threading.Thread(target=_drain, args=(proc, server.log, lines), daemon=True)
     server.drain.start()
+    while len(server.worker_pids) < workers or not server.port:
+        left = end - time.monotonic()
+        try:
+            line = lines.get(timeout=max(left, 0.0)) if left > 0 else None
+        except queue.Empty:
+            line = None
+            left = 0.0
+        if line is None:
+            stop(server)
+            what = "did not start" if left <= 0 else "exited"
+            raise RuntimeError(f"gunicorn {what}:\n" + "".join(server.log[-30:]))
+        if m := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+            server.port = int(m.group(1))
+        if m := re.search(r"Booting worker with pid: (\d+)", line):
+            server.worker_pids.append(int(m.group(1)))
     return server
 
 
-def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:
+def _drain(proc: subprocess.Popen[str], log: list[str], lines: queue.Queue[str | None]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         log.append(line)
         del log[:-500]
+        lines.put(line)
+    lines.put(None)  # end of the log: the master exited
 
 
 def stop(server: Server, *, limit_s: float = STOP_LIMIT_S) -> float:
