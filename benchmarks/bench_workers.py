@@ -212,7 +212,7 @@ def warm_all_workers(server: Server, *, max_requests: int = 400) -> dict[int, in
     for n in range(max_requests):
         status, headers, body = request(server.port, "GET", f"/api/for-you/warm-{n}")
         if status != 200:
-            raise RuntimeError(f"warm-up got HTTP {status}")
+            raise RuntimeError(f"warm-up got HTTP {status}:\n" + "".join(server.log[-40:]))
         pid = int(headers["x-worker-pid"])
         item = item or next(iter(_ids(body)), None)  # none before a hub's first bundle
         if item is not None:
