@@ -441,7 +441,8 @@ class Recommender:
                 # the ranker's feature tables cover the bundle's rows, not items a catalogue delta added
                 ranker = None if state.ranker is None or not r.personalized or state.has_added(r.rows) else \
                     state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)
-                if not r.personalized and opt.diversity > 0:  # the popularity list stays as it is
+                # the popularity list and a no-history user's query answer (a search result) stay as they are
+                if (not r.personalized or not len(hist_rows[i])) and opt.diversity > 0:
                     opt = dataclasses.replace(opt, diversity=0.0)
                 codes = state.category_codes() if opt.diversity > 0 or opt.max_per_category is not None else None
                 shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker, codes) \
