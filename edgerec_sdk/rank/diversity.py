@@ -13,15 +13,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
-    "blended_similarity", "category_similarity", "cosine_similarity", "intra_list_similarity", "mmr_order",
+    "blended_similarity", "category_rows", "cosine_similarity", "diversity_vectors", "intra_list_similarity",
+    "mmr_order",
 ]
 
 
 def _unit_rows(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    out: NDArray[np.float32] = (v / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return out
+    v = np.array(vectors, dtype=np.float32)  # a copy: normalised in place
+    v /= np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v)), np.float32(1e-12))[:, None]
+    return v
 
 
 def mmr_order(
@@ -32,20 +32,21 @@ def mmr_order(
     diversity: float,
     categories: Sequence[Hashable | None] | None = None,
     max_per_category: int | None = None,
-    similarity: NDArray[np.floating] | None = None,
+    unit: bool = False,
 ) -> NDArray[np.int64]:
     """Pick up to ``k`` candidates, best first, by maximal marginal relevance.
 
     Args:
-        vectors: one row per candidate (any scale; their cosine is the similarity unless ``similarity`` is given).
+        vectors: one row per candidate; the similarity of two candidates is the cosine of their rows, or their
+            plain inner product when ``unit`` (rows from :func:`diversity_vectors`).
         relevance: one score per candidate, higher is better (any scale).
         k: how many to pick.
         diversity: ``0`` keeps the relevance order; ``1`` ignores relevance after the first pick. Each pick
-            maximises ``(1 - diversity) * rel - diversity * max_cos(candidate, picked)`` with ``rel`` in [0, 1].
+            maximises ``(1 - diversity) * rel - diversity * max_sim(candidate, picked)`` with ``rel`` in [0, 1].
         categories: one key per candidate for the cap (``None``: no category).
         max_per_category: at most this many picks share a category key; the cap yields when nothing else is
             left, so a list is never cut short by it.
-        similarity: a precomputed ``[n, n]`` similarity of the candidates (e.g. :func:`blended_similarity`).
+        unit: the rows are already scaled so that inner products are the similarity.
 
     Returns:
         Candidate indices in answer order.
@@ -61,29 +62,30 @@ def mmr_order(
         return np.argsort(-rel, kind="stable")[:k].astype(np.int64)
     lo, hi = float(np.min(rel[finite])) if finite.any() else 0.0, float(np.max(rel[finite])) if finite.any() else 1.0
     span = hi - lo if hi > lo else 1.0
-    norm_rel = np.where(finite, (rel - lo) / span, -np.inf)
-    sims = cosine_similarity(vectors) if similarity is None else np.asarray(similarity)
-    max_sim = np.zeros(n, dtype=np.float64)  # redundancy below 0 (dissimilar) is not rewarded
+    lam = min(max(float(diversity), 0.0), 1.0)
+    base = np.where(finite, (1.0 - lam) * (rel - lo) / span, -np.inf)
+    rows = np.asarray(vectors, dtype=np.float32) if unit else _unit_rows(vectors)
+    # Only the picked candidates' similarity rows are ever read: one matrix-vector product per pick instead of
+    # the full [n, n] matrix. The penalty rows carry the knob already, so a pick costs four small numpy calls.
+    scaled = rows * np.float32(lam)
+    penalty = np.zeros(n, dtype=np.float32)  # redundancy below 0 (dissimilar) is not rewarded
     codes, counts = _category_codes(categories, n)
     order: list[int] = []
-    lam = min(max(float(diversity), 0.0), 1.0)
-    base = (1.0 - lam) * norm_rel
     gain = np.empty(n, dtype=np.float64)
     for _ in range(k):
-        # a taken candidate's relevance is -inf, so its gain is too
-        np.multiply(max_sim, lam, out=gain)
-        np.subtract(base, gain, out=gain)
+        np.subtract(base, penalty, out=gain)  # a taken candidate's base is -inf, so its gain is too
         if max_per_category is not None and codes is not None:
             capped = (codes >= 0) & (counts[np.maximum(codes, 0)] >= max_per_category)
             if np.any(~capped & np.isfinite(gain)):
                 gain[capped] = -np.inf
-        best = int(np.argmax(gain))
-        if not np.isfinite(gain[best]):  # everything left is taken or has no finite relevance
+        best = int(gain.argmax())
+        if gain[best] == -np.inf:  # everything left is taken or has no finite relevance
             break
         order.append(best)
         if codes is not None and codes[best] >= 0:
             counts[codes[best]] += 1
-        np.maximum(max_sim, sims[best], out=max_sim)
+        if len(order) < k:
+            np.maximum(penalty, scaled @ rows[best], out=penalty)
         base[best] = -np.inf
     return np.asarray(order, dtype=np.int64)
 
@@ -100,39 +102,50 @@ def _category_codes(
 
 
 def cosine_similarity(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
-    """``[n, n]`` cosine similarity of the rows (one small matmul; MMR then reads one row of it per pick)."""
+    """``[n, n]`` cosine similarity of the rows."""
     unit = _unit_rows(vectors)
     out: NDArray[np.float32] = unit @ unit.T
     return out
 
 
-def category_similarity(codes: NDArray[np.int64]) -> NDArray[np.float32]:
-    """``[n, n]`` Jaccard similarity of the candidates' category sets (``codes``: ``-1``-padded category ids)."""
-    present = codes >= 0
-    pc = codes[present]
-    if len(pc) == 0:
-        return np.zeros((len(codes), len(codes)), dtype=np.float32)
+def category_rows(codes: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Unit category-indicator rows of the candidates (``codes``: ``-1``-padded category ids): the inner product
+    of two rows is the cosine (Ochiai) similarity of their category sets, 0 for an item without categories."""
+    r, c = np.nonzero(codes >= 0)
+    if len(r) == 0:
+        return np.zeros((len(codes), 1), dtype=np.float32)
+    pc = codes[r, c]
     # local category ids without a sort: mark the codes present, number them in code order
     mark = np.zeros(int(pc.max()) + 1, dtype=np.int32)
     mark[pc] = 1
-    local = np.cumsum(mark) - 1
-    onehot = np.zeros((len(codes), int(local[-1]) + 1), dtype=np.float32)
-    onehot[np.nonzero(present)[0], local[pc]] = 1.0
-    inter = onehot @ onehot.T
-    sizes = onehot.sum(axis=1)
-    union = sizes[:, None] + sizes[None, :] - inter
-    np.maximum(union, 1.0, out=union)  # items without categories: 0 / 1
-    out: NDArray[np.float32] = inter / union
+    local = np.cumsum(mark)
+    sizes = np.bincount(r, minlength=len(codes)).astype(np.float32)  # codes are distinct within a row
+    onehot = np.zeros((len(codes), int(local[-1])), dtype=np.float32)
+    onehot[r, local[pc] - 1] = 1.0 / np.sqrt(sizes[r])
+    return onehot
+
+
+def diversity_vectors(vectors: NDArray[np.floating], codes: NDArray[np.int64] | None, *,
+                      unit: bool = False) -> NDArray[np.float32]:
+    """Rows whose inner products are the similarity diversity penalises: the item vectors' cosine (behaviour)
+    and, when the catalogue has categories, the mean of it and the category sets' cosine (what a shopper sees as
+    "the same kind of product"). Both halves are unit rows scaled by ``sqrt(1/2)``, so one inner product gives
+    the mean and MMR needs one matrix-vector product per pick. ``unit``: the vectors are unit rows already."""
+    rows = np.asarray(vectors, dtype=np.float32) if unit else _unit_rows(vectors)
+    if codes is None:
+        return rows
+    cats = category_rows(codes)
+    out = np.empty((len(rows), rows.shape[1] + cats.shape[1]), dtype=np.float32)
+    half = np.float32(np.sqrt(0.5))
+    np.multiply(rows, half, out=out[:, : rows.shape[1]])
+    np.multiply(cats, half, out=out[:, rows.shape[1]:])
     return out
 
 
 def blended_similarity(vectors: NDArray[np.floating], codes: NDArray[np.int64] | None) -> NDArray[np.float32]:
-    """The similarity diversity penalises: the mean of the item vectors' cosine (behaviour) and the category
-    sets' Jaccard (what a shopper sees as "the same kind of product") when the catalogue has categories."""
-    cos = cosine_similarity(vectors)
-    if codes is None:
-        return cos
-    out: NDArray[np.float32] = 0.5 * cos + 0.5 * category_similarity(codes)
+    """``[n, n]`` form of the similarity :func:`diversity_vectors` encodes (for analysis and tests)."""
+    rows = diversity_vectors(vectors, codes)
+    out: NDArray[np.float32] = rows @ rows.T
     return out
 
 

@@ -56,6 +56,13 @@ class RankFeatures:
         self.cat_codes, self.n_cats = _codes(columns.get("category"), n, multi=True)
         brand_codes, self.n_brands = _codes(columns.get("brand"), n, multi=False)
         self.brand_codes = brand_codes[:, 0]
+        # Serving-time forms: codes shifted by one (0 = none) index a share table whose slot 0 stays 0, and the
+        # per-item category counts are kept, so a request does no masking; absent columns skip their feature.
+        self._cat_shifted = self.cat_codes + 1
+        self._cat_counts = np.maximum((self.cat_codes >= 0).sum(axis=1), 1).astype(np.float32)
+        self._brand_shifted = self.brand_codes + 1
+        self._has_added = bool(np.isfinite(self.added_at).any())
+        self._has_price = bool(np.isfinite(self.log_price).any())
 
     def matrix(
         self,
@@ -72,26 +79,24 @@ class RankFeatures:
         m = len(rows)
         out = np.zeros((m, len(FEATURES)), dtype=np.float32)
         out[:, 0] = scores
-        out[:, 1] = np.asarray(scores, dtype=np.float32) - np.float32(top_score)
+        out[:, 1] = out[:, 0] - np.float32(top_score)
         out[:, 2] = self.popularity[rows]
-        added = self.added_at[rows]
-        out[:, 3] = np.where(np.isfinite(added), np.exp(-np.clip(now - added, 0.0, None) / _RECENCY_S), 0.0)
+        if self._has_added:
+            added = self.added_at[rows]
+            out[:, 3] = np.where(np.isfinite(added), np.exp(-np.clip(now - added, 0.0, None) / _RECENCY_S), 0.0)
         if len(hist):
             if self.n_cats:
-                codes = self.cat_codes[hist]
-                share = np.bincount(codes[codes >= 0], minlength=self.n_cats + 1)[: self.n_cats] / len(hist)
-                padded = np.append(share, 0.0)  # code -1 reads the appended zero
-                item_codes = self.cat_codes[rows]
-                counts = np.maximum((item_codes >= 0).sum(axis=1), 1)
-                out[:, 4] = padded[item_codes].sum(axis=1) / counts
+                share = np.bincount(self._cat_shifted[hist].ravel(), minlength=self.n_cats + 1) / len(hist)
+                share[0] = 0.0  # slot 0 is "no category"
+                out[:, 4] = share[self._cat_shifted[rows]].sum(axis=1) / self._cat_counts[rows]
             if self.n_brands:
-                b = self.brand_codes[hist]
-                share = np.bincount(b[b >= 0], minlength=self.n_brands + 1)[: self.n_brands] / len(hist)
-                out[:, 5] = np.append(share, 0.0)[self.brand_codes[rows]]
-        known = self.log_price[hist] if len(hist) else np.zeros(0)
+                share = np.bincount(self._brand_shifted[hist], minlength=self.n_brands + 1) / len(hist)
+                share[0] = 0.0
+                out[:, 5] = share[self._brand_shifted[rows]]
+        known = self.log_price[hist] if len(hist) and self._has_price else np.zeros(0)
         known = known[np.isfinite(known)]
-        item_price = self.log_price[rows]
         if len(known):
+            item_price = self.log_price[rows]
             fit = -np.abs(item_price - float(np.median(known)))
             out[:, 6] = np.where(np.isfinite(fit), fit, 0.0)
             out[:, 7] = ~np.isfinite(item_price)

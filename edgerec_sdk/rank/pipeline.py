@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..bundle import Bundle
-from .diversity import blended_similarity, mmr_order
+from .diversity import diversity_vectors, mmr_order
 from .rules import RuleSet, apply_rules
 
 __all__ = [
@@ -68,13 +68,13 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
     """
     if (options.diversity <= 0 and options.max_per_category is None) or len(candidates.rows) == 0:
         return candidates
-    vectors = bundle.vectors.rows_f32(candidates.rows)
+    vectors = bundle.vectors.unit_rows(candidates.rows)
     cand_codes = None if codes is None else codes[candidates.rows]
     cats = None if cand_codes is None or options.max_per_category is None else \
         [None if c < 0 else int(c) for c in cand_codes[:, 0].tolist()]
-    head = mmr_order(vectors, candidates.scores, options.k, diversity=options.diversity,
-                     categories=cats, max_per_category=options.max_per_category,
-                     similarity=blended_similarity(vectors, cand_codes))
+    head = mmr_order(diversity_vectors(vectors, cand_codes, unit=True), candidates.scores, options.k,
+                     diversity=options.diversity, categories=cats, max_per_category=options.max_per_category,
+                     unit=True)
     rest = np.ones(len(candidates.rows), dtype=np.bool_)
     rest[head] = False  # the candidates arrive best first, so the rest keep their relevance order
     order = np.concatenate([head, np.flatnonzero(rest)])

@@ -335,6 +335,18 @@ def _select(rule: Rule, catalog: Catalog) -> NDArray[np.bool_]:
     return mask
 
 
+def _sorted_contains(sorted_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+    at = np.searchsorted(sorted_rows, rows)
+    out: NDArray[np.bool_] = sorted_rows[np.minimum(at, len(sorted_rows) - 1)] == rows
+    return out
+
+
+def _member(rows: NDArray[np.int64], few: set[int]) -> NDArray[np.bool_]:
+    """``rows`` in a handful of pinned or always-shown rows (np.isin sorts; a broadcast compare does not)."""
+    out: NDArray[np.bool_] = (rows[:, None] == np.fromiter(few, dtype=np.int64, count=len(few))[None, :]).any(axis=1)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Shaped:
     """An answer after the rules: rows in answer order, their adjusted scores, and the rules that acted on it."""
@@ -381,11 +393,19 @@ def apply_rules(
             adj = np.where(m, np.where(adj >= 0, adj * r.factor, adj / r.factor), adj)
         if r.add:
             adj = np.where(m, adj + r.add, adj)
-    blocked_set = set(() if blocked is None else blocked.tolist())
+    blocked_sorted = None if blocked is None or not len(blocked) else np.sort(blocked)
 
     def eligible(found: NDArray[np.int64]) -> list[int]:
-        return [r for r in found.tolist() if (allow is None or bool(allow[r])) and r not in blocked_set
-                and (never is None or not never[r])]
+        # a request's exclusions can be a long history: a sorted search, not a set built per answer
+        ok = np.ones(len(found), dtype=np.bool_)
+        if allow is not None:
+            ok &= allow[found]
+        if never is not None:
+            ok &= ~never[found]
+        if blocked_sorted is not None:
+            ok &= ~_sorted_contains(blocked_sorted, found)
+        kept: list[int] = found[ok].tolist()
+        return kept
 
     pin_rows: list[tuple[int, int, str]] = []
     for r in sorted((r for r in rules.rules if r.action == "pin"), key=lambda r: r.position or 0):
@@ -400,7 +420,7 @@ def apply_rules(
                 if row not in pinned:
                     always_rule.setdefault(row, r.id)
     special = pinned | set(always_rule)
-    exempt = np.isin(rows, list(special)) if special else None
+    exempt = _member(rows, special) if special else None
     buried = np.zeros(len(rows), dtype=np.bool_)
     for r in rules.rules:
         if r.action == "bury":
@@ -413,7 +433,7 @@ def apply_rules(
     room = max(k - len(pin_rows), 0)
     order = np.argsort(-adj, kind="stable")
     rows_o, adj_o, buried_o = rows[order], adj[order], buried[order]
-    free = ~buried_o if not pinned else ~buried_o & ~np.isin(rows_o, list(pinned))
+    free = ~buried_o if not pinned else ~buried_o & ~_member(rows_o, pinned)
     up_rows, down_rows = rows_o[free][:room + len(always_rule)], rows_o[buried_o][:room]
     score_of = dict(zip(up_rows.tolist(), adj_o[free][: len(up_rows)].tolist(), strict=True))
     score_of.update(zip(down_rows.tolist(), adj_o[buried_o][: len(down_rows)].tolist(), strict=True))

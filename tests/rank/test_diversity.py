@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerec_sdk.rank.diversity import intra_list_similarity, mmr_order
+from edgerec_sdk.rank.diversity import blended_similarity, diversity_vectors, intra_list_similarity, mmr_order
 
 
 def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +46,26 @@ def test_non_finite_relevance_goes_last_and_k_larger_than_n() -> None:
     relevance[0] = np.nan
     order = mmr_order(vectors[:5], relevance[:5], 10, diversity=0.3)
     assert len(order) <= 5 and 0 not in order[:4].tolist()
+
+
+def test_diversity_vectors_encode_the_mean_of_item_and_category_cosines() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(12, 8)).astype(np.float32)
+    codes = np.full((12, 4), -1, dtype=np.int64)
+    for i in range(12):
+        picked = rng.choice(6, size=int(rng.integers(0, 4)), replace=False)
+        codes[i, : len(picked)] = picked
+    rows = diversity_vectors(vectors, codes)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sets = [set(c for c in row if c >= 0) for row in codes.tolist()]
+    ochiai = np.array([[len(a & b) / np.sqrt(len(a) * len(b)) if a and b else 0.0 for b in sets] for a in sets])
+    np.testing.assert_allclose(rows @ rows.T, 0.5 * unit @ unit.T + 0.5 * ochiai, atol=1e-5)
+    np.testing.assert_allclose(blended_similarity(vectors, codes), rows @ rows.T, atol=1e-6)
+
+
+def test_mmr_on_precomputed_unit_rows_matches_mmr_on_raw_vectors() -> None:
+    vectors, relevance = _clusters()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for knob in (0.2, 0.5, 0.9):
+        assert mmr_order(unit, relevance, 8, diversity=knob, unit=True).tolist() == \
+            mmr_order(3.0 * vectors, relevance, 8, diversity=knob).tolist()
