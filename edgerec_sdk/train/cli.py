@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 _ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
 #: build flags that override a TrainConfig field when given (flag attribute -> field)
 _CONFIG_FLAGS = {"epochs": "max_epochs", "patience": "patience", "samples": "samples", "dropout": "dropout",
-                 "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool", "refit": "refit"}
+                 "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool", "refit": "refit",
+                 "negative_boost": "negative_boost"}
 _COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
 
 
@@ -51,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--length-pool", type=int, default=None,
                    help="0 (default): batches of equal-length rows; n: sort by length inside random pools of "
                         "n batches (the earlier recipe used 50; 1 = random batches)")
+    b.add_argument("--negative-boost", type=float, default=None,
+                   help="event logs: each non-clicked impression or explicit negative of a user counts 1 + this "
+                        "many times in the softmax denominator of the user's rows (default 1; 0 = off)")
     b.add_argument("--item-text", action=argparse.BooleanOptionalAction, default=None,
                    help="text tower: titles/attributes in the item vectors and a query input (tokenizer trained "
                         "at build time); default on whenever --titles or --attributes is given")

@@ -101,7 +101,7 @@ def build_bundle(
     data_path = Path(data_path)
     data = read_interactions(data_path)
     meta = item_metadata(data, titles_path=titles, attributes_path=attributes)
-    split = leave_one_out(data.sequences, weights=data.weights)
+    split = leave_one_out(data.sequences, weights=data.weights, negatives=data.negatives)
     logger.info("data: %d users, %d items, %d interactions, %d evaluated users",
                 len(data.user_ids), data.n_items, data.n_interactions, len(split.test_users))
 
@@ -152,7 +152,9 @@ def build_bundle(
         "best_epoch": result.best_epoch,
         "item_text": bool(tokens is not None),
         "data": {"file": data_path.name, "sha256": file_sha256(data_path), "users": len(data.user_ids),
-                 "items": data.n_items, "interactions": data.n_interactions},
+                 "items": data.n_items, "interactions": data.n_interactions,
+                 # only logs with non-clicked impressions or explicit negatives have the key
+                 **({} if data.negatives is None else {"negatives": data.negatives.n_negatives})},
         "split": ("leave-one-out: trained on seq[:-1] (epochs chosen on seq[:-2] by validation NDCG@10)"
                   if cfg.refit else "leave-one-out: trained on seq[:-2], the epoch chosen by validation NDCG@10")
                  + "; the last item of every user is never seen",

@@ -8,7 +8,9 @@ The recipe (docs/build.md explains the choices):
    item never) for ``E`` epochs. This is the model that is exported.
 
 Each fit trains on every prefix of its sequences with one full-softmax target at the newest position
-(``samples="prefixes"``), in batches of equal-length rows, so an epoch computes almost no padding.
+(``samples="prefixes"``), in batches of equal-length rows, so an epoch computes almost no padding. A user's
+negatives (non-clicked impressions and explicit negatives of an event log) are hard negatives in that user's
+rows: each counts ``1 + negative_boost`` times in the softmax denominator.
 
 Example:
     >>> result = train(split, n_items, TrainConfig(max_epochs=2))   # doctest: +SKIP
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,15 @@ import torch
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from .data import SAMPLE_MODES, Split, length_batches, pad_left, sample_weights, training_samples
+from .data import (
+    SAMPLE_MODES,
+    Split,
+    length_batches,
+    negative_index,
+    pad_left,
+    sample_weights,
+    training_samples,
+)
 from .metrics import metrics_from_ranks
 from .model import SASRec, sample_queries
 
@@ -70,6 +81,11 @@ class TrainConfig:
     #: lands near its items
     query_weight: float = 0.1
     query_keep: float = 0.3  #: share of an item's tokens kept in its pseudo query
+    #: how hard a user's negatives (items shown and never engaged with, explicit negatives; event logs only)
+    #: are pushed down in that user's rows: each counts 1 + negative_boost times in the softmax denominator
+    #: (log(1 + negative_boost) is added to its logit, never to the target's), so at the optimum the user's
+    #: odds of the item are divided by 1 + negative_boost; 0 turns it off
+    negative_boost: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "max_len", "batch_size", "max_epochs", "threads"):
@@ -85,6 +101,8 @@ class TrainConfig:
             raise ConfigError("length_pool must be >= 0")
         if self.query_weight < 0 or not 0.0 < self.query_keep <= 1.0:
             raise ConfigError("query_weight must be >= 0 and query_keep in (0, 1]")
+        if not (math.isfinite(self.negative_boost) and self.negative_boost >= 0):
+            raise ConfigError("negative_boost must be a finite number >= 0")
 
 
 @dataclass
@@ -118,12 +136,18 @@ class _FullSoftmaxCE(torch.autograd.Function):
     Why not ``F.cross_entropy``: its log-softmax keeps one more ``[positions, n_items]`` tensor and makes two
     more passes over it; here the logits are turned into probabilities in place during backward. The
     gradients are identical (checked in tests/train/test_train.py).
+
+    ``neg_rows``/``neg_cols`` name hard negatives, whose logits get ``offset`` before the softmax (never
+    the target's: the caller leaves it out); the offset is a constant, so the backward is unchanged.
     """
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor | None = None) -> torch.Tensor:
+                weight: torch.Tensor | None = None, neg_rows: torch.Tensor | None = None,
+                neg_cols: torch.Tensor | None = None, offset: float = 0.0) -> torch.Tensor:
         logits = h @ vectors.T
+        if neg_rows is not None and neg_cols is not None:
+            logits[neg_rows, neg_cols] += offset  # pairs are unique: one user's negatives form a set
         lse = torch.logsumexp(logits, dim=1)
         picked = (h * vectors[target]).sum(dim=1)
         ctx.save_for_backward(h, vectors, target, logits, lse)
@@ -132,31 +156,41 @@ class _FullSoftmaxCE(torch.autograd.Function):
         return (loss if weight is None else loss * weight).sum()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None, None, None]:
         h, vectors, target, logits, lse = ctx.saved_tensors
         prob = logits.sub_(lse.unsqueeze(1)).exp_()
         prob[torch.arange(len(target), device=prob.device), target] -= 1.0
         prob.mul_(grad)
         if ctx.weight is not None:
             prob.mul_(ctx.weight.unsqueeze(1))
-        return prob @ vectors, prob.T @ h, None, None
+        return prob @ vectors, prob.T @ h, None, None, None, None, None
 
 
 def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, chunk: int,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
+                  weight: torch.Tensor | None = None,
+                  negatives: tuple[torch.Tensor, torch.Tensor] | None = None, offset: float = 0.0) -> torch.Tensor:
     """Mean full-softmax cross-entropy over all items, computed in row chunks; with ``weight`` (one per row)
-    the weighted mean, so a purchase target counts more than a view.
+    the weighted mean, so a purchase target counts more than a view. ``negatives`` are ``(rows, items)``
+    pairs, sorted by row, whose logits get ``offset`` (hard negatives, see :func:`_batch_negatives`).
 
     Why chunks: one ``[positions, n_items]`` logit matrix is tens of MB; glibc serves such blocks with
     ``mmap`` and hands them back on free, so every step pays page faults for fresh memory (measured 2x
     slower on this machine). Chunks of at most 16 MB stay on the heap and are reused.
     """
     total = h.new_zeros(())
-    for start in range(0, h.shape[0], chunk):
+    bounds: list[int] = []
+    if negatives is not None:
+        edges = torch.arange(0, h.shape[0] + chunk, chunk, device=negatives[0].device)
+        bounds = torch.searchsorted(negatives[0], edges).tolist()
+    for i, start in enumerate(range(0, h.shape[0], chunk)):
         sl = slice(start, start + chunk)
+        rows = cols = None
+        if negatives is not None and bounds[i] < bounds[i + 1]:
+            rows = negatives[0][bounds[i] : bounds[i + 1]] - start
+            cols = negatives[1][bounds[i] : bounds[i + 1]]
         # torch leaves autograd.Function.apply unannotated (it returns forward's tensor)
         total = total + _FullSoftmaxCE.apply(  # type: ignore[no-untyped-call]
-            h[sl], vectors, target[sl], None if weight is None else weight[sl])
+            h[sl], vectors, target[sl], None if weight is None else weight[sl], rows, cols, offset)
     if weight is None:
         return total / max(h.shape[0], 1)
     return total / weight.sum().clamp_min(1e-12)
@@ -245,6 +279,29 @@ def _query_loss(model: SASRec, table: torch.Tensor, targets: torch.Tensor, gen: 
     return _softmax_loss(q, table[1:], targets[has_text] - 1, chunk)
 
 
+NegativeIndex = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+"""What :func:`~edgerec_sdk.train.data.negative_index` returns: ``(row_user, offsets, items)``."""
+
+
+def _batch_negatives(index: NegativeIndex, idx: NDArray[np.int64], sel: NDArray[np.bool_],
+                     target: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """``(positions, items)``: each selected target position of the batch (``sel`` row-major, as ``h[sel]``
+    orders them) paired with its user's negatives, the position's own ``target`` left out; ``None`` when
+    there are none. Vectorised: a batch's pairs are gathered from the per-user lists in a few numpy ops."""
+    row_user, offsets, items = index
+    users = row_user[idx[np.nonzero(sel)[0]]]
+    counts = offsets[users + 1] - offsets[users]
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    pos = np.repeat(np.arange(len(users), dtype=np.int64), counts)
+    # pair k of position p reads items[offsets[user p] + (k - first pair of p)]
+    at = np.repeat(offsets[users] - (np.cumsum(counts) - counts), counts) + np.arange(total, dtype=np.int64)
+    cols = items[at]
+    keep = cols != target[pos]
+    return (pos[keep], cols[keep]) if bool(keep.any()) else None
+
+
 def fit(
     seqs: Sequence[NDArray[np.int64]],
     n_items: int,
@@ -257,11 +314,13 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     weights: Sequence[NDArray[np.float32]] | None = None,
+    negatives: Sequence[NDArray[np.int64]] | None = None,
 ) -> tuple[SASRec, dict[str, list[float]], int, dict[str, Any] | None]:
     """Train for up to ``epochs``; with ``validate`` stop early and return the best state.
 
     ``weights`` (per event, aligned with ``seqs``) weight each next-item target in the loss; ``None`` trains
-    unweighted.
+    unweighted. ``negatives`` (per user, item rows) are hard negatives of that user's rows, boosted by
+    ``cfg.negative_boost``; ``None`` (or a boost of 0) trains exactly as without them.
 
     Returns ``(model, history, best_epoch, best_state)``; the model holds the best state on return.
     """
@@ -275,6 +334,10 @@ def fit(
     target_w = None if weights is None else sample_weights(seqs, weights, cfg.max_len, mode=cfg.samples)
     if len(inputs) == 0:
         raise ConfigError("no user has two or more training items")
+    neg_index = None
+    if negatives is not None and cfg.negative_boost > 0:
+        neg_index = negative_index(seqs, negatives, mode=cfg.samples)
+    offset = math.log1p(cfg.negative_boost)
     rng = np.random.default_rng(cfg.seed)
     chunk = max(64, (1 << 22) // max(n_items, 1))
     queries = torch.Generator().manual_seed(cfg.seed) if model.token_emb is not None and cfg.query_weight else None
@@ -291,12 +354,18 @@ def fit(
                 width = int(lengths[idx].max())
                 x = torch.from_numpy(inputs[idx, -width:]).to(device)
                 # targets are right-aligned with the inputs: one column (prefixes) or one per position
-                y = torch.from_numpy(targets[idx, -min(width, targets.shape[1]) :]).to(device)
+                y_np = targets[idx, -min(width, targets.shape[1]) :]
+                y = torch.from_numpy(y_np).to(device)
                 table = model.item_table()
                 sel = y > 0
                 w = None if target_w is None else torch.from_numpy(target_w[idx, -y.shape[1] :]).to(device)[sel]
+                negs = None
+                if neg_index is not None:
+                    pairs = _batch_negatives(neg_index, idx, y_np > 0, y_np[y_np > 0] - 1)
+                    if pairs is not None:
+                        negs = (torch.from_numpy(pairs[0]).to(device), torch.from_numpy(pairs[1]).to(device))
                 h = model.encode(x, table, newest_only=y.shape[1] == 1)[:, -y.shape[1] :]
-                loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w)
+                loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w, negs, offset)
                 if queries is not None:
                     loss = loss + cfg.query_weight * _query_loss(model, table, y[:, -1], queries, cfg, chunk)
                 opt.zero_grad(set_to_none=True)
@@ -359,6 +428,7 @@ def train(
         progress=progress,
         desc="search",
         weights=split.train_weights,
+        negatives=split.train_negatives,
     )
     t_search = time.perf_counter() - t0
     history: dict[str, list[float]] = {f"search_{k}": v for k, v in hist.items()}
@@ -375,6 +445,7 @@ def train(
             progress=progress,
             desc="refit",
             weights=split.train_full_weights,
+            negatives=split.train_full_negatives,
         )
         timings["refit_s"] = time.perf_counter() - t1
         timings["refit_cpu_s"] = time.process_time() - c1

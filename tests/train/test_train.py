@@ -131,9 +131,12 @@ def test_cli_registers_build_and_evaluate() -> None:
     assert args.command == "build" and args.epochs == 3 and args.device == "cpu" and args.samples is None
     args = parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--device", "auto", "--samples",
                               "sequences", "--dropout", "0.3", "--batch-size", "128", "--length-pool", "50",
-                              "--no-refit"])
-    assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool, args.refit) == (
-        "auto", "sequences", 0.3, 128, 50, False)
+                              "--no-refit", "--negative-boost", "2.5"])
+    assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool, args.refit,
+            args.negative_boost) == ("auto", "sequences", 0.3, 128, 50, False, 2.5)
+    from edgerec_sdk.train.cli import _CONFIG_FLAGS
+
+    assert _CONFIG_FLAGS["negative_boost"] == "negative_boost"
     args = parser.parse_args(["evaluate", "b", "--data", "d.txt", "--out-json", "m.json"])
     assert args.bundle == "b" and args.out_json == "m.json"
 
