@@ -33,6 +33,7 @@ def mmr_order(
     categories: Sequence[Hashable | None] | None = None,
     max_per_category: int | None = None,
     unit: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> NDArray[np.int64]:
     """Pick up to ``k`` candidates, best first, by maximal marginal relevance.
 
@@ -47,6 +48,8 @@ def mmr_order(
         max_per_category: at most this many picks share a category key; the cap yields when nothing else is
             left, so a list is never cut short by it.
         unit: the rows are already scaled so that inner products are the similarity.
+        bounds: the relevance range to rescale by (default: these candidates' own), so a head of a longer list
+            keeps the scale the whole list would give it.
 
     Returns:
         Candidate indices in answer order.
@@ -60,7 +63,11 @@ def mmr_order(
     rel = np.where(finite, rel, -np.inf)
     if diversity <= 0.0 and max_per_category is None:
         return np.argsort(-rel, kind="stable")[:k].astype(np.int64)
-    lo, hi = float(np.min(rel[finite])) if finite.any() else 0.0, float(np.max(rel[finite])) if finite.any() else 1.0
+    if bounds is not None:
+        lo, hi = bounds
+    else:
+        lo = float(np.min(rel[finite])) if finite.any() else 0.0
+        hi = float(np.max(rel[finite])) if finite.any() else 1.0
     span = hi - lo if hi > lo else 1.0
     lam = min(max(float(diversity), 0.0), 1.0)
     base = np.where(finite, (1.0 - lam) * (rel - lo) / span, -np.inf)

@@ -377,11 +377,12 @@ def apply_rules(
     adj = np.asarray(scores, dtype=np.float64)
     never = rules.never_mask(catalog)
     if never is not None:
-        for r in rules.rules:
-            if r.action == "never" and rules.mask(r, catalog)[rows].any():
-                touched.append(r.id)
-        keep = ~never[rows]
-        rows, adj = rows[keep], adj[keep]
+        dropped = never[rows]
+        if dropped.any():  # usually not: long never-lists leave inside the kernel
+            for r in rules.rules:
+                if r.action == "never" and rules.mask(r, catalog)[rows].any():
+                    touched.append(r.id)
+            rows, adj = rows[~dropped], adj[~dropped]
     for r in rules.rules:
         if r.action != "boost":
             continue
