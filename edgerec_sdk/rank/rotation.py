@@ -96,4 +96,3 @@ def rotate(
     if not moved:
         return np.arange(n, dtype=np.int64)
     return np.asarray(sorted(range(n), key=lambda i: moved.get(i, i)), dtype=np.int64)
-    return np.asarray(sorted(range(n), key=lambda i: moved.get(i, i)), dtype=np.int64)
