@@ -284,9 +284,16 @@ def _negative_rows(negatives: list[tuple[list[tuple[str, int]], list[int]]] | No
 
 
 def read_sequences(path: str | os.PathLike[str]) -> InteractionData:
-    """Read the one-user-per-line format ``user item item ...`` (oldest first)."""
+    """Read the one-user-per-line format ``user item item ...`` (oldest first).
+
+    A user id that appears on more than one line continues that user's sequence in file order, so the
+    ``user item`` pair-per-line layout (one interaction per line, grouped by user and sorted by time, as some
+    public releases ship) reads as the same sequences as its one-line-per-user form.
+    """
+    index: dict[str, int] = {}
     user_ids: list[str] = []
     raw: list[list[str]] = []
+    continued = 0
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
             parts = line.split()
@@ -295,8 +302,16 @@ def read_sequences(path: str | os.PathLike[str]) -> InteractionData:
             if len(parts) < 2:
                 logger.debug("line %d has a user and no items; skipped", line_no)
                 continue
-            user_ids.append(parts[0])
-            raw.append(parts[1:])
+            at = index.get(parts[0])
+            if at is None:
+                index[parts[0]] = len(user_ids)
+                user_ids.append(parts[0])
+                raw.append(parts[1:])
+            else:
+                raw[at].extend(parts[1:])
+                continued += 1
+    if continued:
+        logger.info("%s: %d lines continued an earlier line's user (read as one sequence per user)", path, continued)
     return _build(user_ids, raw)
 
 

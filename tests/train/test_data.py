@@ -31,6 +31,16 @@ def test_sequences_numeric_ids_keep_numeric_row_order(tmp_path: Path) -> None:
     assert d.n_interactions == 6
 
 
+def test_pair_per_line_layout_reads_as_the_same_sequences(tmp_path: Path) -> None:
+    grouped, pairs = tmp_path / "grouped.txt", tmp_path / "pairs.txt"
+    grouped.write_text("1 3 1 2\n2 2 10\n3 1\n")
+    pairs.write_text("1 3\n1 1\n1 2\n2 2\n2 10\n3 1\n")
+    a, b = read_interactions(grouped), read_interactions(pairs)
+    assert b.user_ids == a.user_ids == ["1", "2", "3"]
+    assert b.item_ids == a.item_ids
+    assert [s.tolist() for s in b.sequences] == [s.tolist() for s in a.sequences] == [[2, 0, 1], [1, 3], [0]]
+
+
 def test_csv_events_sorted_by_time_and_collapsed(tmp_path: Path) -> None:
     p = tmp_path / "events.csv"
     p.write_text(
