@@ -87,6 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "query path's latency, and the cold-item slice (targets with <= 5 training events)")
     e.add_argument("--users", type=int, default=2000, help="test users sampled for --query-intent")
     e.add_argument("--seed", type=int, default=0, help="sampling seed for --query-intent")
+    e.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="--query-intent on the test targets (default) or the validation targets, to choose a setting")
     e.add_argument("--query-weight", type=float, default=None,
                    help="RecommenderConfig.query_weight for --query-intent (default: the config's, 0.5)")
     e.set_defaults(func=_cmd_evaluate)
@@ -172,8 +174,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .query_eval import evaluate_query_intent
 
         qi = evaluate_query_intent(args.bundle, args.data, users=args.users, seed=args.seed,
-                                   query_weight=args.query_weight)
-        sys.stdout.write(f"query intent on {qi['users']} test users ({qi['bundle']}, text tower: "
+                                   query_weight=args.query_weight, part=args.split)
+        sys.stdout.write(f"query intent on {qi['users']} {args.split} users ({qi['bundle']}, text tower: "
                          f"{qi['text_tower']}, query_weight {qi['query_weight']})\n")
         for side in ("warm", "cold"):
             m = qi[side]

@@ -67,8 +67,16 @@ class Holdout:
     train_full: list[NDArray[np.int64]]
 
 
-def holdout(data: InteractionData, row_map: NDArray[np.int64] | None = None, n_items: int | None = None) -> Holdout:
-    """Build the test set; ``row_map[data_row]`` gives the bundle row (``-1``: not in the bundle)."""
+def holdout(data: InteractionData, row_map: NDArray[np.int64] | None = None, n_items: int | None = None, *,
+            part: str = "test") -> Holdout:
+    """Build the test set; ``row_map[data_row]`` gives the bundle row (``-1``: not in the bundle).
+
+    ``part="valid"``: the validation set instead (history ``seq[:-2]``, target ``seq[-2]``), for choosing a
+    serving setting without looking at test. A bundle's final fit has trained on those targets, so it is a
+    choice made on seen data (conservative for anything a query must add on top of the history).
+    """
+    if part not in ("test", "valid"):
+        raise ValueError(f"part must be 'test' or 'valid', not {part!r}")
     split = leave_one_out(data.sequences)
     if row_map is None:
         row_map = np.arange(data.n_items, dtype=np.int64)
@@ -78,6 +86,9 @@ def holdout(data: InteractionData, row_map: NDArray[np.int64] | None = None, n_i
         r = row_map[s]
         return r[r >= 0]
 
+    if part == "valid":
+        return Holdout(n, [conv(split.train[u]) for u in split.valid_users], row_map[split.valid_targets],
+                       [conv(s) for s in split.train])
     hist = [conv(split.train_full[u]) for u in split.test_users]
     targets = row_map[split.test_targets]
     return Holdout(n, hist, targets, [conv(s) for s in split.train_full])

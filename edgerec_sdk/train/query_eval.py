@@ -57,16 +57,19 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 def evaluate_query_intent(
     bundle_dir: str | os.PathLike[str], data_path: str | os.PathLike[str], *, users: int = 2000, seed: int = 0,
-    k: int = 10, query_weight: float | None = None,
+    k: int = 10, query_weight: float | None = None, part: str = "test",
 ) -> dict[str, Any]:
-    """Query-intent HR@k (warm and cold users, with and without the query), latencies, cold-item slice."""
+    """Query-intent HR@k (warm and cold users, with and without the query), latencies, cold-item slice.
+
+    ``part="valid"`` measures on the validation targets (see :func:`~edgerec_sdk.train.evaluate.holdout`).
+    """
     from ..bundle import load_bundle
     from ..config import RecommenderConfig
     from ..recommender import Recommender
 
     data = read_interactions(data_path)
     bundle = load_bundle(bundle_dir)
-    ts = holdout(data, _row_map(bundle_dir, data), n_items=bundle.manifest.n_items)
+    ts = holdout(data, _row_map(bundle_dir, data), n_items=bundle.manifest.n_items, part=part)
     ids = bundle.catalog.ids
     titles = bundle.catalog.columns.get("title") or (None,) * len(ids)
     rng = np.random.default_rng(seed)
@@ -100,10 +103,10 @@ def evaluate_query_intent(
                        if ts.targets[u] >= 0 and counts[int(ts.targets[u])] <= COLD_ITEM_MAX_EVENTS]
         slice_hits = 0
         for start in range(0, len(slice_users), 256):
-            part = slice_users[start : start + 256]
-            answers = rec.recommend_many([f"ci-{u}" for u in part], k,
-                                         histories=[[ids[r] for r in ts.histories[u]] for u in part])
-            slice_hits += sum(ids[int(ts.targets[u])] in a.item_ids for u, a in zip(part, answers, strict=True))
+            chunk = slice_users[start : start + 256]
+            answers = rec.recommend_many([f"ci-{u}" for u in chunk], k,
+                                         histories=[[ids[r] for r in ts.histories[u]] for u in chunk])
+            slice_hits += sum(ids[int(ts.targets[u])] in a.item_ids for u, a in zip(chunk, answers, strict=True))
     finally:
         rec.close()
     m = max(len(candidates), 1)
@@ -118,6 +121,7 @@ def evaluate_query_intent(
         "text_tower": bundle.manifest.output_names.get("text") is not None,
         "users": len(candidates),
         "seed": seed,
+        "split": part,
         "query_weight": cfg.query_weight,
         "warm": side("warm", "warm_query"),
         "cold": side("cold", "cold_query"),

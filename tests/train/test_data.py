@@ -165,3 +165,18 @@ def test_length_batches_cover_every_row_once_and_waste_no_padding() -> None:
     # the batch order is shuffled, so an epoch does not run from short to long rows
     firsts = [int(lengths[b[0]]) for b in batches]
     assert firsts != sorted(firsts)
+
+
+def test_validation_holdout_is_one_step_earlier_than_test(tmp_path: Path) -> None:
+    from edgerec_sdk.train.evaluate import holdout
+
+    p = tmp_path / "seq.txt"
+    p.write_text("1 1 2 3 4\n2 5 6 7\n3 1 2\n")
+    d = read_sequences(p)
+    test, valid = holdout(d), holdout(d, part="valid")
+    assert [h.tolist() for h in test.histories] == [[0, 1, 2], [4, 5]]
+    assert test.targets.tolist() == [3, 6]
+    assert [h.tolist() for h in valid.histories] == [[0, 1], [4]]
+    assert valid.targets.tolist() == [2, 5]
+    with pytest.raises(ValueError, match="part"):
+        holdout(d, part="train")

@@ -224,6 +224,12 @@ def test_query_intent_evaluation_on_a_text_build(tmp_path: Path, capsys: pytest.
     # "of" and "the" are stop words: every query names the target's colour and noun
     assert qi["cold"]["HR@10_query"] > qi["cold"]["HR@10"]
     assert qi["latency"]["warm_query"]["calls"] == 60 and qi["cold_items"]["targets"] >= 0
+    assert qi["split"] == "test"
+    valid_json = tmp_path / "qi-valid.json"
+    assert main(["evaluate", str(res.bundle_dir), "--data", str(data), "--query-intent", "--users", "60",
+                 "--split", "valid", "--out-json", str(valid_json)]) == 0
+    qv = json.loads(valid_json.read_text())
+    assert qv["split"] == "valid" and qv["users"] == 60 and qv["cold"]["HR@10_query"] > qv["cold"]["HR@10"]
 
 
 def test_newest_only_encoding_matches_the_full_encoding() -> None:
