@@ -155,13 +155,14 @@ def _rule(raw: object, index: int, columns: Sequence[str] | None) -> Rule:
 class RuleSet:
     """A validated, immutable set of rules. Build with :meth:`parse`; apply with :func:`apply_rules`."""
 
-    __slots__ = ("_masks", "_rows", "rules", "version")
+    __slots__ = ("_compiled", "_masks", "_rows", "rules", "version")
 
     def __init__(self, rules: Sequence[Rule], *, version: str = "") -> None:
         self.rules = tuple(rules)
         self.version = version
         self._masks: dict[tuple[int, str], NDArray[np.bool_]] = {}
         self._rows: dict[int, tuple[NDArray[np.bool_], NDArray[np.int64]]] = {}
+        self._compiled: tuple[Catalog, _Compiled] | None = None
 
     @classmethod
     def parse(cls, raw: object, *, columns: Sequence[str] | None = None) -> RuleSet:
@@ -261,6 +262,16 @@ class RuleSet:
             cached = self._rows[id(mask)] = (mask, np.flatnonzero(mask).astype(np.int64))
         return cached[1]
 
+    def compiled(self, catalog: Catalog) -> _Compiled:
+        """The set resolved against one catalogue (masks, rows, rule lists by action), built once per catalogue
+        object so a request walks no rule list and looks up no item id."""
+        held = self._compiled
+        if held is not None and held[0] is catalog and len(held[1].never_or_empty) == len(catalog):
+            return held[1]
+        built = _Compiled(self, catalog)
+        self._compiled = (catalog, built)
+        return built
+
 
 def _condition_json(cond: tuple[Any, ...]) -> Any:
     if cond[0] == "range":
@@ -335,16 +346,38 @@ def _select(rule: Rule, catalog: Catalog) -> NDArray[np.bool_]:
     return mask
 
 
-def _sorted_contains(sorted_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
-    at = np.searchsorted(sorted_rows, rows)
-    out: NDArray[np.bool_] = sorted_rows[np.minimum(at, len(sorted_rows) - 1)] == rows
-    return out
-
-
 def _member(rows: NDArray[np.int64], few: set[int]) -> NDArray[np.bool_]:
     """``rows`` in a handful of pinned or always-shown rows (np.isin sorts; a broadcast compare does not)."""
     out: NDArray[np.bool_] = (rows[:, None] == np.fromiter(few, dtype=np.int64, count=len(few))[None, :]).any(axis=1)
     return out
+
+
+class _Compiled:
+    """A rule set resolved against one catalogue: what :func:`apply_rules` reads per request."""
+
+    __slots__ = ("always", "boosts", "buried_any", "bury", "never", "never_or_empty", "never_rules", "pins",
+                 "special")
+
+    def __init__(self, rules: RuleSet, catalog: Catalog) -> None:
+        n = len(catalog)
+        self.never = rules.never_mask(catalog)
+        self.never_or_empty = self.never if self.never is not None else np.zeros(n, dtype=np.bool_)
+        self.never_rules = [(r.id, rules.mask(r, catalog)) for r in rules.rules if r.action == "never"]
+        self.boosts = [(r.id, rules.mask(r, catalog), r.factor, r.add) for r in rules.rules if r.action == "boost"]
+        self.bury = [(r.id, rules.mask(r, catalog)) for r in rules.rules if r.action == "bury"]
+        self.buried_any = np.logical_or.reduce([m for _, m in self.bury]) if self.bury else None
+        # pins by position, then always-shown rows: (row, rule id, position or -1), each row's first rule only
+        pins: list[tuple[int, str, int]] = []
+        for r in sorted((r for r in rules.rules if r.action == "pin"), key=lambda r: r.position or 0):
+            found = catalog.rows(r.items)[:1].tolist()
+            if found:
+                pins.append((found[0], r.id, r.position or 0))
+        always: list[tuple[int, str, int]] = []
+        for r in rules.rules:
+            if r.action == "always":
+                always.extend((row, r.id, -1) for row in catalog.rows(r.items).tolist())
+        self.pins, self.always = pins, always
+        self.special = np.asarray([row for row, _, _ in pins + always], dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,73 +406,67 @@ def apply_rules(
     the user already bought). Pinned items are exempt from burying; so are always-shown ones.
     """
     touched: list[str] = []
+    c = rules.compiled(catalog)
     rows = np.asarray(rows, dtype=np.int64)
-    adj = np.asarray(scores, dtype=np.float64)
-    never = rules.never_mask(catalog)
-    if never is not None:
-        dropped = never[rows]
+    adj = np.array(scores, dtype=np.float64)
+    if c.never is not None:
+        dropped = c.never[rows]
         if dropped.any():  # usually not: long never-lists leave inside the kernel
-            for r in rules.rules:
-                if r.action == "never" and rules.mask(r, catalog)[rows].any():
-                    touched.append(r.id)
+            touched.extend(rid for rid, mask in c.never_rules if mask[rows].any())
             rows, adj = rows[~dropped], adj[~dropped]
-    for r in rules.rules:
-        if r.action != "boost":
-            continue
-        m = rules.mask(r, catalog)[rows]
+    for rid, mask, factor, add in c.boosts:
+        m = mask[rows]
         if not m.any():
             continue
-        touched.append(r.id)
-        if r.factor != 1.0:
-            adj = np.where(m, np.where(adj >= 0, adj * r.factor, adj / r.factor), adj)
-        if r.add:
-            adj = np.where(m, adj + r.add, adj)
-    blocked_sorted = None if blocked is None or not len(blocked) else np.sort(blocked)
-
-    def eligible(found: NDArray[np.int64]) -> list[int]:
-        # a request's exclusions can be a long history: a sorted search, not a set built per answer
-        ok = np.ones(len(found), dtype=np.bool_)
+        touched.append(rid)
+        if factor != 1.0:  # a negative score is divided, so a factor above 1 always raises
+            sel = adj[m]
+            adj[m] = np.where(sel >= 0, sel * factor, sel / factor)
+        if add:
+            adj[m] += add
+    # pinned and always-shown items must pass the request's filters and exclusions (one vectorised check)
+    ok: list[bool] = []
+    if len(c.special):
+        passing = np.ones(len(c.special), dtype=np.bool_)
         if allow is not None:
-            ok &= allow[found]
-        if never is not None:
-            ok &= ~never[found]
-        if blocked_sorted is not None:
-            ok &= ~_sorted_contains(blocked_sorted, found)
-        kept: list[int] = found[ok].tolist()
-        return kept
-
+            passing &= allow[c.special]
+        if c.never is not None:
+            passing &= ~c.never[c.special]
+        if blocked is not None and len(blocked):
+            # usually a handful of special rows against the request's exclusions: a broadcast compare, no sort
+            passing &= ~((c.special[:, None] == blocked[None, :]).any(axis=1)
+                         if len(c.special) * len(blocked) <= 65536 else np.isin(c.special, blocked))
+        ok = passing.tolist()
     pin_rows: list[tuple[int, int, str]] = []
-    for r in sorted((r for r in rules.rules if r.action == "pin"), key=lambda r: r.position or 0):
-        ok = eligible(catalog.rows(r.items)[:1])
-        if ok and (r.position or 0) < k:
-            pin_rows.append((r.position or 0, ok[0], r.id))
-    pinned = {row for _, row, _ in pin_rows}
+    pinned: set[int] = set()
+    for (row, rid, pos), fine in zip(c.pins, ok, strict=False):
+        if fine and pos < k and row not in pinned:
+            pin_rows.append((pos, row, rid))
+            pinned.add(row)
     always_rule: dict[int, str] = {}
-    for r in rules.rules:
-        if r.action == "always":
-            for row in eligible(catalog.rows(r.items)):
-                if row not in pinned:
-                    always_rule.setdefault(row, r.id)
+    for (row, rid, _), fine in zip(c.always, ok[len(c.pins):], strict=True):
+        if fine and row not in pinned:
+            always_rule.setdefault(row, rid)
     special = pinned | set(always_rule)
-    exempt = _member(rows, special) if special else None
     buried = np.zeros(len(rows), dtype=np.bool_)
-    for r in rules.rules:
-        if r.action == "bury":
-            m = rules.mask(r, catalog)[rows]
+    if c.buried_any is not None and c.buried_any[rows].any():
+        exempt = _member(rows, special) if special else None
+        for rid, mask in c.bury:
+            m = mask[rows]
             if exempt is not None:
                 m &= ~exempt
             if m.any():
-                touched.append(r.id)
-            buried |= m
+                touched.append(rid)
+                buried |= m
     room = max(k - len(pin_rows), 0)
     order = np.argsort(-adj, kind="stable")
     rows_o, adj_o, buried_o = rows[order], adj[order], buried[order]
     free = ~buried_o if not pinned else ~buried_o & ~_member(rows_o, pinned)
-    up_rows, down_rows = rows_o[free][:room + len(always_rule)], rows_o[buried_o][:room]
-    score_of = dict(zip(up_rows.tolist(), adj_o[free][: len(up_rows)].tolist(), strict=True))
-    score_of.update(zip(down_rows.tolist(), adj_o[buried_o][: len(down_rows)].tolist(), strict=True))
+    up, down = np.flatnonzero(free)[: room + len(always_rule)], np.flatnonzero(buried_o)[:room]
+    score_of = dict(zip(rows_o[up].tolist(), adj_o[up].tolist(), strict=True))
+    score_of.update(zip(rows_o[down].tolist(), adj_o[down].tolist(), strict=True))
     floor = float(adj_o.min()) if len(adj_o) else 0.0
-    top = up_rows[:room].tolist()
+    top = rows_o[up[:room]].tolist()
     missing = [(row, rid) for row, rid in always_rule.items() if row not in top][:room]
     if missing:
         overflow = len(top) + len(missing) - room
@@ -450,7 +477,7 @@ def apply_rules(
             top.append(row)
             score_of.setdefault(row, floor)
             touched.append(rid)
-    answer = (top + down_rows.tolist())[:room]
+    answer = (top + rows_o[down].tolist())[:room]
     for pos, row, rid in pin_rows:
         score_of.setdefault(row, max(score_of.values(), default=0.0))
         answer.insert(min(pos, len(answer)), row)
