@@ -181,7 +181,7 @@ class EdgeSync(Sync):
             self.later_dropped += 1
             return
         self._later.append(event)
-        if not self._started:
+        if not self._started and not self.uploader.task.started:  # lock-free check: this runs per answer
             self._start_uploader()
 
     def store_later(self) -> int:
