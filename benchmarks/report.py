@@ -437,6 +437,11 @@ def pipeline_tables(rows: list[Row]) -> list[str]:
     for r in pick(rows, "pipeline_overhead"):
         out += [f"Added by the chain: p50 **{r['p50_added_ms']:+.3f} ms** (target {r['target_p50_ms']}), "
                 f"p99 **{r['p99_added_ms']:+.3f} ms** (target {r['target_p99_ms']}).", ""]
+    stages = pick(rows, "pipeline_stage")
+    if stages:
+        out += ["Per stage, timed in place in a separate pass of the full chain:", ""]
+        out += table(["stage", "p50 us", "p99 us", "calls"],
+                     [[r["stage"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", r["calls"]] for r in stages])
     return out
 
 
