@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                                       config=RecommenderConfig(cache_size=0, feedback=fb), sync_config=sync,
                                       start=False)
             rec.swap(bundle)
+            # every configuration runs the uploader thread, as a deployment does (logging would start it, and
+            # one extra thread in one arm only would be timed as the cost of logging)
+            rec._sync.uploader.start()  # type: ignore[attr-defined]
             recs[name] = rec
         times: dict[str, list[float]] = {name: [] for name in CONFIGS}
         names = list(CONFIGS)

@@ -431,12 +431,11 @@ class Recommender:
             ranked = state.rank([hist_rows[i] for i in todo], fetch,
                                 excludes=[seen_rows[i] for i in todo], allow=allow, query=query_tokens,
                                 negatives=[neg_rows[i] for i in todo], demotion=fb.neighbour_demotion)
-            ids_of = state.bundle.catalog.ids
             for i, r, opt in zip(todo, ranked, options, strict=True):
                 if r.nonfinite:
                     raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
                 if shown[i]:  # impression decay reorders the candidates before the later stages choose
-                    order = self._answer_log.rotation([ids_of[row] for row in r.rows.tolist()], shown[i])
+                    order = self._answer_log.rotation_of_rows(r.rows, shown[i], state.bundle.catalog.row)
                     r = Ranked(r.rows[order], r.scores[order], r.personalized)
                 # the ranker's feature tables cover the bundle's rows, not items a catalogue delta added
                 ranker = None if state.ranker is None or not r.personalized or state.has_added(r.rows) else \

@@ -14,7 +14,7 @@ from edgerec_sdk._impl.weights import split_history
 from edgerec_sdk.config import DEFAULT_EVENT_WEIGHTS, FeedbackConfig
 from edgerec_sdk.errors import ConfigError
 from edgerec_sdk.profile import ProfileEvent
-from edgerec_sdk.rank.rotation import ImpressionMemory, rotate
+from edgerec_sdk.rank.rotation import ImpressionMemory, rotate, rotate_rows
 
 SHOPPERS = json.loads((resources.files("edgerec_sdk") / "_demo_histories.json").read_text())
 
@@ -124,3 +124,19 @@ def test_feedback_config_checks_weights() -> None:
     with pytest.raises(ConfigError):
         FeedbackConfig(negative_rating_max=5)
     assert RecommenderConfig.from_mapping({"feedback": {"log_impressions": True}}).feedback.log_impressions
+
+
+def test_rotate_rows_matches_rotate_on_ids() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        rows = rng.choice(1000, size=n, replace=False).astype(np.int64)
+        shown = rng.choice(1000, size=int(rng.integers(0, 30)), replace=False)
+        counts = {int(r): int(rng.integers(1, 9)) for r in shown} | {int(r): int(rng.integers(1, 9))
+                                                                      for r in rows[: n // 3]}
+        free, step = int(rng.integers(0, 4)), float(rng.choice([0.0, 0.5, 1.0, 3.0]))
+        pairs = np.asarray(sorted(counts.items()), dtype=np.int64).reshape(-1, 2)
+        by_rows = rotate_rows(rows, pairs[:, 0], pairs[:, 1], free_shows=free, step=step)
+        by_ids = rotate([str(r) for r in rows.tolist()], {str(r): c for r, c in counts.items()},
+                        free_shows=free, step=step)
+        assert by_rows.tolist() == by_ids.tolist()

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from ..config import FeedbackConfig
 from ..errors import EventError
-from ..rank.rotation import ImpressionMemory, rotate
+from ..rank.rotation import ImpressionMemory, rotate, rotate_rows
 from ..types import FeedbackEvent, Recommendations
 from .events import check_position
 from .weights import event_weight
@@ -72,6 +72,16 @@ class AnswerLog:
     def rotation(self, item_ids: Sequence[str], counts: Mapping[str, int]) -> NDArray[np.int64]:
         """The order of best-first ``item_ids`` after impression decay (see :func:`~edgerec_sdk.rank.rotation.rotate`)."""
         return rotate(item_ids, counts, free_shows=self.config.rotation_free_shows, step=self.config.rotation_step)
+
+    def rotation_of_rows(self, rows: NDArray[np.int64], counts: Mapping[str, int],
+                         row_of: Callable[[str], int | None]) -> NDArray[np.int64]:
+        """:meth:`rotation` for catalogue ``rows`` (``row_of`` maps an item id to its row, ``None`` if unknown)."""
+        known = [(r, c) for item, c in counts.items() if (r := row_of(item)) is not None]
+        if not known:
+            return np.arange(len(rows), dtype=np.int64)
+        pairs = np.asarray(sorted(known), dtype=np.int64)
+        return rotate_rows(rows, pairs[:, 0], pairs[:, 1], free_shows=self.config.rotation_free_shows,
+                           step=self.config.rotation_step)
 
     def find(self, rec_id: object, positions: Sequence[int] | None) -> tuple[Answer, list[int] | None]:
         """The remembered answer and the checked slots, or ``EventError`` (nothing logged)."""

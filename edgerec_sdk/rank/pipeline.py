@@ -25,12 +25,15 @@ from .diversity import diversity_vectors, mmr_order
 from .rules import RuleSet, apply_rules
 
 DIVERSITY_POOL_FACTOR: Final = 4
-"""MMR chooses among the first ``max(4 * k, 40)`` candidates (all of them with a category cap); the rest follow
-in relevance order."""
+"""MMR chooses among the first ``max(4 * k, 40)`` candidates (``max(40 * k, 40)`` with a category cap); the rest
+follow in relevance order."""
 DIVERSITY_POOL_MIN: Final = 40
+MMR_MAX_PICKS: Final = 100
+"""MMR orders at most the first 100 places of an answer (a page, not a catalogue): each pick costs one pass over
+the pool, so a ``k`` of thousands would cost millions of passes; later places keep relevance order."""
 
 __all__ = [
-    "DIVERSITY_POOL_FACTOR", "DIVERSITY_POOL_MIN", "Candidates", "RankStage", "StageOptions", "diversify", "merge_rule_sets", "run_stages",
+    "DIVERSITY_POOL_FACTOR", "DIVERSITY_POOL_MIN", "MMR_MAX_PICKS", "Candidates", "RankStage", "StageOptions", "diversify", "merge_rule_sets", "run_stages",
     "shape_with_rules",
 ]
 
@@ -76,9 +79,11 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
         return candidates
     # MMR looks at the head of the list only: at the default knob 99.9 % of Beauty picks came from the first 40
     # of 100 candidates, and similarity work grows with the pool. Relevance keeps the whole list's scale. A
-    # category cap reads the whole list, so a head full of one category can still yield to the tail.
-    pool = len(candidates.rows) if options.max_per_category is not None else \
-        min(len(candidates.rows), max(DIVERSITY_POOL_FACTOR * options.k, DIVERSITY_POOL_MIN))
+    # category cap reads a longer head (all 100 candidates at k=10), so one category filling the short head can
+    # still yield to other categories further down.
+    picks = min(options.k, MMR_MAX_PICKS)
+    factor = DIVERSITY_POOL_FACTOR * (10 if options.max_per_category is not None else 1)
+    pool = min(len(candidates.rows), max(factor * picks, DIVERSITY_POOL_MIN))
     rows, scores = candidates.rows[:pool], candidates.scores[:pool]
     finite = candidates.scores[np.isfinite(candidates.scores)]
     bounds = (float(finite.min()), float(finite.max())) if len(finite) else None
@@ -86,7 +91,7 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
     cand_codes = None if codes is None else codes[rows]
     cats = None if cand_codes is None or options.max_per_category is None else \
         [None if c < 0 else int(c) for c in cand_codes[:, 0].tolist()]
-    head = mmr_order(diversity_vectors(vectors, cand_codes, unit=True), scores, options.k,
+    head = mmr_order(diversity_vectors(vectors, cand_codes, unit=True), scores, picks,
                      diversity=options.diversity, categories=cats, max_per_category=options.max_per_category,
                      unit=True, bounds=bounds)
     rest = np.ones(len(candidates.rows), dtype=np.bool_)
