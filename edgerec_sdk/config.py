@@ -167,6 +167,11 @@ class RecommenderConfig:
     """How much a ``query=`` steers a user with history, in ``[0, 1]``: the ranking vector is
     ``(1 - w) * interest / |interest| + w * text / |text|`` (0: the query is ignored, 1: the query alone).
     A user without history is always ranked by the query alone (``source="query"``)."""
+    query_match_weight: float = 1.0
+    """How far a query's own words lift the items whose titles hold them, in ``[0, 10]``: an item's score gains
+    this times the spread of the answer's candidate scores times the share of the query's IDF weight its title
+    holds, so at 1 an item matching every word outranks every candidate matching none, and personal relevance
+    orders items that match equally (0: the text tower's blend alone). Bundles with a text tower only."""
     profile_store: str = "memory"
     """Where user history lives: ``"memory"`` (this process), ``"sqlite:///PATH"`` (the workers of a host),
     ``"redis://HOST:PORT/DB"`` (many hosts); see :func:`edgerec_sdk.profile.make_profile_store`."""
@@ -201,6 +206,8 @@ class RecommenderConfig:
         _positive("rank_candidates", self.rank_candidates)
         if isinstance(self.query_weight, bool) or not 0.0 <= self.query_weight <= 1.0:
             raise ConfigError(f"query_weight must lie in [0, 1], not {self.query_weight!r}")
+        if isinstance(self.query_match_weight, bool) or not 0.0 <= self.query_match_weight <= 10.0:
+            raise ConfigError(f"query_match_weight must lie in [0, 10], not {self.query_match_weight!r}")
         if not isinstance(self.fallback_items, tuple):
             raise ConfigError("fallback_items must be a tuple of item ids")
         parse_profile_spec(self.profile_store)

@@ -81,3 +81,30 @@ def test_a_bundle_without_text_ignores_the_query(tmp_path: Path) -> None:
         a = rec.recommend("u", k=5, history=["item-000001"], query="red lipstick")
         b = rec.recommend("u", k=5, history=["item-000001"])
         assert a.item_ids == b.item_ids and not a.degraded
+
+
+def test_title_matches_lead_a_query_answer_and_personal_relevance_orders_them(text_bundle: Path) -> None:
+    history = ["item-000001", "item-000002", "item-000003"]
+    with Recommender.from_bundle(text_bundle, config=RecommenderConfig(cache_size=0)) as rec, \
+            Recommender.from_bundle(text_bundle, config=RecommenderConfig(cache_size=0,
+                                                                          query_match_weight=0.0)) as blend_only:
+        both = [i for i in rec.items if "red" in rec.items[i]["title"] and "lipstick" in rec.items[i]["title"]]
+        assert len(both) >= 5
+        for hist in ([], history):
+            lifted = titles(rec, list(rec.recommend("u", k=len(both), history=hist, query="red lipstick").item_ids))
+            plain = titles(blend_only, list(blend_only.recommend("u", k=len(both), history=hist,
+                                                                 query="red lipstick").item_ids))
+            assert "red" in lifted[0] and "lipstick" in lifted[0], lifted
+            matched = sum("red" in t and "lipstick" in t for t in lifted)
+            assert matched >= len(both) - 1 and matched > sum("red" in t and "lipstick" in t for t in plain)
+        # among equal matches the user's interest decides: two users with different histories, same query
+        other = ["item-000150", "item-000151", "item-000152"]
+        a = rec.recommend("a", k=5, history=history, query="red lipstick").item_ids
+        b = rec.recommend("b", k=5, history=other, query="red lipstick").item_ids
+        assert a != b
+        # query_weight 0 ignores the query for a user with history, its words included
+        with Recommender.from_bundle(text_bundle, config=RecommenderConfig(cache_size=0, query_weight=0.0)) as off:
+            assert off.recommend("u", k=5, history=history, query="red lipstick").item_ids == \
+                off.recommend("u", k=5, history=history).item_ids
+    with pytest.raises(ConfigError):
+        RecommenderConfig(query_match_weight=-1.0)

@@ -29,6 +29,7 @@ from ..rank import FilterCompiler
 from ..rank.features import RankFeatures
 from ..rank.ranker import Ranker
 from . import log as _log
+from .lexical import LexicalIndex
 from .livecat import LiveCatalogue, overlay
 from .model import InterestModel, last_item_history, table_mismatch, warmup_history
 from .text import encode_query
@@ -64,6 +65,7 @@ class ServingState:
         self.model_version = manifest.model_version
         self.model_rows = manifest.n_items  # rows the model's own table holds; later rows came from deltas
         self.query_weight = config.query_weight
+        self.query_match_weight = config.query_match_weight
         # One device for both sessions, so the interest vector makes one round trip at most.
         self.device = resolve_device(config.device, len(bundle.catalog))
         if reuse is not None and reuse.base is bundle:  # a catalogue delta: same model, same session
@@ -103,6 +105,7 @@ class ServingState:
             if bundle.ranker_bytes is not None and config.use_ranker else None
         self._rank_tables: RankFeatures | None = None if self.ranker is None else self.ranker.tables
         self._tables_lock = threading.Lock()
+        self._lexical: LexicalIndex | None = None
         popular = np.asarray(bundle.popular, dtype=np.int64)
         self.popular = popular
         self.popular_scores = np.linspace(1.0, 0.0, num=max(len(popular), 1), dtype=np.float32)[: len(popular)]
@@ -162,6 +165,19 @@ class ServingState:
             return None
         out = encode_query(self._tokenizer, query, max_tokens=self.model.query_max_len)
         return out if out.any() else None
+
+    def lexical(self) -> LexicalIndex | None:
+        """The catalogue titles' word-piece index (built on first query; ``None`` without titles or tokenizer)."""
+        titles = self.bundle.catalog.columns.get("title")
+        if self._tokenizer is None or titles is None or self.query_match_weight <= 0:
+            return None
+        index = self._lexical
+        if index is None:
+            with self._tables_lock:
+                if self._lexical is None:
+                    self._lexical = LexicalIndex(self._tokenizer, titles)
+                index = self._lexical
+        return index
 
     def text_vector(self, tokens: NDArray[np.int64] | None) -> NDArray[np.float32] | None:
         """The unit text vector of query tokens, ``None`` without a text tower or when it is zero."""
@@ -238,21 +254,61 @@ class ServingState:
                 for j, i in enumerate(users):
                     if len(negatives[i]) and len(histories[i]):
                         interest[j] = self.demote(interest[j], negatives[i], demotion)
+            matches = None
             if text is not None:
                 interest = self._blend(interest, text, [len(histories[i]) > 0 for i in users])
+                lexical = self.lexical()
+                matches = None if lexical is None or query is None else lexical.match(query[0])
             result = self.index.search(interest, k, exclude=[excludes[i] for i in users], allow=allow)
             for j, i in enumerate(users):
                 count = int(result.counts[j])
                 if not finite[j] or count == 0:
                     ranked = self.popular_for(k, excludes[i], allow)
                     out[i] = Ranked(ranked.rows, ranked.scores, personalized=False, nonfinite=not finite[j])
-                else:
-                    out[i] = Ranked(result.rows[j, :count], result.scores[j, :count], personalized=True,
-                                    by_query=not len(histories[i]))
+                    continue
+                rows, scores = result.rows[j, :count], result.scores[j, :count]
+                # a query_weight of 0 ignores the query for a user with history, its words included
+                if matches is not None and len(matches[0]) and (self.query_weight > 0 or not len(histories[i])):
+                    rows, scores = self._lift_matches(rows, scores, interest[j], matches, k, excludes[i], allow)
+                out[i] = Ranked(rows, scores, personalized=True, by_query=not len(histories[i]))
         for i in range(len(histories)):
             if out[i] is None:
                 out[i] = self.popular_for(k, excludes[i], allow)
         return [r for r in out if r is not None]
+
+    def _lift_matches(
+        self, rows: NDArray[np.int64], scores: NDArray[np.float32], vector: NDArray[np.float32],
+        matches: tuple[NDArray[np.int64], NDArray[np.float32]], k: int, exclude: NDArray[np.int64],
+        allow: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The kernel's candidates plus the best title matches, each lifted by its match share (see
+        ``RecommenderConfig.query_match_weight``), best first, at most ``k``."""
+        m_rows, m_share = matches
+        take = max(2 * k, 100)
+        if len(m_rows) > take:  # the best matches only; ties in share keep the lower rows
+            best = np.argsort(-m_share, kind="stable")[:take]
+            m_rows, m_share = m_rows[best], m_share[best]
+        mask = allow if allow is not None else self.visible
+        ok = np.ones(len(m_rows), dtype=np.bool_) if mask is None else mask[m_rows].copy()
+        if len(exclude):
+            ok &= ~np.isin(m_rows, exclude)
+        ok &= ~np.isin(m_rows, rows)
+        extra = m_rows[ok]
+        extra_scores = (self.bundle.vectors.rows_f32(extra) @ vector).astype(np.float32) if len(extra) else \
+            np.zeros(0, np.float32)
+        all_rows = np.concatenate([rows, extra])
+        semantic = np.concatenate([scores, extra_scores]).astype(np.float64)
+        finite = np.isfinite(semantic)
+        if not finite.any():
+            return rows, scores
+        spread = float(semantic[finite].max() - semantic[finite].min()) or 1.0
+        order_m = np.argsort(m_rows)  # m_rows may be reordered above: look shares up by sorted row
+        sorted_rows, sorted_share = m_rows[order_m], m_share[order_m]
+        at = np.minimum(np.searchsorted(sorted_rows, all_rows), len(sorted_rows) - 1)
+        share = np.where(sorted_rows[at] == all_rows, sorted_share[at], 0.0)
+        lifted = semantic + self.query_match_weight * spread * share
+        order = np.argsort(-lifted, kind="stable")[:k]
+        return all_rows[order], lifted[order].astype(np.float32)
 
     def demote(self, interest: NDArray[np.float32], negatives: NDArray[np.int64], strength: float
                ) -> NDArray[np.float32]:
