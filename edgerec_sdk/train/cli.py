@@ -87,6 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "query path's latency, and the cold-item slice (targets with <= 5 training events)")
     e.add_argument("--users", type=int, default=2000, help="test users sampled for --query-intent")
     e.add_argument("--seed", type=int, default=0, help="sampling seed for --query-intent")
+    e.add_argument("--query-match-weight", type=float, default=None,
+                   help="RecommenderConfig.query_match_weight for --query-intent (default: the config's, 1)")
     e.add_argument("--split", choices=("test", "valid"), default="test",
                    help="--query-intent on the test targets (default) or the validation targets, to choose a setting")
     e.add_argument("--query-weight", type=float, default=None,
@@ -174,9 +176,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .query_eval import evaluate_query_intent
 
         qi = evaluate_query_intent(args.bundle, args.data, users=args.users, seed=args.seed,
-                                   query_weight=args.query_weight, part=args.split)
+                                   query_weight=args.query_weight, part=args.split,
+                                   query_match_weight=args.query_match_weight)
         sys.stdout.write(f"query intent on {qi['users']} {args.split} users ({qi['bundle']}, text tower: "
-                         f"{qi['text_tower']}, query_weight {qi['query_weight']})\n")
+                         f"{qi['text_tower']}, query_weight {qi['query_weight']}, "
+                         f"query_match_weight {qi['query_match_weight']})\n")
         for side in ("warm", "cold"):
             m = qi[side]
             sys.stdout.write(f"  {side}: HR@10 {m['HR@10']:.4f} -> {m['HR@10_query']:.4f} with the query "

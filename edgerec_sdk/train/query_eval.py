@@ -57,7 +57,7 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 def evaluate_query_intent(
     bundle_dir: str | os.PathLike[str], data_path: str | os.PathLike[str], *, users: int = 2000, seed: int = 0,
-    k: int = 10, query_weight: float | None = None, part: str = "test",
+    k: int = 10, query_weight: float | None = None, part: str = "test", query_match_weight: float | None = None,
 ) -> dict[str, Any]:
     """Query-intent HR@k (warm and cold users, with and without the query), latencies, cold-item slice.
 
@@ -86,6 +86,8 @@ def evaluate_query_intent(
     cfg = RecommenderConfig(strict=True, cache_size=0)
     if query_weight is not None:
         cfg = dataclasses.replace(cfg, query_weight=query_weight)
+    if query_match_weight is not None:
+        cfg = dataclasses.replace(cfg, query_match_weight=query_match_weight)
     rec = Recommender(bundle, cfg)
     hits = {name: 0 for name in ("warm", "warm_query", "cold", "cold_query")}
     times: dict[str, list[float]] = {name: [] for name in hits}
@@ -123,6 +125,7 @@ def evaluate_query_intent(
         "seed": seed,
         "split": part,
         "query_weight": cfg.query_weight,
+        "query_match_weight": cfg.query_match_weight,
         "warm": side("warm", "warm_query"),
         "cold": side("cold", "cold_query"),
         "latency": {name: _pct(v) for name, v in times.items()},
