@@ -454,6 +454,21 @@ def pipeline_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+def quantization_tables(rows: list[Row]) -> list[str]:
+    return table(["scheme", "validation users", "NDCG@10", "HR@10", "NDCG@10 vs float32", "model MB"],
+                 [[r["scheme"], r["users"], f"{r['ndcg10']:.4f}", f"{r['hr10']:.4f}", f"{100 * r['ndcg10_rel']:+.2f} %",
+                   f"{r['model_bytes'] / 1e6:.2f}"] for r in pick(rows, "quantization")])
+
+
+def quantization_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = pick(rows, "quantization")
+    ax.barh([r["scheme"] for r in cases], [100 * r["ndcg10_rel"] for r in cases], color="tab:blue")
+    ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1, label="-0.5 %")
+    ax.set(xlabel="validation NDCG@10 against the float32 model (%)", title="int8 quantization schemes")
+    ax.legend(fontsize=7)
+
+
 def train_epoch_tables(rows: list[Row]) -> list[str]:
     return table(["variant", "rows", "targets", "steps", "padding share", "epoch s", "loss", "load after"],
                  [[r["variant"], r["rows"], r["targets"], r["steps"], f"{r['padding_share']:.4f}",
@@ -482,6 +497,7 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "shutdown": (shutdown_tables, shutdown_chart),
     "diversity": (diversity_tables, diversity_chart),
     "pipeline": (pipeline_tables, pipeline_chart),
+    "quantization": (quantization_tables, quantization_chart),
     "train_epoch": (train_epoch_tables, train_epoch_chart),
 }
 

@@ -196,6 +196,8 @@ def build_bundle(
         report_path = write_report(rdir, history=result.history, best_epoch=result.best_epoch,
                                    metrics={**metrics, "timings_s": {**result.timings_s, **timings}},
                                    title=f"edgerec build: {version}")
+        # the float32 model the int8 one was made from, for comparing quantization schemes later
+        (rdir / "interest.float32.onnx").write_bytes(exported.float_bytes)
     logger.info("build finished in %.0f s (train %.0f s)", timings["total_s"], timings["train_s"])
     return BuildResult(bundle_dir=out, report_path=report_path, metrics=metrics,
                        timings_s={**result.timings_s, **timings})

@@ -114,6 +114,10 @@ def test_tiny_build_writes_a_servable_bundle(tmp_path: Path) -> None:
     assert abs(test["served_int8"]["HR@10"] - test["direct_int8"]["HR@10"]) < 0.02
     assert (res.report_path is not None) and res.report_path.exists()
     assert (tmp_path / "report" / "curves.png").stat().st_size > 0
+    # the report keeps the float32 model the int8 one came from; a small model keeps its tables float32
+    float_model = (tmp_path / "report" / "interest.float32.onnx").read_bytes()
+    assert manifest["metrics"]["export"]["int8_ops"] == ["MatMul", "Gemm"]
+    assert len(float_model) == manifest["metrics"]["export"]["float_model_bytes"]
     with Recommender.from_bundle(res.bundle_dir) as rec:
         out = rec.recommend("u", k=5, history=["A0001", "A0002"])
         assert len(out.item_ids) == 5 and "A0002" not in out.item_ids
@@ -240,3 +244,11 @@ def test_newest_only_encoding_matches_the_full_encoding() -> None:
     newest = model.encode(hist, table, newest_only=True)
     assert newest.shape == (3, 1, 8)
     assert torch.allclose(newest, full[:, -1:], atol=1e-6)
+
+
+def test_large_models_quantize_their_tables_too() -> None:
+    from edgerec_sdk.train.export import FLOAT_TABLES_MAX_BYTES, quantized_ops
+
+    assert quantized_ops(b"x" * 100) == ["MatMul", "Gemm"]
+    assert quantized_ops(b"x" * FLOAT_TABLES_MAX_BYTES) == ["MatMul", "Gemm"]
+    assert quantized_ops(b"x" * (FLOAT_TABLES_MAX_BYTES + 1)) == ["MatMul", "Gemm", "Gather"]
