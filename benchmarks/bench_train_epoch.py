@@ -47,13 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     start(args.out)
 
-    from edgerec_sdk.train.data import (
-        leave_one_out,
-        length_batches,
-        padding_share,
-        read_interactions,
-        training_samples,
-    )
+    from edgerec_sdk.train.data import leave_one_out, read_interactions
+    from edgerec_sdk.train.samples import length_batches, padding_share, training_samples
     from edgerec_sdk.train.train import TrainConfig, fit, tune_allocator
 
     tune_allocator()

@@ -1,4 +1,4 @@
-"""Readers for interaction data and item metadata, and the leave-one-out split.
+"""Readers for interaction data, and the leave-one-out split.
 
 Two interaction formats are read:
 
@@ -10,13 +10,7 @@ Two interaction formats are read:
   Non-clicked impressions and explicit negatives become the user's negative items
   (:attr:`InteractionData.negatives`), which training uses as hard negatives.
 
-Item metadata:
-
-* a titles table (TSV or CSV with a header). The first column is the item id used in the data file. A column
-  named ``asin`` or ``external_id`` gives the external id the bundle catalog should use; a column named
-  ``title``, ``name`` or ``idgenrec_textual_id`` (or else the last column) gives the title.
-* an attributes JSON object ``{"<item id>": [attr, ...]}``; anonymous numeric attributes become
-  ``"attr-<n>"`` strings.
+Item titles and attributes are read by :mod:`.metadata`.
 
 Example:
     >>> data = read_interactions("Beauty.txt")           # doctest: +SKIP
@@ -31,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -45,20 +39,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "InteractionData",
-    "ItemMetadata",
     "Negatives",
     "Split",
     "leave_one_out",
-    "length_batches",
-    "negative_index",
-    "padding_share",
-    "read_attributes",
     "read_events",
     "read_interactions",
     "read_sequences",
-    "read_titles",
-    "sample_weights",
-    "training_samples",
 ]
 
 #: Event types that do not express interest and are dropped from sequences (an ``impression`` is a shown item,
@@ -71,8 +57,6 @@ NEGATIVE_RATING_MAX = 2.0
 """A ``rating`` event whose ``value`` is at or below this is an explicit negative too."""
 IMPRESSION = "impression"
 """The event type of a shown item; one the user never engaged with is one of the user's negatives."""
-#: How training rows are cut from the sequences (``TrainConfig.samples``).
-SAMPLE_MODES = ("prefixes", "sequences")
 
 
 @dataclass(frozen=True)
@@ -128,15 +112,6 @@ class InteractionData:
     @property
     def n_interactions(self) -> int:
         return int(sum(len(s) for s in self.sequences))
-
-
-@dataclass(frozen=True)
-class ItemMetadata:
-    """Per-row item metadata aligned with :attr:`InteractionData.item_ids` (``None`` = unknown)."""
-
-    external_ids: list[str]
-    titles: list[str | None] = field(default_factory=list)
-    attributes: list[list[str] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -490,185 +465,3 @@ def read_interactions(path: str | os.PathLike[str]) -> InteractionData:
     if tokens and tokens[0].lower() in ("user", "user_id"):
         return read_events(p)
     return read_sequences(p)
-
-
-_TITLE_COLUMNS = ("title", "name", "idgenrec_textual_id")
-_EXTERNAL_COLUMNS = ("asin", "external_id")
-
-
-def read_titles(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Read a titles table; returns ``(titles, external_ids)``, both keyed by data-file item id."""
-    p = Path(path)
-    with open(p, encoding="utf-8", newline="") as fh:
-        header = fh.readline()
-        delimiter = "\t" if "\t" in header else ","
-        cols = [c.strip().lower() for c in header.rstrip("\r\n").split(delimiter)]
-        if len(cols) < 2:
-            raise ConfigError(f"{p.name}: a titles table needs a header and at least two columns")
-        ext_col = next((i for i, c in enumerate(cols) if c in _EXTERNAL_COLUMNS), None)
-        title_col = next((i for i, c in enumerate(cols) if c in _TITLE_COLUMNS), None)
-        if title_col is None and (ext_col is None or len(cols) > 2):
-            title_col = len(cols) - 1 if len(cols) - 1 != ext_col else None
-        titles: dict[str, str] = {}
-        external: dict[str, str] = {}
-        for row in csv.reader(fh, delimiter=delimiter):
-            if not row:
-                continue
-            key = row[0].strip()
-            if ext_col is not None and ext_col < len(row) and row[ext_col].strip():
-                external[key] = row[ext_col].strip()
-            if title_col is not None and title_col < len(row) and row[title_col].strip():
-                titles[key] = row[title_col].strip()
-    return titles, external
-
-
-def read_attributes(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Read ``{"<item id>": [attr, ...]}``; numeric attributes become ``"attr-<n>"``."""
-    with open(path, encoding="utf-8") as fh:
-        obj = json.load(fh)
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{Path(path).name}: expected a JSON object of item id -> attribute list")
-    out: dict[str, list[str]] = {}
-    for key, vals in obj.items():
-        if not isinstance(vals, list):
-            vals = [vals]
-        out[str(key)] = [f"attr-{v}" if isinstance(v, int) or str(v).isdigit() else str(v) for v in vals]
-    return out
-
-
-def item_metadata(
-    data: InteractionData,
-    *,
-    titles_path: str | os.PathLike[str] | None = None,
-    attributes_path: str | os.PathLike[str] | None = None,
-) -> ItemMetadata:
-    """Align titles, external ids and attributes with the data's item rows."""
-    titles: dict[str, str] = {}
-    external: dict[str, str] = {}
-    attrs: dict[str, list[str]] = {}
-    if titles_path is not None:
-        titles, external = read_titles(titles_path)
-    if attributes_path is not None:
-        attrs = read_attributes(attributes_path)
-    ext_ids = [external.get(i, i) for i in data.item_ids]
-    if len(set(ext_ids)) != len(ext_ids):
-        logger.warning("external ids from the titles table are not unique; keeping the data file's ids")
-        ext_ids = list(data.item_ids)
-    missing = sum(1 for i in data.item_ids if titles and i not in titles)
-    if missing:
-        logger.info("%d of %d items have no title", missing, data.n_items)
-    return ItemMetadata(
-        external_ids=ext_ids,
-        titles=[titles.get(i) for i in data.item_ids] if titles else [],
-        attributes=[attrs.get(i) for i in data.item_ids] if attrs else [],
-    )
-
-
-def pad_left(seqs: Sequence[NDArray[np.int64]], max_len: int, *, offset: int = 1) -> NDArray[np.int64]:
-    """Left-pad the last ``max_len`` rows of each sequence as model input (row r fed as r + offset)."""
-    out = np.zeros((len(seqs), max_len), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        s = s[-max_len:]
-        if len(s):
-            out[i, max_len - len(s) :] = s + offset
-    return out
-
-
-def training_samples(
-    seqs: Sequence[NDArray[np.int64]], max_len: int, *, mode: str = "prefixes"
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Training rows ``(inputs, targets, lengths)``, inputs left-padded to ``max_len`` (row r fed as r + 1).
-
-    * ``"prefixes"``: one row per prefix ``s[:k]`` (k >= 1, the newest ``max_len`` items) with the single
-      target ``s[k]``; ``targets`` is ``[rows, 1]``. Every training row ends where a served history ends, at
-      the newest position (the published full-softmax recipe).
-    * ``"sequences"``: one row per user, ``s[:-1]`` with a target ``s[1:]`` at every position; ``targets``
-      is ``[rows, max_len]``.
-
-    ``targets`` is right-aligned with ``inputs`` (0 = no target); ``lengths`` counts each row's items.
-    """
-    if mode not in SAMPLE_MODES:
-        raise ConfigError(f"unknown sample mode {mode!r} (expected one of {', '.join(SAMPLE_MODES)})")
-    usable = [s for s in seqs if len(s) >= 2]
-    if mode == "sequences":
-        inputs = pad_left([s[:-1] for s in usable], max_len)
-        return inputs, pad_left([s[1:] for s in usable], max_len), (inputs > 0).sum(axis=1)
-    n_rows = sum(len(s) - 1 for s in usable)
-    inputs = np.zeros((n_rows, max_len), dtype=np.int64)
-    targets = np.zeros((n_rows, 1), dtype=np.int64)
-    lengths = np.zeros(n_rows, dtype=np.int64)
-    row = 0
-    for s in usable:
-        n = len(s) - 1
-        # window k of [0]*max_len + s+1 ends just before s[k]: the prefix s[:k], left-padded
-        padded = np.concatenate([np.zeros(max_len, dtype=np.int64), s + 1])
-        inputs[row : row + n] = np.lib.stride_tricks.sliding_window_view(padded, max_len)[1 : n + 1]
-        targets[row : row + n, 0] = s[1:] + 1
-        lengths[row : row + n] = np.minimum(np.arange(1, n + 1), max_len)
-        row += n
-    return inputs, targets, lengths
-
-
-def sample_weights(
-    seqs: Sequence[NDArray[np.int64]], weights: Sequence[NDArray[np.float32]], max_len: int, *,
-    mode: str = "prefixes"
-) -> NDArray[np.float32]:
-    """The weight of each target of :func:`training_samples` (per event weights aligned with ``seqs``),
-    shaped like its ``targets`` (0 where there is no target)."""
-    usable = [w[1:].astype(np.float32) for s, w in zip(seqs, weights, strict=True) if len(s) >= 2]
-    if mode == "prefixes":
-        return (np.concatenate(usable) if usable else np.zeros(0, dtype=np.float32)).reshape(-1, 1)
-    out = np.zeros((len(usable), max_len), dtype=np.float32)
-    for i, w in enumerate(usable):
-        tail = w[-max_len:]
-        if len(tail):
-            out[i, max_len - len(tail) :] = tail
-    return out
-
-
-def negative_index(
-    seqs: Sequence[NDArray[np.int64]], negatives: Sequence[NDArray[np.int64]], *, mode: str = "prefixes"
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """The negatives of each row of :func:`training_samples`, as ``(row_user, offsets, items)``: row ``r``
-    belongs to user ``u = row_user[r]`` (counted over the users that give rows), whose negative item rows
-    are ``items[offsets[u]:offsets[u + 1]]``. One list per user, not per row: a long history gives many
-    rows that share it."""
-    if mode not in SAMPLE_MODES:
-        raise ConfigError(f"unknown sample mode {mode!r} (expected one of {', '.join(SAMPLE_MODES)})")
-    usable = [i for i, s in enumerate(seqs) if len(s) >= 2]
-    counts = np.fromiter((len(negatives[i]) for i in usable), dtype=np.int64, count=len(usable))
-    offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(counts)])
-    items = np.concatenate([np.asarray(negatives[i], dtype=np.int64) for i in usable]) if usable else \
-        np.zeros(0, dtype=np.int64)
-    if mode == "sequences":
-        return np.arange(len(usable), dtype=np.int64), offsets, items
-    rows = np.fromiter((len(seqs[i]) - 1 for i in usable), dtype=np.int64, count=len(usable))
-    return np.repeat(np.arange(len(usable), dtype=np.int64), rows), offsets, items
-
-
-def length_batches(
-    lengths: NDArray[np.int64], batch_size: int, rng: np.random.Generator, *, pool: int | None = None
-) -> list[NDArray[np.int64]]:
-    """Shuffled batches of rows of equal (or nearly equal) length; a batch runs at its longest row's width.
-
-    Rows are shuffled, sorted by length (stable, so equal lengths stay in random order), cut into batches,
-    and the batch order is shuffled. Why: histories are short (median 4 training items on Beauty) and a
-    random batch nearly always holds one long row, so it would run at the full width; sorted, almost no
-    position is padding. ``pool`` sorts inside random pools of ``pool`` batches instead of globally
-    (more length mixing, more padding).
-    """
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * pool if pool else max(len(order), 1)
-    batches: list[NDArray[np.int64]] = []
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def padding_share(lengths: NDArray[np.int64], batches: Sequence[NDArray[np.int64]]) -> float:
-    """The share of the positions an epoch computes that are padding (each batch at its widest row)."""
-    computed = sum(int(lengths[b].max()) * len(b) for b in batches if len(b))
-    return 1.0 - float(lengths.sum()) / computed if computed else 0.0

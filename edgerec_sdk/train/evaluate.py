@@ -37,8 +37,9 @@ from numpy.typing import NDArray
 from .._impl.files import sha256_file as file_sha256
 from ..errors import ModelFormatError
 from .baselines import ItemKNN, popularity_counts
-from .data import InteractionData, leave_one_out, pad_left, read_interactions
+from .data import InteractionData, leave_one_out, read_interactions
 from .metrics import DEFAULT_KS, metrics_from_ranks, rank_in_list, ranks_from_scores
+from .samples import pad_left
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .data import InteractionData, ItemMetadata, item_metadata, leave_one_out, pad_left, read_interactions
+from .data import InteractionData, leave_one_out, read_interactions
 from .evaluate import PROTOCOL, SOURCE_ID_COLUMN, evaluate_bundle, evaluate_direct, file_sha256, holdout
+from .metadata import ItemMetadata, item_metadata
+from .samples import pad_left
 from .train import TrainConfig, TrainResult, train, tune_allocator
 
 logger = logging.getLogger(__name__)

@@ -31,17 +31,10 @@ import torch
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
-from .data import (
-    SAMPLE_MODES,
-    Split,
-    length_batches,
-    negative_index,
-    pad_left,
-    sample_weights,
-    training_samples,
-)
+from .data import Split
 from .metrics import metrics_from_ranks
 from .model import SASRec, sample_queries
+from .samples import SAMPLE_MODES, length_batches, negative_index, pad_left, sample_weights, training_samples
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +273,7 @@ def _query_loss(model: SASRec, table: torch.Tensor, targets: torch.Tensor, gen: 
 
 
 NegativeIndex = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
-"""What :func:`~edgerec_sdk.train.data.negative_index` returns: ``(row_user, offsets, items)``."""
+"""What :func:`~edgerec_sdk.train.samples.negative_index` returns: ``(row_user, offsets, items)``."""
 
 
 def _batch_negatives(index: NegativeIndex, idx: NDArray[np.int64], sel: NDArray[np.bool_],

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 
 from edgerec_sdk.errors import ConfigError
-from edgerec_sdk.train.data import (
-    item_metadata,
-    leave_one_out,
-    pad_left,
-    read_attributes,
-    read_events,
-    read_interactions,
-    read_sequences,
-    read_titles,
-)
+from edgerec_sdk.train.data import leave_one_out, read_events, read_interactions, read_sequences
+from edgerec_sdk.train.metadata import item_metadata, read_attributes, read_titles
+from edgerec_sdk.train.samples import pad_left
 
 
 def test_sequences_numeric_ids_keep_numeric_row_order(tmp_path: Path) -> None:
@@ -127,7 +120,7 @@ def test_exported_events_drop_impressions_and_honour_explicit_negatives(tmp_path
 
 
 def test_prefix_samples_one_target_at_the_newest_position() -> None:
-    from edgerec_sdk.train.data import sample_weights, training_samples
+    from edgerec_sdk.train.samples import sample_weights, training_samples
 
     seqs = [np.array([4, 5, 6, 7]), np.array([9]), np.array([1, 2])]
     inputs, targets, lengths = training_samples(seqs, 3, mode="prefixes")
@@ -141,7 +134,7 @@ def test_prefix_samples_one_target_at_the_newest_position() -> None:
 
 
 def test_sequence_samples_have_a_target_at_every_position() -> None:
-    from edgerec_sdk.train.data import training_samples
+    from edgerec_sdk.train.samples import training_samples
 
     inputs, targets, lengths = training_samples([np.array([4, 5, 6])], 4, mode="sequences")
     assert inputs.tolist() == [[0, 0, 5, 6]] and targets.tolist() == [[0, 0, 6, 7]]
@@ -151,7 +144,7 @@ def test_sequence_samples_have_a_target_at_every_position() -> None:
 
 
 def test_length_batches_cover_every_row_once_and_waste_no_padding() -> None:
-    from edgerec_sdk.train.data import length_batches, padding_share
+    from edgerec_sdk.train.samples import length_batches, padding_share
 
     rng = np.random.default_rng(0)
     lengths = np.repeat(np.arange(1, 9), 64)  # 8 lengths, 64 rows each

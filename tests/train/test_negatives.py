@@ -14,13 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from edgerec_sdk.errors import ConfigError  # noqa: E402
-from edgerec_sdk.train.data import (  # noqa: E402
-    leave_one_out,
-    negative_index,
-    read_events,
-    read_sequences,
-    training_samples,
-)
+from edgerec_sdk.train.data import leave_one_out, read_events, read_sequences  # noqa: E402
+from edgerec_sdk.train.samples import negative_index, training_samples  # noqa: E402
 from edgerec_sdk.train.train import TrainConfig, _batch_negatives, _softmax_loss, fit  # noqa: E402
 
 HEADER = "user,item,type,timestamp,value,model_version,rec_id,position\n"
