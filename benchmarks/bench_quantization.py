@@ -11,8 +11,12 @@ Validation targets, not test: the scheme is a build default, chosen without look
 fit has seen the validation targets scores them high, but every scheme scores the same model on the same users, so
 the differences still measure what quantization loses.
 
+Without a build at hand, ``--train-epochs N`` trains a model here instead (the default recipe, N epochs on
+``seq[:-2]``, no refit, so the validation targets are unseen) and quantizes that.
+
 Usage:
     python benchmarks/bench_quantization.py --bundle DIR --data FILE
+    python benchmarks/bench_quantization.py --train-epochs 10 --data FILE [--titles T --attributes A]
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import numpy as np
 from _bench import add_out_argument, emit, start
 
 from edgerec_sdk.bundle import load_bundle
-from edgerec_sdk.train.data import read_interactions
-from edgerec_sdk.train.evaluate import _row_map, evaluate_direct, holdout
+from edgerec_sdk.train.data import leave_one_out, read_interactions
+from edgerec_sdk.train.evaluate import Holdout, _row_map, evaluate_direct, holdout
 from edgerec_sdk.train.export import quantize
 
 SCHEMES = {
@@ -36,29 +40,64 @@ SCHEMES = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", required=True, help="a bundle built by `edgerec build` (its report dir beside it)")
-    ap.add_argument("--data", required=True, help="the data file the bundle was built from")
-    ap.add_argument("--float-model", help="default: <bundle>-report/interest.float32.onnx")
-    add_out_argument(ap, "quantization")
-    args = ap.parse_args(argv)
-    start(args.out)
+def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout, int, str]:
+    """A model trained here: float32 ONNX bytes, int8-dequantized item vectors, validation users, max_len, name."""
+    from edgerec_sdk.bundle import quantize_rows_int8
+    from edgerec_sdk.train.export import export_model
+    from edgerec_sdk.train.metadata import item_metadata
+    from edgerec_sdk.train.samples import pad_left
+    from edgerec_sdk.train.text import encode_items, train_tokenizer
+    from edgerec_sdk.train.train import TrainConfig, train
+
+    data = read_interactions(args.data)
+    tokens, vocab = None, 0
+    if args.titles or args.attributes:
+        meta = item_metadata(data, titles_path=args.titles, attributes_path=args.attributes)
+        tok = train_tokenizer(meta.titles, meta.attributes)
+        tokens, vocab = encode_items(tok, meta.titles, meta.attributes), tok.get_vocab_size()
+    cfg = TrainConfig(max_epochs=args.train_epochs, patience=args.train_epochs, refit=False, threads=1)
+    result = train(leave_one_out(data.sequences), data.n_items, cfg, item_tokens=tokens, vocab_size=vocab,
+                   progress=False)
+    ts = holdout(data, part="valid")
+    pick = np.random.default_rng(0).choice(len(ts.histories), size=min(1024, len(ts.histories)), replace=False)
+    exported = export_model(result.model, pad_left([ts.histories[i] for i in pick], cfg.max_len))
+    q, scales = quantize_rows_int8(exported.vectors)
+    name = f"{Path(args.data).stem}, {args.train_epochs} epochs{', text' if tokens is not None else ''}"
+    return exported.float_bytes, q.astype(np.float32) * scales[:, None], ts, cfg.max_len, name
+
+
+def built_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout, int, str]:
+    """A build's float32 model (kept in its report dir), its bundle's int8 item vectors, validation users."""
     bundle_dir = Path(args.bundle)
     float_path = Path(args.float_model or bundle_dir.parent / f"{bundle_dir.name}-report" / "interest.float32.onnx")
-    float_bytes = float_path.read_bytes()
     bundle = load_bundle(bundle_dir)
     data = read_interactions(args.data)
     ts = holdout(data, _row_map(bundle_dir, data), n_items=bundle.manifest.n_items, part="valid")
     vectors = bundle.vectors.rows_f32(np.arange(bundle.manifest.n_items, dtype=np.int64))
-    max_len = bundle.manifest.max_seq_len
+    return float_path.read_bytes(), vectors, ts, bundle.manifest.max_seq_len, bundle.model_version
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="the data file (the one the bundle was built from)")
+    ap.add_argument("--bundle", help="a bundle built by `edgerec build` (its report dir beside it)")
+    ap.add_argument("--float-model", help="default: <bundle>-report/interest.float32.onnx")
+    ap.add_argument("--train-epochs", type=int, help="train a model here for this many epochs instead of --bundle")
+    ap.add_argument("--titles", help="with --train-epochs: titles table (a text tower)")
+    ap.add_argument("--attributes", help="with --train-epochs: attributes JSON")
+    add_out_argument(ap, "quantization")
+    args = ap.parse_args(argv)
+    if (args.bundle is None) == (args.train_epochs is None):
+        ap.error("give exactly one of --bundle and --train-epochs")
+    start(args.out)
+    float_bytes, vectors, ts, max_len, model = trained_model(args) if args.train_epochs else built_model(args)
     base = evaluate_direct(float_bytes, vectors, ts, max_len=max_len)
-    emit(bench="quantization", bundle=bundle.model_version, scheme="float32", users=int(base["users"]),
+    emit(bench="quantization", model=model, scheme="float32", users=int(base["users"]),
          ndcg10=base["NDCG@10"], hr10=base["HR@10"], ndcg10_rel=0.0, model_bytes=len(float_bytes))
     for name, (per_channel, ops) in SCHEMES.items():
         q = quantize(float_bytes, ops, per_channel=per_channel)
         m = evaluate_direct(q, vectors, ts, max_len=max_len)
-        emit(bench="quantization", bundle=bundle.model_version, scheme=name, users=int(m["users"]),
+        emit(bench="quantization", model=model, scheme=name, users=int(m["users"]),
              ndcg10=m["NDCG@10"], hr10=m["HR@10"], ndcg10_rel=m["NDCG@10"] / base["NDCG@10"] - 1,
              model_bytes=len(q))
     return 0
