@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(data_dir / "amazon_beauty" / "Beauty.txt"))
     ap.add_argument("--users", type=int, default=0, help="evaluate a spread sample of this many users (0: all)")
     ap.add_argument("--knobs", type=float, nargs="*", default=list(KNOBS))
+    ap.add_argument("--max-per-category", type=int, default=None,
+                    help="RecommenderConfig.max_per_category for every knob (default: no cap)")
     add_out_argument(ap, "diversity")
     args = ap.parse_args(argv)
     start(args.out)
-    rec = Recommender.from_bundle(args.bundle, config=RecommenderConfig(cache_size=0))
+    rec = Recommender.from_bundle(args.bundle, config=RecommenderConfig(cache_size=0,
+                                                                        max_per_category=args.max_per_category))
     state = rec._state
     assert state is not None
     catalog, vectors = state.bundle.catalog, state.bundle.vectors
