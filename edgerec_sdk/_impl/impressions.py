@@ -104,7 +104,8 @@ class AnswerLog:
         if slots is None:
             slots = list(range(min(len(items), self.config.impression_max_items)))
         shown = [items[p].item_id for p in slots]
-        self.shown.shown(user, shown)
+        if self.config.rotation_step > 0:  # the counts only feed rotation
+            self.shown.shown(user, shown)
         # recommend()'s own row reuses the rec_id, so one answer logged twice is one row at the hub
         sink.put_later({
             "user": user, "item": shown[0], "type": "impression", "ts": self._clock(), "rec_id": result.rec_id,
