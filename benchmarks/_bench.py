@@ -84,7 +84,17 @@ def run_info() -> dict[str, Any]:
     if commit and git("status", "--porcelain", "--untracked-files=no", "--", "edgerec_sdk", "benchmarks"):
         commit += "-dirty"
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": commit, "script": Path(sys.argv[0]).name, "argv": sys.argv[1:]}
+            "commit": commit, "script": Path(sys.argv[0]).name, "argv": [portable(a) for a in sys.argv[1:]]}
+
+
+def portable(arg: str) -> str:
+    """An argument as the results may record it: the data directory as ``$EDGEREC_DATA_DIR``, any other absolute
+    path as its file name (results are committed; machine paths are not)."""
+    data_dir = os.environ.get("EDGEREC_DATA_DIR") or str(RESULTS.parents[2] / "shared" / "data")
+    for root in {data_dir, str(Path(data_dir).resolve())}:
+        if arg.startswith(root.rstrip("/") + "/"):
+            return "$EDGEREC_DATA_DIR/" + arg[len(root.rstrip("/")) + 1:]
+    return Path(arg).name if os.path.isabs(arg) else arg
 
 
 def emit(**fields: Any) -> None:

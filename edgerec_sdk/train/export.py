@@ -146,9 +146,9 @@ def _to_onnx(wrapper: ExportWrapper, max_len: int, query_len: int) -> bytes:
 FLOAT_TABLES_MAX_BYTES: Final = 32 * 1024 * 1024
 """Models up to this size (float32, almost all of it the item and token embedding tables) keep their tables in
 float32 and quantize the matrix products only. onnxruntime quantizes a Gather table with one scale for the
-whole table, and that was the bulk of the int8 model's loss (Beauty, validation NDCG@10 against float32:
--0.27 % with the tables quantized, +0.03 % without; ``benchmarks/bench_quantization.py``). A larger catalogue
-pays the loss for a model a quarter of the size."""
+whole table, and that was the bulk of the int8 model's loss (a Beauty text model, validation NDCG@10 against
+float32: -0.19 % with the tables quantized, +0.03 % without; ``benchmarks/bench_quantization.py --train-epochs
+10``). A larger catalogue pays the loss for a model a quarter of the size."""
 
 
 def quantized_ops(float_bytes: bytes) -> list[str]:
