@@ -290,10 +290,14 @@ def impressions_tables(rows: list[Row]) -> list[str]:
                 f"{r['on_no_rotation_minus_off_p50_us']:+.1f} us with logging alone; the median of the back-to-back "
                 f"differences of the same request: {r['on_minus_off_paired_median_us']:+.1f} us and "
                 f"{r['on_no_rotation_minus_off_paired_median_us']:+.1f} us.", ""]
-    out += table(["added part, timed alone", "median us", "p99 us", "calls"],
-                 [[r["part"], f"{r['median_us']:.2f}", f"{r['p99_us']:.2f}", r["calls"]]
-                  for r in pick(rows, "impressions_part")])
+    out += timing_table("added part, timed alone", "part", pick(rows, "impressions_part"), digits=2)
     return out
+
+
+def timing_table(label: str, key: str, rows: list[Row], *, digits: int) -> list[str]:
+    """One row per timed part: its name (``row[key]``), median and p99 in microseconds, calls."""
+    return table([label, "median us", "p99 us", "calls"],
+                 [[r[key], f"{r['median_us']:.{digits}f}", f"{r['p99_us']:.{digits}f}", r["calls"]] for r in rows])
 
 
 def impressions_chart(rows: list[Row], fig: Any) -> None:
@@ -440,8 +444,7 @@ def pipeline_tables(rows: list[Row]) -> list[str]:
     stages = pick(rows, "pipeline_stage")
     if stages:
         out += ["Per stage, timed in place in a separate pass of the full chain:", ""]
-        out += table(["stage", "p50 us", "p99 us", "calls"],
-                     [[r["stage"], f"{r['median_us']:.1f}", f"{r['p99_us']:.1f}", r["calls"]] for r in stages])
+        out += timing_table("stage", "stage", stages, digits=1)
     return out
 
 

@@ -286,7 +286,7 @@ class ServingState:
         m_rows, m_share = matches
         take = max(2 * k, 100)
         if len(m_rows) > take:  # the best matches only; ties in share keep the lower rows
-            best = np.argsort(-m_share, kind="stable")[:take]
+            best = np.sort(np.argsort(-m_share, kind="stable")[:take])  # kept in row order
             m_rows, m_share = m_rows[best], m_share[best]
         mask = allow if allow is not None else self.visible
         ok = np.ones(len(m_rows), dtype=np.bool_) if mask is None else mask[m_rows].copy()
@@ -302,10 +302,8 @@ class ServingState:
         if not finite.any():
             return rows, scores
         spread = float(semantic[finite].max() - semantic[finite].min()) or 1.0
-        order_m = np.argsort(m_rows)  # m_rows may be reordered above: look shares up by sorted row
-        sorted_rows, sorted_share = m_rows[order_m], m_share[order_m]
-        at = np.minimum(np.searchsorted(sorted_rows, all_rows), len(sorted_rows) - 1)
-        share = np.where(sorted_rows[at] == all_rows, sorted_share[at], 0.0)
+        at = np.minimum(np.searchsorted(m_rows, all_rows), len(m_rows) - 1)  # m_rows ascend (see match())
+        share = np.where(m_rows[at] == all_rows, m_share[at], 0.0)
         lifted = semantic + self.query_match_weight * spread * share
         order = np.argsort(-lifted, kind="stable")[:k]
         return all_rows[order], lifted[order].astype(np.float32)

@@ -266,7 +266,7 @@ class RuleSet:
         """The set resolved against one catalogue (masks, rows, rule lists by action), built once per catalogue
         object so a request walks no rule list and looks up no item id."""
         held = self._compiled
-        if held is not None and held[0] is catalog and len(held[1].never_or_empty) == len(catalog):
+        if held is not None and held[0] is catalog and held[1].n_items == len(catalog):
             return held[1]
         built = _Compiled(self, catalog)
         self._compiled = (catalog, built)
@@ -355,13 +355,13 @@ def _member(rows: NDArray[np.int64], few: set[int]) -> NDArray[np.bool_]:
 class _Compiled:
     """A rule set resolved against one catalogue: what :func:`apply_rules` reads per request."""
 
-    __slots__ = ("always", "boosts", "buried_any", "bury", "never", "never_or_empty", "never_rules", "pins",
+    __slots__ = ("always", "boosts", "buried_any", "bury", "n_items", "never", "never_rules", "pins",
                  "special")
 
     def __init__(self, rules: RuleSet, catalog: Catalog) -> None:
         n = len(catalog)
         self.never = rules.never_mask(catalog)
-        self.never_or_empty = self.never if self.never is not None else np.zeros(n, dtype=np.bool_)
+        self.n_items = n
         self.never_rules = [(r.id, rules.mask(r, catalog)) for r in rules.rules if r.action == "never"]
         self.boosts = [(r.id, rules.mask(r, catalog), r.factor, r.add) for r in rules.rules if r.action == "boost"]
         self.bury = [(r.id, rules.mask(r, catalog)) for r in rules.rules if r.action == "bury"]
