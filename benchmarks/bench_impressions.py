@@ -2,12 +2,13 @@
 
 One process, the demo bundle behind a real ``EdgeSync`` (its SQLite outbox in a temporary directory; the hub
 address is unreachable and the uploader idle, so nothing but the request path is timed). Configurations run
-interleaved request by request: ``off``; ``on`` (one impression row per answer, counted for rotation, with
-rotation reordering the users shown an item more than ``rotation_free_shows`` times); ``on_no_rotation``
-(``rotation_step=0``). Between rounds, untimed, the queued rows are moved into the outbox as the uploader thread
+interleaved request by request: ``off``; ``on`` (logging as shipped: one impression row per answer); ``on_rotation``
+(logging with the opt-in impression decay, ``rotation_step=1``: the shows are counted and the users shown an item
+more than ``rotation_free_shows`` times get it reordered, as every user here is after a few rounds). Between rounds, untimed, the queued rows are moved into the outbox as the uploader thread
 would. Cache off: every request computes. One JSON line per configuration, one with the p50 differences (and
 the median of the back-to-back differences of the same request), and one per added part timed alone
-(remembering the answer, which every request does; remembering and logging it; the rotation step).
+(remembering the answer, which every request does; remembering and logging it; the rotation step over the
+candidates a request with the default stages reorders).
 
 Usage:
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_impressions.py [--users 300] [--rounds 12]
@@ -32,7 +33,7 @@ from edgerec_sdk.sync import SyncConfig
 CONFIGS = {
     "off": FeedbackConfig(log_impressions=False),
     "on": FeedbackConfig(log_impressions=True),
-    "on_no_rotation": FeedbackConfig(log_impressions=True, rotation_step=0.0),
+    "on_rotation": FeedbackConfig(log_impressions=True, rotation_step=1.0),
 }
 
 
@@ -87,21 +88,23 @@ def main(argv: list[str] | None = None) -> int:
         # the same request, timed back to back: the median of the pairwise differences resists load swings
         emit(bench="impressions_overhead",
              **{f"{name}_minus_off_p50_us": round((stats[name]["median_ms"] - stats["off"]["median_ms"]) * 1e3, 1)
-                for name in ("on", "on_no_rotation")},
+                for name in ("on", "on_rotation")},
              **{f"{name}_minus_off_paired_median_us": round(float(np.median(np.asarray(times[name]) - off)) * 1e6, 1)
-                for name in ("on", "on_no_rotation")})
+                for name in ("on", "on_rotation")})
         # the added work alone, per call: what recommend() does after ranking, and the rotation step
-        on = recs["on"]
+        on = recs["on_rotation"]
         answer = on.recommend("probe", k=args.k, history=histories[0])
         log = on._answer_log
-        candidates = [f"x{i}" for i in range(args.k + on.config.candidate_margin)]
+        catalog = bundle.catalog
+        rows = np.arange(min(on.config.rank_candidates, len(catalog)), dtype=np.int64)
+        shown = [catalog.ids[r] for r in rows[: args.k].tolist()]
         for _ in range(on.config.feedback.rotation_free_shows + 2):
-            log.shown.shown("probe", candidates[:args.k])
+            log.shown.shown("probe", shown)
         over = log.over_free_shows("probe")
         parts = {
             "remember_only": lambda: log.answered(["probe"], [answer], on._sync, False),
             "remember_and_log": lambda: log.answered(["probe"], [answer], on._sync, True),
-            "rotation": lambda: log.rotation(candidates, log.over_free_shows("probe")),
+            "rotation": lambda: log.rotation_of_rows(rows, log.over_free_shows("probe"), catalog.row),
         }
         for part, fn in parts.items():
             ts = np.concatenate([timings(fn, min_repeat=2000, max_repeat=2000) for _ in range(5)])

@@ -434,9 +434,11 @@ class Recommender:
             for i, r, opt in zip(todo, ranked, options, strict=True):
                 if r.nonfinite:
                     raise NonFiniteScoresError("non-finite interest scores", model_version=state.model_version)
-                if shown[i]:  # impression decay reorders the candidates before the later stages choose
+                if shown[i]:  # impression decay reorders the candidates before the later stages choose;
+                    # a moved item takes the score of the slot it lands in, so the stages that read scores (the
+                    # ranker's retrieval feature, MMR's relevance) see the decay instead of undoing it
                     order = self._answer_log.rotation_of_rows(r.rows, shown[i], state.bundle.catalog.row)
-                    r = Ranked(r.rows[order], r.scores[order], r.personalized)
+                    r = Ranked(r.rows[order], r.scores, r.personalized)
                 # the ranker's feature tables cover the bundle's rows, not items a catalogue delta added
                 ranker = None if state.ranker is None or not r.personalized or state.has_added(r.rows) else \
                     state.ranker.stage(hist_rows[i], now=self._clock(), explain=explain)

@@ -11,7 +11,7 @@ import pytest
 
 from edgerec_sdk import Recommender, RecommenderConfig
 from edgerec_sdk._impl.weights import split_history
-from edgerec_sdk.config import DEFAULT_EVENT_WEIGHTS, FeedbackConfig
+from edgerec_sdk.config import DEFAULT_DIVERSITY, DEFAULT_EVENT_WEIGHTS, FeedbackConfig
 from edgerec_sdk.errors import ConfigError
 from edgerec_sdk.profile import ProfileEvent
 from edgerec_sdk.rank.rotation import ImpressionMemory, rotate, rotate_rows
@@ -79,9 +79,11 @@ def test_weights_keep_purchases_over_later_views_when_the_history_is_truncated()
     assert split_history(events, DEFAULT_EVENT_WEIGHTS, max_len=100).interest[:3] == ["bought", "carted", "v0"]
 
 
-def test_rotation_moves_items_shown_without_a_click_down_and_a_click_resets_them() -> None:
-    rec = Recommender.demo(config=RecommenderConfig(diversity=0.0, feedback=FeedbackConfig(rotation_free_shows=2,
-                                                                                        rotation_step=10.0)))
+@pytest.mark.parametrize("diversity", [0.0, DEFAULT_DIVERSITY])
+def test_rotation_moves_items_shown_without_a_click_down_and_a_click_resets_them(diversity: float) -> None:
+    # with diversity on, MMR reads the scores: rotation must lower them too, or MMR would pick the items back
+    rec = Recommender.demo(config=RecommenderConfig(diversity=diversity, feedback=FeedbackConfig(
+        rotation_free_shows=2, rotation_step=10.0)))
     user = "rotating"
     rec.feedback({"user": user, "item": SHOPPERS[0]["history"][0], "type": "purchase"})
     first = rec.recommend(user, k=5, log_impressions=True)
@@ -94,10 +96,10 @@ def test_rotation_moves_items_shown_without_a_click_down_and_a_click_resets_them
                   "position": 0})
     counts = rec._answer_log.shown.counts(user)
     assert first.item_ids[0] not in counts and counts[first.item_ids[1]] == 4  # the click starts it over
-    off = Recommender.demo(config=RecommenderConfig(feedback=FeedbackConfig(rotation_step=0.0)))
+    off = Recommender.demo()  # rotation is opt-in: the default config never reorders by shows
     off.feedback({"user": user, "item": SHOPPERS[0]["history"][0], "type": "purchase"})
     shown = [off.recommend(user, k=5, log_impressions=True).item_ids for _ in range(6)]
-    assert all(s == shown[0] for s in shown)  # the knob at 0 turns rotation off
+    assert all(s == shown[0] for s in shown)  # rotation_step 0 (the default) keeps it off
     rec.close()
     off.close()
 
@@ -135,8 +137,7 @@ def test_rotate_rows_matches_rotate_on_ids() -> None:
         counts = {int(r): int(rng.integers(1, 9)) for r in shown} | {int(r): int(rng.integers(1, 9))
                                                                       for r in rows[: n // 3]}
         free, step = int(rng.integers(0, 4)), float(rng.choice([0.0, 0.5, 1.0, 3.0]))
-        pairs = np.asarray(sorted(counts.items()), dtype=np.int64).reshape(-1, 2)
-        by_rows = rotate_rows(rows, pairs[:, 0], pairs[:, 1], free_shows=free, step=step)
+        by_rows = rotate_rows(rows, {str(r): c for r, c in counts.items()}, int, free_shows=free, step=step)
         by_ids = rotate([str(r) for r in rows.tolist()], {str(r): c for r, c in counts.items()},
                         free_shows=free, step=step)
         assert by_rows.tolist() == by_ids.tolist()

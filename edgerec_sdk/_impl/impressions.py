@@ -76,12 +76,7 @@ class AnswerLog:
     def rotation_of_rows(self, rows: NDArray[np.int64], counts: Mapping[str, int],
                          row_of: Callable[[str], int | None]) -> NDArray[np.int64]:
         """:meth:`rotation` for catalogue ``rows`` (``row_of`` maps an item id to its row, ``None`` if unknown)."""
-        known = [(r, c) for item, c in counts.items() if (r := row_of(item)) is not None]
-        if not known:
-            return np.arange(len(rows), dtype=np.int64)
-        pairs = np.asarray(sorted(known), dtype=np.int64)
-        return rotate_rows(rows, pairs[:, 0], pairs[:, 1], free_shows=self.config.rotation_free_shows,
-                           step=self.config.rotation_step)
+        return rotate_rows(rows, counts, row_of, free_shows=self.config.rotation_free_shows, step=self.config.rotation_step)
 
     def find(self, rec_id: object, positions: Sequence[int] | None) -> tuple[Answer, list[int] | None]:
         """The remembered answer and the checked slots, or ``EventError`` (nothing logged)."""

@@ -8,7 +8,7 @@ those counts. Rank-based rather than score-based, so one knob means the same for
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from cachetools import LRUCache
@@ -99,20 +99,23 @@ def rotate(
 
 
 def rotate_rows(
-    rows: NDArray[np.int64], counted_rows: NDArray[np.int64], counts: NDArray[np.int64], *, free_shows: int,
+    rows: NDArray[np.int64], counts: Mapping[str, int], row_of: Callable[[str], int | None], *, free_shows: int,
     step: float,
 ) -> NDArray[np.int64]:
-    """:func:`rotate` for catalogue rows, vectorised: ``counted_rows`` (sorted, unique) were shown ``counts``
-    times. A candidate list is ~100 rows (the ranking stages ask for that many) while a user's over-shown items
-    are few, so this does a handful of numpy calls instead of a Python pass over every candidate."""
+    """:func:`rotate` for catalogue rows: ``counts`` maps an item id to its shows, ``row_of`` an id to its row
+    (``None`` when unknown). A candidate list is ~100 rows (the ranking stages ask for that many) while a user's
+    counted items are few, so each counted item is looked up in the list, and the order is one stable sort: on
+    the request path every numpy call and every pass over the candidates costs microseconds."""
     n = len(rows)
-    if n == 0 or step <= 0 or len(counted_rows) == 0:
+    if n == 0 or step <= 0 or not counts:
         return np.arange(n, dtype=np.int64)
-    at = np.minimum(np.searchsorted(counted_rows, rows), len(counted_rows) - 1)
-    over = counts[at] - free_shows
-    moved = (counted_rows[at] == rows) & (over > 0)
-    if not moved.any():
+    listed = rows.tolist()
+    present = set(listed)
+    moved = [(listed.index(row), c - free_shows) for item, c in counts.items()
+             if c > free_shows and (row := row_of(item)) in present]
+    if not moved:
         return np.arange(n, dtype=np.int64)
     keys = np.arange(n, dtype=np.float64)
-    keys[moved] += step * over[moved]
-    return np.argsort(keys, kind="stable").astype(np.int64)
+    for at, over in moved:
+        keys[at] = at + step * over
+    return np.argsort(keys, kind="stable")
