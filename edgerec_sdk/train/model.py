@@ -17,6 +17,7 @@ The module is imported only by the build pipeline (never by the runtime), so it 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -119,6 +120,7 @@ class SASRec(nn.Module):
         self.blocks = nn.ModuleList(_Block(dim, n_heads, dropout) for _ in range(n_layers))
         self.ln_out = nn.LayerNorm(dim, eps=1e-8)
         self.token_emb: nn.Embedding | None = None
+        self._text_mix: tuple[torch.Tensor, torch.Tensor] | None = None  # see _text_table; not saved
         if item_tokens is not None:
             if item_tokens.shape[0] != n_items + 1 or vocab_size <= 0:
                 raise ValueError("item_tokens must have n_items + 1 rows and vocab_size must be > 0")
@@ -146,11 +148,33 @@ class SASRec(nn.Module):
         out: torch.Tensor = summed / mask.sum(1).clamp(min=1.0)
         return out
 
+    def _text_table(self) -> torch.Tensor:
+        """:meth:`text_vector` of every item row at once, as one sparse product: a row-normalised item x token
+        incidence matrix times the token table. The same means, but training recomputes them every step for
+        the full softmax, and gathering ``[n_items, T, dim]`` embeddings forward and scattering them back
+        cost most of an epoch with text on a CPU (see docs/quality.md, "Epoch time")."""
+        if self.token_emb is None:
+            raise ValueError("this model has no text tower (built without item text)")
+        tokens = self.item_tokens
+        if self._text_mix is None or self._text_mix[0].device != tokens.device:
+            present = tokens > 0
+            rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1).expand_as(tokens)[present]
+            counts = present.sum(1).clamp(min=1).to(self.token_emb.weight.dtype)
+            # a token twice in one row is summed twice by coalesce, as the mean of text_vector counts it
+            mix = torch.sparse_coo_tensor(torch.stack([rows, tokens[present]]), 1.0 / counts[rows],
+                                          (tokens.shape[0], self.token_emb.num_embeddings),
+                                          check_invariants=True).coalesce()
+            with warnings.catch_warnings():  # torch notes that CSR support is "beta" on every conversion
+                warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+                self._text_mix = (mix.to_sparse_csr(), mix.t().coalesce().to_sparse_csr())
+        out: torch.Tensor = _SparseMix.apply(self.token_emb.weight, *self._text_mix)  # type: ignore[no-untyped-call]
+        return out
+
     def item_table(self) -> torch.Tensor:
         """``[n_items + 1, dim]`` item representations; row 0 (padding) is zero."""
         table = self.item_emb.weight
         if self.token_emb is not None:
-            table = table + self.text_vector(self.item_tokens)
+            table = table + self._text_table()
         keep = torch.ones_like(table[:, :1])
         keep[0] = 0.0
         return table * keep
@@ -184,6 +208,21 @@ class SASRec(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """The output item vectors, ``[n_items, dim]`` (row r = item row r)."""
         return self.item_table()[1:]
+
+
+class _SparseMix(torch.autograd.Function):
+    """``mix @ weight`` with CSR matrices both ways: the forward product, and the transpose kept ready for the
+    backward one (torch's own sparse-dense product is ~2.5x slower on a CPU, its backward transposes COO)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, mix: torch.Tensor, mix_t: torch.Tensor) -> torch.Tensor:
+        ctx.mix_t = mix_t
+        out: torch.Tensor = mix @ weight
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return ctx.mix_t @ grad, None, None
 
 
 def sample_queries(tokens: torch.Tensor, *, keep: float, generator: torch.Generator) -> torch.Tensor:

@@ -246,6 +246,29 @@ def test_newest_only_encoding_matches_the_full_encoding() -> None:
     assert torch.allclose(newest, full[:, -1:], atol=1e-6)
 
 
+def test_text_table_is_the_text_towers_mean_forward_and_backward() -> None:
+    # training computes every item's text part as one sparse product; it must be text_vector, row by row,
+    # with the same gradient (the exported query path and edge-added items use text_vector itself)
+    torch.manual_seed(3)
+    n, vocab = 200, 90
+    tokens = torch.randint(0, vocab, (n + 1, 10))
+    tokens[0] = 0
+    tokens[4] = 0  # an item without text
+    tokens[6, :4] = 7  # a token repeated within one item counts as often as it appears
+    model = SASRec(n, item_tokens=tokens, vocab_size=vocab)
+    weights = torch.randn(n + 1, model.dim)
+    (model.item_table() * weights).sum().backward()
+    assert model.token_emb is not None and model.token_emb.weight.grad is not None
+    sparse_grad = model.token_emb.weight.grad.clone()
+    model.zero_grad()
+    dense = model.item_emb.weight + model.text_vector(tokens)
+    dense = dense * (torch.arange(n + 1) > 0).unsqueeze(1)
+    (dense * weights).sum().backward()
+    assert torch.allclose(model.item_table(), dense, atol=1e-6)
+    assert torch.allclose(sparse_grad, model.token_emb.weight.grad, atol=1e-6)
+    assert model.item_table()[4].equal(model.item_emb.weight[4])
+
+
 def test_large_models_quantize_their_tables_too() -> None:
     from edgerec_sdk.train.export import FLOAT_TABLES_MAX_BYTES, quantized_ops
 
