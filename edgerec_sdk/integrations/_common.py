@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import encodings.idna  # noqa: F401  (why: see below)
 import gc
 import logging
 import os
@@ -22,6 +23,11 @@ from ..config import RecommenderConfig
 from ..errors import ConfigError
 from ..recommender import Recommender
 from ..sync.config import connect_sync_config
+
+# The first use of a codec imports its module; two threads doing that at once can make one of them fail with
+# "LookupError: unknown encoding: idna" (a CPython race). Werkzeug encodes every request's host with idna, so
+# the first requests of a fresh threaded worker (gunicorn gthread) raced, and one answered HTTP 500. Importing
+# the codec here, at app import, settles it before any worker thread starts.
 
 __all__ = [
     "ProcessLocalRecommender",

@@ -102,3 +102,12 @@ def test_import_of_integrations_loads_no_framework() -> None:
             "edgerec_sdk.integrations.flask; print([m for m in ('django', 'flask') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_import_of_integrations_settles_the_idna_codec_before_worker_threads() -> None:
+    # Two gunicorn gthread threads importing the idna codec at once made one request fail with "unknown
+    # encoding: idna" (HTTP 500 in the first requests of a fresh worker): the integration imports it first.
+    code = ("import sys; before = 'encodings.idna' in sys.modules; import edgerec_sdk.integrations.flask; "
+            "print(before, 'encodings.idna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"]
