@@ -25,6 +25,7 @@ from ..bundle import Bundle
 from ..config import RecommenderConfig
 from ..errors import ModelLoadError, SmokeFailure
 from ..index import VectorIndex, make_index, providers_for, resolve_device
+from ..index._common import in_sorted
 from ..rank import FilterCompiler
 from ..rank.features import RankFeatures
 from ..rank.ranker import Ranker
@@ -291,8 +292,8 @@ class ServingState:
         mask = allow if allow is not None else self.visible
         ok = np.ones(len(m_rows), dtype=np.bool_) if mask is None else mask[m_rows].copy()
         if len(exclude):
-            ok &= ~_in_sorted(np.sort(exclude), m_rows)
-        ok &= ~_in_sorted(np.sort(rows), m_rows)
+            ok &= ~in_sorted(np.sort(exclude), m_rows)
+        ok &= ~in_sorted(np.sort(rows), m_rows)
         extra = m_rows[ok]
         extra_scores = (self.bundle.vectors.rows_f32(extra) @ vector).astype(np.float32) if len(extra) else \
             np.zeros(0, np.float32)
@@ -352,12 +353,3 @@ class ServingState:
         result = self.index.search(vec.astype(np.float32), k, exclude=[np.append(exclude, row)], allow=allow)
         count = int(result.counts[0])
         return Ranked(result.rows[0, :count], result.scores[0, :count], personalized=True)
-
-
-def _in_sorted(sorted_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """``rows`` found in ``sorted_rows`` (a sorted search: np.isin sorts both sides on every call)."""
-    if not len(sorted_rows):
-        return np.zeros(len(rows), dtype=np.bool_)
-    at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-    found: NDArray[np.bool_] = sorted_rows[at] == rows
-    return found

@@ -268,3 +268,12 @@ def brute_force_topk(
         scores_out[i, :c] = s[cand[order]].astype(np.float32)
         counts[i] = c
     return SearchResult(rows_out, scores_out, counts)
+
+
+def in_sorted(sorted_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """``rows`` found in ``sorted_rows`` (a sorted search: np.isin sorts both sides on every call)."""
+    if not len(sorted_rows):
+        return np.zeros(len(rows), dtype=np.bool_)
+    at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    found: NDArray[np.bool_] = sorted_rows[at] == rows
+    return found

@@ -56,7 +56,14 @@ from numpy.typing import NDArray
 
 from .._impl.onnxrt import inference_session, onnxruntime
 from ..errors import ModelLoadError
-from ._common import SearchCall, SearchResult, check_values, order_by_score_then_row, prepare_search
+from ._common import (
+    SearchCall,
+    SearchResult,
+    check_values,
+    in_sorted,
+    order_by_score_then_row,
+    prepare_search,
+)
 from ._topk_graph import BLOCK as _BLOCK
 from ._topk_graph import block_order, blocked
 from ._topk_graph import build_graph as _build_graph
@@ -309,7 +316,7 @@ class OnnxTopKIndex:
             if allow_m is not None:
                 ok &= allow_m[idx[j]]
             if excl is not None and excl[i].size:
-                ok &= ~np.isin(idx[j], excl[i])
+                ok &= ~in_sorted(excl[i], idx[j])  # prepare_search sorted them
             rows, scores = idx[j][ok], vals[j][ok]
             if not complete and rows.size < need and fetch < n and not ok.all():
                 # Filtered below what is needed while unseen rows remain: rank this query on all scores.
