@@ -60,6 +60,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 out.write(f"   {mark} {r.score:7.3f}  {_title(rec, r.item_id)}\n")
             changed = sum(1 for i in after.item_ids if i not in before.item_ids)
             out.write(f"   {changed} of {len(after)} items changed after one click\n")
+        known = [i for i in users[0]["history"] if i in rec.items] if users else []
+        title = str(rec.items.get(known[-1], {}).get("title") or "") if known else ""
+        query = " ".join([w for w in title.split() if len(w) > 2][:2])
+        if query and rec.status().takes_query:  # a bundle with a text tower: a search, warm and cold
+            for who in (users[0]["user"], "a-new-visitor"):
+                found = rec.recommend(who, k=args.k, query=query)
+                source = found.items[0].source if len(found) else "none"
+                out.write(f"\n== {who} searches {query!r} ({source}):\n")
+                for r in found:
+                    out.write(f"   {r.score:7.3f}  {_title(rec, r.item_id)}\n")
         c = rec.status().counters
         out.write(f"\nstatus: requests={c.get('requests', 0)} feedback_accepted={c.get('feedback_accepted', 0)} "
                   f"degraded={c.get('degraded', 0)}\n")

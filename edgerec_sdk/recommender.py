@@ -609,6 +609,7 @@ class Recommender:
             ready=state is not None, closed=self._closed, bundle_origin=self._origin,
             counters=self._counters.snapshot(), sync=self._sync.status(),
             device=None if state is None else state.device, index=None if state is None else state.index.name,
+            takes_query=state is not None and state.takes_query,
         )
 
     def flush(self, timeout_s: float = 5.0) -> bool:

@@ -166,6 +166,8 @@ class Status:
         sync: the hub sync state (empty without a hub).
         device: where the serving model and top-K run (``"cpu"``, ``"cuda"``; ``None`` before a bundle).
         index: the serving top-K backend (``"numpy"``, ``"onnx"``, ``"ivf"``; ``None`` before a bundle).
+        takes_query: whether the serving model reads ``query=`` text (a bundle built with item text); other
+            bundles ignore a query with a warning.
     """
 
     model_version: str | None
@@ -177,3 +179,4 @@ class Status:
     sync: Mapping[str, Any]
     device: str | None = None
     index: str | None = None
+    takes_query: bool = False

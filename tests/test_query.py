@@ -23,6 +23,7 @@ def titles(rec: Recommender, ids: list[str]) -> list[str]:
 
 def test_a_user_without_history_is_ranked_by_the_query(text_bundle: Path) -> None:
     with Recommender.from_bundle(text_bundle) as rec:
+        assert rec.status().takes_query
         out = rec.recommend("new-user", k=10, query="red lipstick")
         assert not out.degraded and {r.source for r in out.items} == {"query"}
         got = titles(rec, list(out.item_ids))
@@ -78,6 +79,7 @@ def test_similar_items_takes_a_query(text_bundle: Path) -> None:
 
 def test_a_bundle_without_text_ignores_the_query(tmp_path: Path) -> None:
     with Recommender.from_bundle(make_tiny_bundle(tmp_path / "b")) as rec:
+        assert not rec.status().takes_query
         a = rec.recommend("u", k=5, history=["item-000001"], query="red lipstick")
         b = rec.recommend("u", k=5, history=["item-000001"])
         assert a.item_ids == b.item_ids and not a.degraded

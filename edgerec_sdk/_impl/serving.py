@@ -156,6 +156,11 @@ class ServingState:
                 tables = self._rank_tables
         return tables.cat_codes if tables.n_cats else None
 
+    @property
+    def takes_query(self) -> bool:
+        """Whether the model reads query text (the bundle ships a tokenizer for its text tower)."""
+        return self._tokenizer is not None
+
     def query_tokens(self, query: str | None) -> NDArray[np.int64] | None:
         """Token ids of ``query`` padded to the model's query length; ``None`` when the model takes no text
         or nothing in the query is in its vocabulary (unknown words, emoji, an empty string)."""
