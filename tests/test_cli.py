@@ -19,6 +19,9 @@ def test_demo_prints_personalised_results_that_change_after_feedback(capsys: pyt
     changed = re.search(r"(\d+) of 5 items changed after one click", out)
     assert changed and int(changed.group(1)) >= 1
     assert "degraded=0" in out
+    # the demo bundle has a text tower: a search for two words of a purchased title, with and without history
+    searches = re.findall(r"== (\S+) searches '([^']+)' \((\w+)\)", out)
+    assert [(who, source) for who, _, source in searches] == [("shopper-1", "personalized"), ("a-new-visitor", "query")]
 
 
 def test_inspect_ok_and_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
