@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from ..config import FeedbackConfig
 from ..errors import EventError
-from ..rank.rotation import ImpressionMemory, rotate, rotate_rows
+from ..rank.rotation import ImpressionMemory, rotate_rows
 from ..types import FeedbackEvent, Recommendations
 from .events import check_position
 from .weights import event_weight
@@ -69,14 +69,12 @@ class AnswerLog:
             return {}
         return self.shown.over_free_shows(user)
 
-    def rotation(self, item_ids: Sequence[str], counts: Mapping[str, int]) -> NDArray[np.int64]:
-        """The order of best-first ``item_ids`` after impression decay (see :func:`~edgerec_sdk.rank.rotation.rotate`)."""
-        return rotate(item_ids, counts, free_shows=self.config.rotation_free_shows, step=self.config.rotation_step)
-
     def rotation_of_rows(self, rows: NDArray[np.int64], counts: Mapping[str, int],
                          row_of: Callable[[str], int | None]) -> NDArray[np.int64]:
-        """:meth:`rotation` for catalogue ``rows`` (``row_of`` maps an item id to its row, ``None`` if unknown)."""
-        return rotate_rows(rows, counts, row_of, free_shows=self.config.rotation_free_shows, step=self.config.rotation_step)
+        """The order of best-first catalogue ``rows`` after impression decay (``row_of`` maps an item id to its
+        row, ``None`` if unknown; see :func:`~edgerec_sdk.rank.rotation.rotate`)."""
+        return rotate_rows(rows, counts, row_of, free_shows=self.config.rotation_free_shows,
+                           step=self.config.rotation_step)
 
     def find(self, rec_id: object, positions: Sequence[int] | None) -> tuple[Answer, list[int] | None]:
         """The remembered answer and the checked slots, or ``EventError`` (nothing logged)."""
