@@ -55,7 +55,7 @@ def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout,
         meta = item_metadata(data, titles_path=args.titles, attributes_path=args.attributes)
         tok = train_tokenizer(meta.titles, meta.attributes)
         tokens, vocab = encode_items(tok, meta.titles, meta.attributes), tok.get_vocab_size()
-    cfg = TrainConfig(max_epochs=args.train_epochs, patience=args.train_epochs, refit=False, threads=1)
+    cfg = TrainConfig(max_epochs=args.train_epochs, patience=args.train_epochs, fit="search", threads=1)
     result = train(leave_one_out(data.sequences), data.n_items, cfg, item_tokens=tokens, vocab_size=vocab,
                    progress=False)
     ts = holdout(data, part="valid")

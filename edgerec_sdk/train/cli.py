@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 _ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
 #: build flags that override a TrainConfig field when given (flag attribute -> field)
 _CONFIG_FLAGS = {"epochs": "max_epochs", "patience": "patience", "samples": "samples", "dropout": "dropout",
-                 "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool", "refit": "refit",
+                 "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool", "fit": "fit",
                  "negative_boost": "negative_boost"}
 _COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
 
@@ -47,8 +47,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.5)")
     b.add_argument("--batch-size", type=int, default=None, help="training rows per step (default 256)")
     b.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    b.add_argument("--no-refit", dest="refit", action="store_const", const=False, default=None,
-                   help="export the best validation epoch of the fit on seq[:-2] instead of refitting on seq[:-1]")
+    b.add_argument("--fit", choices=("single", "refit", "search"), default=None,
+                   help="single (default): one fit, a sample of the users held out on seq[:-2] to choose the "
+                        "epoch; refit: a search fit on seq[:-2], then a refit on seq[:-1] (the earlier recipe); "
+                        "search: the search fit alone")
+    b.add_argument("--no-refit", dest="fit", action="store_const", const="search", help="the same as --fit search")
     b.add_argument("--length-pool", type=int, default=None,
                    help="0 (default): batches of equal-length rows; n: sort by length inside random pools of "
                         "n batches (the earlier recipe used 50; 1 = random batches)")

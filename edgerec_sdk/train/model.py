@@ -20,11 +20,40 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["ExportWrapper", "SASRec", "sample_queries"]
+
+
+class _Dropout(nn.Module):
+    """Inverted dropout whose mask costs less on a CPU.
+
+    Why: torch's CPU dropout draws one Mersenne-Twister number per element, ~10 ms for a [256, 50, 64]
+    activation on this project's 2-core machine and 11 % of a Beauty epoch with text (profiled). Here each
+    element gets one random byte from numpy's PCG64 (~0.5 ms); the drop probability is rounded to 1/256 and the
+    scale follows the rounded value, so the expectation is exact. The generator is seeded from torch's, so
+    ``torch.manual_seed`` still fixes a run. On a GPU torch's own dropout is fast and is used.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.cut = min(round(p * 256), 255)  # bytes below ``cut`` drop their element
+        self._rng: np.random.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.cut == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        if self._rng is None:
+            self._rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        raw = np.frombuffer(self._rng.bytes(x.numel()), dtype=np.uint8).reshape(x.shape)
+        mask = torch.from_numpy(raw >= self.cut).to(x.dtype).mul_(256.0 / (256 - self.cut))
+        return x * mask
 
 
 class _Attention(nn.Module):
@@ -39,7 +68,7 @@ class _Attention(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = _Dropout(dropout)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, d = query.shape  # d == heads * head_dim
@@ -64,7 +93,7 @@ class _Block(nn.Module):
         self.attn = _Attention(dim, heads, dropout)
         self.ln_ffn = nn.LayerNorm(dim, eps=1e-8)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, dim), _Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), _Dropout(dropout)
         )
 
     def forward(
@@ -116,7 +145,7 @@ class SASRec(nn.Module):
         self.max_len = max_len
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = _Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(dim, n_heads, dropout) for _ in range(n_layers))
         self.ln_out = nn.LayerNorm(dim, eps=1e-8)
         self.token_emb: nn.Embedding | None = None

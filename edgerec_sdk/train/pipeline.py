@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BuildResult", "build_bundle"]
 
+#: the manifest's description of each ``TrainConfig.fit``
+_SPLITS = {
+    "single": "leave-one-out: trained on seq[:-1], except a held-out sample of users on seq[:-2] whose "
+              "validation NDCG@10 chose the epoch",
+    "refit": "leave-one-out: trained on seq[:-1] (epochs chosen on seq[:-2] by validation NDCG@10)",
+    "search": "leave-one-out: trained on seq[:-2], the epoch chosen by validation NDCG@10",
+}
+
 
 @dataclass
 class BuildResult:
@@ -157,9 +165,7 @@ def build_bundle(
                  "items": data.n_items, "interactions": data.n_interactions,
                  # only logs with non-clicked impressions or explicit negatives have the key
                  **({} if data.negatives is None else {"negatives": data.negatives.n_negatives})},
-        "split": ("leave-one-out: trained on seq[:-1] (epochs chosen on seq[:-2] by validation NDCG@10)"
-                  if cfg.refit else "leave-one-out: trained on seq[:-2], the epoch chosen by validation NDCG@10")
-                 + "; the last item of every user is never seen",
+        "split": _SPLITS[cfg.fit] + "; the last item of every user is never seen",
         "history": {k: [round(float(x), 5) for x in v] for k, v in result.history.items()},
         "timings_s": {k: round(v, 1) for k, v in {**result.timings_s, **timings}.items()},
     }

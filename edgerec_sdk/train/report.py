@@ -29,7 +29,8 @@ def _plot(history: Mapping[str, Sequence[float]], best_epoch: int | None, path: 
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label in (("search_loss", "search fit (seq[:-2])"), ("refit_loss", "final fit (seq[:-1])")):
+    for key, label in (("fit_loss", "the fit (seq[:-1]; held-out users seq[:-2])"),
+                       ("search_loss", "search fit (seq[:-2])"), ("refit_loss", "final fit (seq[:-1])")):
         ys = history.get(key) or []
         if ys:
             ax1.plot(range(1, len(ys) + 1), ys, marker=".", label=label)
@@ -37,7 +38,7 @@ def _plot(history: Mapping[str, Sequence[float]], best_epoch: int | None, path: 
     ax1.set_ylabel("softmax cross-entropy")
     ax1.set_title("training loss")
     ax1.legend()
-    ys = history.get("search_valid_ndcg10") or []
+    ys = history.get("fit_valid_ndcg10") or history.get("search_valid_ndcg10") or []
     if ys:
         ax2.plot(range(1, len(ys) + 1), ys, marker=".", color="tab:green")
         if best_epoch:
@@ -45,7 +46,7 @@ def _plot(history: Mapping[str, Sequence[float]], best_epoch: int | None, path: 
             ax2.legend()
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("NDCG@10")
-    ax2.set_title("validation NDCG@10 (search fit)")
+    ax2.set_title("validation NDCG@10")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

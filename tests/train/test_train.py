@@ -136,8 +136,9 @@ def test_cli_registers_build_and_evaluate() -> None:
     args = parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--device", "auto", "--samples",
                               "sequences", "--dropout", "0.3", "--batch-size", "128", "--length-pool", "50",
                               "--no-refit", "--negative-boost", "2.5"])
-    assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool, args.refit,
-            args.negative_boost) == ("auto", "sequences", 0.3, 128, 50, False, 2.5)
+    assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool, args.fit,
+            args.negative_boost) == ("auto", "sequences", 0.3, 128, 50, "search", 2.5)
+    assert parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--fit", "refit"]).fit == "refit"
     from edgerec_sdk.train.cli import _CONFIG_FLAGS
 
     assert _CONFIG_FLAGS["negative_boost"] == "negative_boost"
