@@ -445,8 +445,8 @@ class Recommender:
                 # the popularity list and a no-history user's query answer (a search result) stay as they are
                 if (not r.personalized or not len(hist_rows[i])) and opt.diversity > 0:
                     opt = dataclasses.replace(opt, diversity=0.0)
-                codes = state.category_codes() if opt.diversity > 0 or opt.max_per_category is not None else None
-                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker, codes) \
+                tables = state.diversity_tables() if opt.diversity > 0 or opt.max_per_category is not None else None
+                shaped = run_stages(state.bundle, Candidates(r.rows, r.scores, applied), opt, ranker, tables) \
                     if opt.active or ranker is not None else Candidates(r.rows[:k], r.scores[:k])
                 r = Ranked(shaped.rows, shaped.scores, r.personalized, by_query=r.by_query)
                 reasons = explain_items(state.bundle, hist_rows[i], r.rows.tolist()) if explain else None

@@ -27,6 +27,7 @@ from ..errors import ModelLoadError, SmokeFailure
 from ..index import VectorIndex, make_index, providers_for, resolve_device
 from ..index._common import in_sorted
 from ..rank import FilterCompiler
+from ..rank.diversity import DiversityTables
 from ..rank.features import RankFeatures
 from ..rank.ranker import Ranker
 from . import log as _log
@@ -106,6 +107,7 @@ class ServingState:
             if bundle.ranker_bytes is not None and config.use_ranker else None
         self._rank_tables: RankFeatures | None = None if self.ranker is None else self.ranker.tables
         self._tables_lock = threading.Lock()
+        self._diversity: DiversityTables | None = None
         self._lexical: LexicalIndex | None = None
         popular = np.asarray(bundle.popular, dtype=np.int64)
         self.popular = popular
@@ -155,6 +157,17 @@ class ServingState:
                     self._rank_tables = RankFeatures(self.bundle)
                 tables = self._rank_tables
         return tables.cat_codes if tables.n_cats else None
+
+    def diversity_tables(self) -> DiversityTables:
+        """Inverse norms and category weights for MMR (built on first use, with :meth:`category_codes`)."""
+        tables = self._diversity
+        if tables is None:
+            codes = self.category_codes()
+            with self._tables_lock:
+                if self._diversity is None:
+                    self._diversity = DiversityTables.build(self.bundle.vectors, codes)
+                tables = self._diversity
+        return tables
 
     @property
     def takes_query(self) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..bundle import Bundle
-from .diversity import diversity_vectors, mmr_order
+from .diversity import DiversityTables, mmr_order
 from .rules import RuleSet, apply_rules
 
 DIVERSITY_POOL_FACTOR: Final = 4
@@ -67,33 +67,36 @@ class StageOptions:
 
 
 def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
-              codes: NDArray[np.int64] | None = None) -> Candidates:
+              tables: DiversityTables | None = None) -> Candidates:
     """Pick the first ``k`` by maximal marginal relevance; the rest follow in relevance order.
 
-    ``codes`` are the catalogue's category ids (``-1``-padded rows, :class:`~edgerec_sdk.rank.features.RankFeatures`
-    ``cat_codes``): with them, similarity blends item vectors and categories, and the per-category cap keys on an
-    item's first category. The tail stays so that rules which bury items still have un-buried ones to promote.
-    A no-op at diversity 0 without a category cap.
+    ``tables`` (the serving state's :class:`~edgerec_sdk.rank.diversity.DiversityTables`; built here when not
+    given) carry the catalogue's categories: with them, similarity blends item vectors and categories, and the
+    per-category cap keys on an item's first category. The tail stays so that rules which bury items still have
+    un-buried ones to promote. A no-op at diversity 0 without a category cap.
     """
     if (options.diversity <= 0 and options.max_per_category is None) or len(candidates.rows) == 0:
         return candidates
     # MMR looks at the head of the list only: similarity work grows with the pool, and on Beauty the default knob
-    # lost nothing measurable when its pool shrank from all 100 candidates to the first 40. Relevance keeps the whole list's scale. A
-    # category cap reads a longer head (all 100 candidates at k=10), so one category filling the short head can
-    # still yield to other categories further down.
+    # lost nothing measurable when its pool shrank from all 100 candidates to the first 40. Relevance keeps the
+    # whole list's scale. A category cap reads a longer head (all 100 candidates at k=10), so one category
+    # filling the short head can still yield to other categories further down.
     picks = min(options.k, MMR_MAX_PICKS)
     factor = DIVERSITY_POOL_FACTOR * (10 if options.max_per_category is not None else 1)
     pool = min(len(candidates.rows), max(factor * picks, DIVERSITY_POOL_MIN))
     rows, scores = candidates.rows[:pool], candidates.scores[:pool]
-    finite = candidates.scores[np.isfinite(candidates.scores)]
-    bounds = (float(finite.min()), float(finite.max())) if len(finite) else None
-    vectors = bundle.vectors.unit_rows(rows)
-    cand_codes = None if codes is None else codes[rows]
-    cats = None if cand_codes is None or options.max_per_category is None else \
-        [None if c < 0 else int(c) for c in cand_codes[:, 0].tolist()]
-    head = mmr_order(diversity_vectors(vectors, cand_codes, unit=True), scores, picks,
-                     diversity=options.diversity, categories=cats, max_per_category=options.max_per_category,
-                     unit=True, bounds=bounds)
+    lo, hi = float(candidates.scores.min()), float(candidates.scores.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = candidates.scores[np.isfinite(candidates.scores)]
+        lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if tables is None:
+        tables = DiversityTables.build(bundle.vectors, None)
+    codes = tables.codes
+    cats = None if codes is None or options.max_per_category is None else \
+        [None if c < 0 or r >= len(codes) else int(c) for r, c in
+         zip(rows.tolist(), codes[np.minimum(rows, len(codes) - 1), 0].tolist(), strict=True)]
+    head = mmr_order(tables.rows(rows), scores, picks, diversity=options.diversity, categories=cats,
+                     max_per_category=options.max_per_category, unit=True, bounds=(lo, hi))
     rest = np.ones(len(candidates.rows), dtype=np.bool_)
     rest[head] = False  # the candidates arrive best first, so the rest keep their relevance order
     order = np.concatenate([head, np.flatnonzero(rest)])
@@ -116,11 +119,11 @@ RankStage = Callable[[Candidates], Candidates]
 
 
 def run_stages(bundle: Bundle, candidates: Candidates, options: StageOptions,
-               ranker: RankStage | None = None, codes: NDArray[np.int64] | None = None) -> Candidates:
-    """The whole chain after retrieval for one user's candidates (``codes``: see :func:`diversify`)."""
+               ranker: RankStage | None = None, tables: DiversityTables | None = None) -> Candidates:
+    """The whole chain after retrieval for one user's candidates (``tables``: see :func:`diversify`)."""
     if ranker is not None:
         candidates = ranker(candidates)
-    candidates = diversify(bundle, candidates, options, codes)
+    candidates = diversify(bundle, candidates, options, tables)
     return shape_with_rules(bundle, candidates, options)
 
 

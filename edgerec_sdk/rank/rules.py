@@ -347,9 +347,17 @@ def _select(rule: Rule, catalog: Catalog) -> NDArray[np.bool_]:
 
 
 def _member(rows: NDArray[np.int64], few: set[int]) -> NDArray[np.bool_]:
-    """``rows`` in a handful of pinned or always-shown rows (np.isin sorts; a broadcast compare does not)."""
-    out: NDArray[np.bool_] = (rows[:, None] == np.fromiter(few, dtype=np.int64, count=len(few))[None, :]).any(axis=1)
-    return out
+    """``rows`` in a handful of pinned or always-shown rows (np.isin sorts; a compare per row does not)."""
+    if len(few) == 1:
+        one: NDArray[np.bool_] = rows == next(iter(few))
+        return one
+    if len(few) <= 4:  # a few pins: a compare each, no broadcast matrix
+        out = np.zeros(len(rows), dtype=np.bool_)
+        for row in few:
+            out |= rows == row
+        return out
+    wide: NDArray[np.bool_] = (rows[:, None] == np.fromiter(few, dtype=np.int64, count=len(few))[None, :]).any(axis=1)
+    return wide
 
 
 class _Compiled:

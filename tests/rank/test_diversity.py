@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edgerec_sdk.rank.diversity import blended_similarity, diversity_vectors, intra_list_similarity, mmr_order
@@ -69,3 +71,24 @@ def test_mmr_on_precomputed_unit_rows_matches_mmr_on_raw_vectors() -> None:
     for knob in (0.2, 0.5, 0.9):
         assert mmr_order(unit, relevance, 8, diversity=knob, unit=True).tolist() == \
             mmr_order(3.0 * vectors, relevance, 8, diversity=knob).tolist()
+
+
+def test_diversity_tables_give_the_same_rows_as_computing_them_per_request(tmp_path: Path) -> None:
+    from edgerec_sdk.bundle import load_bundle
+    from edgerec_sdk.rank.diversity import DiversityTables
+    from edgerec_sdk.rank.features import RankFeatures
+    from edgerec_sdk.recommender import demo_bundle_path
+    from edgerec_sdk.testing import make_bundle
+
+    # the demo's items have several categories each; the synthetic float32 catalogue one
+    for path in (demo_bundle_path(), make_bundle(tmp_path / "f32", n_items=300, dim=16, dtype="float32")):
+        bundle = load_bundle(path)
+        codes = RankFeatures(bundle).cat_codes
+        assert codes is not None
+        rows = np.random.default_rng(1).choice(300, size=40, replace=False).astype(np.int64)
+        expected = diversity_vectors(bundle.vectors.rows_f32(rows), codes[rows])
+        tables = DiversityTables.build(bundle.vectors, codes)
+        np.testing.assert_allclose(tables.rows(rows), expected, atol=1e-6)
+        # a catalogue without categories: the item-vector cosine alone
+        np.testing.assert_allclose(DiversityTables.build(bundle.vectors, None).rows(rows),
+                                   diversity_vectors(bundle.vectors.rows_f32(rows), None), atol=1e-6)

@@ -189,3 +189,50 @@ def test_csv_export_with_json_lists_is_read(tmp_path: Path) -> None:
     rows = read_event_log(f)
     assert rows[0]["items"] == ["i1", "i2"] and rows[0]["ts"] == pytest.approx(1767225600.0)
     assert rows[1]["position"] == 1.0 and rows[1]["ts"] == 1767225605.0
+
+
+def _nonlinear_ranker_onnx(n: int) -> bytes:
+    """sigmoid(x^2 @ w - 1): a valid ranker graph whose logit is not affine in the features."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((n, 1), 0.05, dtype=np.float32), "w")
+    bias = numpy_helper.from_array(np.asarray([-1.0], dtype=np.float32), "bias")
+    nodes = [helper.make_node("Mul", ["features", "features"], ["sq"]),
+             helper.make_node("MatMul", ["sq", "w"], ["z0"]),
+             helper.make_node("Add", ["z0", "bias"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["ctr"])]
+    graph = helper.make_graph(nodes, "nonlinear", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", n])],
+                              [helper.make_tensor_value_info("ctr", TensorProto.FLOAT, ["n", 1])], initializer=[w, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@pytest.mark.parametrize("kind", ["logistic", "nonlinear"])
+def test_a_logistic_ranker_is_evaluated_in_numpy_with_onnxruntimes_answers(tmp_path: Path, kind: str) -> None:
+    from edgerec_sdk.rank.features import FEATURES
+    from edgerec_sdk.rank.ranker import Ranker
+    from edgerec_sdk.train.ranker import attach_ranker, ranker_onnx
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, len(FEATURES)))
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(x @ rng.normal(size=len(FEATURES)) - 2)))).astype(np.float64)
+    fit = fit_logistic(x, y)
+    graph = ranker_onnx(fit) if kind == "logistic" else _nonlinear_ranker_onnx(len(FEATURES))
+    src = make_bundle(tmp_path / "plain", n_items=50, dim=8)
+    bundle = load_bundle(attach_ranker(src, tmp_path / "ranked", ranker_bytes=graph, features=FEATURES,
+                                       means=fit.mean.tolist(), report={"purpose": "test"}))
+    ranker = Ranker(bundle)
+    ranker.load()
+    assert ranker.evaluates_in_numpy is (kind == "logistic")
+    # far from the probe's rows too: scores and price gaps several units off the means
+    matrix = (fit.mean + rng.normal(scale=3.0, size=(500, len(FEATURES)))).astype(np.float32)
+    reference = ranker._run(np.ascontiguousarray(matrix[:, ranker._columns]))
+    got = ranker.probabilities(matrix)
+    assert got.dtype == np.float32 and got.shape == (500,)
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+    if kind == "logistic":  # onnxruntime itself computes the graph's float semantics (no per-call quantizing)
+        w_scale = np.max(np.abs(fit.weights)) / 127.0
+        w = np.clip(np.round(fit.weights / w_scale), -127, 127) * w_scale
+        z = ((matrix[:, ranker._columns] - fit.mean) / fit.scale) @ w + fit.bias
+        np.testing.assert_allclose(reference, 1 / (1 + np.exp(-z)), rtol=0, atol=1e-5)
