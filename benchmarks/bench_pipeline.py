@@ -65,7 +65,7 @@ def stage_times(rec: Recommender, requests: list[dict[str, object]], rounds: int
     saved = (serving.ServingState.rank, ranker.Ranker.probabilities, features.RankFeatures.matrix,
              pipeline.diversify, pipeline.shape_with_rules)
     serving.ServingState.rank = timed("retrieve (model + kernel, 100 candidates)", saved[0])  # type: ignore[method-assign]
-    ranker.Ranker.probabilities = timed("ranker: onnx run", saved[1])  # type: ignore[method-assign]
+    ranker.Ranker.probabilities = timed("ranker: model (numpy when affine)", saved[1])  # type: ignore[method-assign]
     features.RankFeatures.matrix = timed("ranker: features", saved[2])  # type: ignore[method-assign]
     pipeline.diversify = timed("diversify (MMR)", saved[3])  # type: ignore[assignment]
     pipeline.shape_with_rules = timed("rules", saved[4])  # type: ignore[assignment]
