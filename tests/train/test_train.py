@@ -276,3 +276,47 @@ def test_large_models_quantize_their_tables_too() -> None:
     assert quantized_ops(b"x" * 100) == ["MatMul", "Gemm"]
     assert quantized_ops(b"x" * FLOAT_TABLES_MAX_BYTES) == ["MatMul", "Gemm"]
     assert quantized_ops(b"x" * (FLOAT_TABLES_MAX_BYTES + 1)) == ["MatMul", "Gemm", "Gather"]
+
+
+@pytest.mark.parametrize("mode", ["single", "refit", "search"])
+def test_each_fit_mode_trains_on_what_it_says_and_never_on_a_test_item(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgerec_sdk.train.train as train_module
+    from edgerec_sdk.train.data import leave_one_out
+
+    seqs = [np.array([(s + i) % 30 for i in range(6 + s % 4)]) for s in range(30) for _ in range(100)]
+    split = leave_one_out(seqs)
+    calls: list[dict[str, object]] = []
+    real_fit = train_module.fit
+
+    def spy(seqs_: list[np.ndarray], *args: object, **kwargs: object) -> object:
+        validate = kwargs.get("validate")
+        calls.append({"seqs": [s.copy() for s in seqs_], "desc": kwargs.get("desc"), "validates": validate is not None})
+        return real_fit(seqs_, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    cfg = TrainConfig(dim=8, max_len=8, batch_size=64, threads=1, max_epochs=2, fit=mode, holdout_min=100)
+    result = train_module.train(split, 30, cfg, progress=False)
+    assert [c["desc"] for c in calls] == {"single": ["fit"], "refit": ["search", "refit"], "search": ["search"]}[mode]
+    assert calls[0]["validates"]
+    held = {int(u) for u in train_module.holdout_users(split.valid_users, cfg)} if mode == "single" else \
+        {int(u) for u in split.valid_users}
+    # 10 % of 3,000 users with a validation item, at least 100 of them
+    assert len(held) == (300 if mode == "single" else 3000) == result.config["validation_users"]
+    for u, (first, full) in enumerate(zip(calls[0]["seqs"], split.train_full, strict=True)):  # type: ignore[call-overload]
+        assert len(first) == len(full) - (1 if u in held else 0)  # held-out users stop before their validation item
+        assert np.array_equal(first, full[: len(first)])  # never past seq[:-1]: the test item stays unseen
+    if mode == "refit":
+        assert all(np.array_equal(a, b) for a, b in zip(calls[1]["seqs"], split.train_full, strict=True))  # type: ignore[call-overload]
+
+
+def test_holdout_users_are_seeded_and_bounded() -> None:
+    from edgerec_sdk.train.train import holdout_users
+
+    users = np.arange(5000, dtype=np.int64) * 3
+    a = holdout_users(users, TrainConfig(seed=1))
+    assert len(a) == 1000 and np.all(np.diff(a) > 0) and set(a.tolist()) <= set(users.tolist())
+    assert np.array_equal(a, holdout_users(users, TrainConfig(seed=1)))
+    assert not np.array_equal(a, holdout_users(users, TrainConfig(seed=2)))
+    assert len(holdout_users(users, TrainConfig(holdout_share=0.5))) == 2500
+    assert len(holdout_users(users[:700], TrainConfig())) == 700  # fewer than the minimum: all of them
