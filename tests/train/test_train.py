@@ -139,6 +139,7 @@ def test_cli_registers_build_and_evaluate() -> None:
     assert (args.device, args.samples, args.dropout, args.batch_size, args.length_pool, args.fit,
             args.negative_boost) == ("auto", "sequences", 0.3, 128, 50, "search", 2.5)
     assert parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--fit", "refit"]).fit == "refit"
+    assert parser.parse_args(["build", "--data", "d.txt", "--out", "b", "--query-rows", "0"]).query_rows == 0
     from edgerec_sdk.train.cli import _CONFIG_FLAGS
 
     assert _CONFIG_FLAGS["negative_boost"] == "negative_boost"
