@@ -48,7 +48,12 @@ def start(out: str) -> None:
     """Begin a run: write its lines to ``out`` (through ``out.partial``, renamed over ``out`` only when the
     script ends without an exception, so an interrupted run leaves the current results alone) and emit the
     machine line."""
-    if out != "-":
+    if out != "-" and Path(out).exists() and not Path(out).is_file():
+        # a device or a pipe (``--out /dev/null``): written straight through. Renaming a finished file over it
+        # would replace the machine's /dev/null with a plain file (it did, once: PostgreSQL's initdb then failed)
+        _sink.append(open(out, "w"))  # noqa: SIM115 (closed by finish below, at exit)
+        atexit.register(lambda: _sink.pop().close())
+    elif out != "-":
         final = Path(out)
         partial = final.with_name(final.name + ".partial")
         final.parent.mkdir(parents=True, exist_ok=True)

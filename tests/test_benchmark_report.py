@@ -31,3 +31,22 @@ def test_one_current_file_per_benchmark_each_shown_and_saying_where_it_ran() -> 
         first = json.loads(path.read_text().splitlines()[0])
         assert first["bench"] == "machine" and {"cpu", "date", "commit", "script", "argv"} <= first.keys()
         assert (ROOT / "benchmarks" / first["script"]).is_file()
+
+
+def test_a_benchmark_writing_to_a_pipe_leaves_the_pipe_a_pipe(tmp_path: Path) -> None:
+    import stat
+    import threading
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(fifo.read_text().splitlines()), daemon=True)
+    reader.start()
+    script = "import sys; sys.path.insert(0, sys.argv[1]); from _bench import emit, start; start(sys.argv[2]); emit(bench='x')"
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    subprocess.run([sys.executable, "-c", script, str(benchmarks), str(fifo)], check=True, timeout=120)
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # not replaced by a regular file
+    assert not (tmp_path / "out.partial").exists()
+    assert [json.loads(line)["bench"] for line in got] == ["machine", "x"]
