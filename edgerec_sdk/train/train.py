@@ -2,8 +2,8 @@
 
 The recipe (docs/build.md explains the choices), ``TrainConfig.fit``:
 
-* ``"single"`` (default): one fit. A random sample of the users (``holdout_share``, at least ``holdout_min``)
-  trains on ``seq[:-2]`` and scores its validation item after every epoch; every other user trains on
+* ``"single"`` (default): one fit. A random sample of the users (``holdout_share``, at least ``holdout_min``
+  or half of them) trains on ``seq[:-2]`` and scores its validation item after every epoch; every other user trains on
   ``seq[:-1]``, the validation item included (the test item never). The best epoch's state is exported.
 * ``"refit"`` (the earlier recipe): a *search fit* on ``seq[:-2]`` of every user picks the epoch count ``E``
   by validation NDCG@10, then a fresh model with the same seed trains on ``seq[:-1]`` for ``E`` epochs.
@@ -76,7 +76,7 @@ class TrainConfig:
     min_epochs: int = 1  #: never stop before this
     fit: str = "single"  #: "single", "refit" or "search" (the module docstring says what each does)
     #: "single": the share of the users with a validation item held out to choose the epoch (they train on
-    #: seq[:-2]); at least ``holdout_min`` of them, all of them when there are fewer
+    #: seq[:-2]); at least ``holdout_min`` of them, but no more than half the users for that minimum
     holdout_share: float = 0.1
     holdout_min: int = 1000
     seed: int = 42  #: torch / numpy seed
@@ -425,8 +425,10 @@ def fit(
 
 def holdout_users(valid_users: NDArray[np.int64], cfg: TrainConfig) -> NDArray[np.int64]:
     """The users whose validation item chooses the epoch of a ``"single"`` fit (sorted): a seeded random
-    ``holdout_share`` of ``valid_users``, at least ``holdout_min`` of them, all when there are fewer."""
-    n = min(len(valid_users), max(cfg.holdout_min, math.ceil(cfg.holdout_share * len(valid_users))))
+    ``holdout_share`` of ``valid_users``, at least ``holdout_min`` of them but never more than half for that
+    minimum (a small store keeps its most recent events for training in at least half its users)."""
+    floor = min(cfg.holdout_min, len(valid_users) // 2)
+    n = min(len(valid_users), max(floor, math.ceil(cfg.holdout_share * len(valid_users))))
     picked = np.random.default_rng(cfg.seed).choice(len(valid_users), size=n, replace=False)
     return np.sort(valid_users[picked])
 

@@ -320,4 +320,5 @@ def test_holdout_users_are_seeded_and_bounded() -> None:
     assert np.array_equal(a, holdout_users(users, TrainConfig(seed=1)))
     assert not np.array_equal(a, holdout_users(users, TrainConfig(seed=2)))
     assert len(holdout_users(users, TrainConfig(holdout_share=0.5))) == 2500
-    assert len(holdout_users(users[:700], TrainConfig())) == 700  # fewer than the minimum: all of them
+    assert len(holdout_users(users[:700], TrainConfig())) == 350  # a small store: half, not all of them
+    assert len(holdout_users(users[:3], TrainConfig())) == 1
