@@ -118,6 +118,17 @@ def test_tiny_build_writes_a_servable_bundle(tmp_path: Path) -> None:
     float_model = (tmp_path / "report" / "interest.float32.onnx").read_bytes()
     assert manifest["metrics"]["export"]["int8_ops"] == ["MatMul", "Gemm"]
     assert len(float_model) == manifest["metrics"]["export"]["float_model_bytes"]
+    # the first block's q/k/v products stay float (FLOAT_NODES); the rest are int8
+    import onnx
+
+    from edgerec_sdk.train.export import FLOAT_NODES
+
+    def ops(model: bytes) -> dict[str, str]:
+        return {n.name: n.op_type for n in onnx.load_from_string(model).graph.node}
+
+    int8_ops = ops((res.bundle_dir / "interest.onnx").read_bytes())
+    assert set(FLOAT_NODES) <= set(ops(float_model)) and all(int8_ops.get(n) == "MatMul" for n in FLOAT_NODES)
+    assert ops(float_model)["/blocks.1/attn/q/MatMul"] == "MatMul" and int8_ops.get("/blocks.1/attn/q/MatMul") != "MatMul"
     with Recommender.from_bundle(res.bundle_dir) as rec:
         out = rec.recommend("u", k=5, history=["A0001", "A0002"])
         assert len(out.item_ids) == 5 and "A0002" not in out.item_ids
