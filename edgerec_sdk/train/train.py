@@ -7,7 +7,7 @@ The recipe (docs/build.md explains the choices), ``TrainConfig.fit``:
   ``seq[:-1]``, the validation item included (the test item never). The best epoch's state is exported.
 * ``"refit"`` (the earlier recipe): a *search fit* on ``seq[:-2]`` of every user picks the epoch count ``E``
   by validation NDCG@10, then a fresh model with the same seed trains on ``seq[:-1]`` for ``E`` epochs.
-  Twice the epochs for the same test quality (docs/quality.md, "Build time").
+  Twice the epochs for the same test quality (docs/quality.md, "Build times").
 * ``"search"``: the search fit alone (the published protocol: validation items never trained on).
 
 Each fit stops after ``patience`` epochs without improvement and trains on every prefix of its sequences
@@ -88,8 +88,8 @@ class TrainConfig:
     #: lands near its items
     query_weight: float = 0.1
     query_keep: float = 0.3  #: share of an item's tokens kept in its pseudo query
-    #: rows of each batch whose target's pseudo query is trained (0: every row). The query softmax costs as
-    #: much as the next-item one; a quarter of the rows took a third off an epoch with text
+    #: rows of each batch whose target's pseudo query is trained (0: every row). The query softmax cost as much
+    #: as the next-item one, a third of an epoch with text; a quarter of the rows keeps a quarter of that
     query_rows: int = 64
     #: how hard a user's negatives (items shown and never engaged with, explicit negatives; event logs only)
     #: are pushed down in that user's rows: each counts 1 + negative_boost times in the softmax denominator
