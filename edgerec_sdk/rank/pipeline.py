@@ -70,8 +70,8 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
               tables: DiversityTables | None = None) -> Candidates:
     """Pick the first ``k`` by maximal marginal relevance; the rest follow in relevance order.
 
-    ``tables`` (the serving state's :class:`~edgerec_sdk.rank.diversity.DiversityTables`; built here when not
-    given) carry the catalogue's categories: with them, similarity blends item vectors and categories, and the
+    ``tables`` (the serving state's :class:`~edgerec_sdk.rank.diversity.DiversityTables`; without them, item
+    vectors alone) carry the catalogue's categories: with them, similarity blends item vectors and categories, and the
     per-category cap keys on an item's first category. The tail stays so that rules which bury items still have
     un-buried ones to promote. A no-op at diversity 0 without a category cap.
     """
@@ -89,13 +89,13 @@ def diversify(bundle: Bundle, candidates: Candidates, options: StageOptions,
     if not (np.isfinite(lo) and np.isfinite(hi)):
         finite = candidates.scores[np.isfinite(candidates.scores)]
         lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    if tables is None:
-        tables = DiversityTables.build(bundle.vectors, None)
-    codes = tables.codes
+    # without tables (a caller of this function alone): the item-vector cosine, no categories
+    codes = None if tables is None else tables.codes
+    vectors = bundle.vectors.unit_rows(rows) if tables is None else tables.rows(rows)
     cats = None if codes is None or options.max_per_category is None else \
         [None if c < 0 or r >= len(codes) else int(c) for r, c in
          zip(rows.tolist(), codes[np.minimum(rows, len(codes) - 1), 0].tolist(), strict=True)]
-    head = mmr_order(tables.rows(rows), scores, picks, diversity=options.diversity, categories=cats,
+    head = mmr_order(vectors, scores, picks, diversity=options.diversity, categories=cats,
                      max_per_category=options.max_per_category, unit=True, bounds=(lo, hi))
     rest = np.ones(len(candidates.rows), dtype=np.bool_)
     rest[head] = False  # the candidates arrive best first, so the rest keep their relevance order
