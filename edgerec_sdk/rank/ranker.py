@@ -107,24 +107,19 @@ class Ranker:
         design = np.hstack([x[fit][usable].astype(np.float64), np.ones((int(usable.sum()), 1))])
         target = np.log(p[fit][usable] / (1.0 - p[fit][usable]))
         coef = np.linalg.lstsq(design, target, rcond=None)[0]
-        w, b = coef[:n].astype(np.float32), np.float32(coef[n])
-        if not np.all(np.isfinite(coef)) or np.max(np.abs(_sigmoid(x[check] @ w + b) - p[check])) > 1e-5:
+        if not np.all(np.isfinite(coef)):
+            return None
+        half_w, half_b = (0.5 * coef[:n]).astype(np.float32), np.float32(0.5 * coef[n])
+        if np.max(np.abs(_logistic(x[check], half_w, half_b) - p[check])) > 1e-5:  # the serving formula itself
             return None
         spread = np.zeros(len(FEATURES), dtype=np.float32)
-        spread[self._columns] = 0.5 * w
-        return spread, np.float32(0.5 * b)
+        spread[self._columns] = half_w
+        return spread, half_b
 
     def probabilities(self, matrix: NDArray[np.float32]) -> NDArray[np.float32]:
         """Click probability of each row of a full :data:`FEATURES` matrix."""
         if self._affine is not None:  # halved weights spread over all FEATURES columns (0 for unused): no gather
-            half_w, half_b = self._affine
-            # sigmoid(z) = (1 + tanh(z / 2)) / 2: no overflow to guard against, three in-place calls
-            out: NDArray[np.float32] = np.asarray(matrix, dtype=np.float32) @ half_w
-            out += half_b
-            np.tanh(out, out=out)
-            out += 1.0
-            out *= 0.5
-            return out
+            return _logistic(np.asarray(matrix, dtype=np.float32), *self._affine)
         return self._run(np.ascontiguousarray(matrix[:, self._columns], dtype=np.float32))
 
     def contributions(self, matrix: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -162,6 +157,12 @@ class Ranker:
         return rank
 
 
-def _sigmoid(z: NDArray[np.float32]) -> NDArray[np.float32]:
-    out: NDArray[np.float32] = (1.0 / (1.0 + np.exp(-np.clip(z, -80.0, 80.0)))).astype(np.float32, copy=False)
+def _logistic(x: NDArray[np.float32], half_w: NDArray[np.float32], half_b: np.float32) -> NDArray[np.float32]:
+    """``sigmoid(x @ w + b)`` from halved weights as ``(1 + tanh(x @ w/2 + b/2)) / 2``: no overflow to guard
+    against, three in-place calls after the product."""
+    out: NDArray[np.float32] = x @ half_w
+    out += half_b
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
     return out
