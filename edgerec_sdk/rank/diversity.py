@@ -65,16 +65,11 @@ class DiversityTables:
         values = self.vectors.values.view(np.ndarray)[rows]
         if self.codes is None or self.half_cat_weights is None:
             return np.multiply(values, self.half_inv_norms[rows][:, None], dtype=np.float32)
-        codes, weights = self.codes[rows], self.half_cat_weights[rows]
-        r, c = np.nonzero(codes >= 0)
-        if len(r) == 0:
-            return np.multiply(values, self.half_inv_norms[rows][:, None], dtype=np.float32)
-        pc = codes[r, c]
-        local = _local_ids(pc)
         dim = values.shape[1]
-        out = np.zeros((len(rows), dim + int(local.max()) + 1), dtype=np.float32)
+        out = _category_block(self.codes[rows], self.half_cat_weights[rows], lead=dim)
+        if out is None:
+            return np.multiply(values, self.half_inv_norms[rows][:, None], dtype=np.float32)
         np.multiply(values, self.half_inv_norms[rows][:, None], out=out[:, :dim])
-        out[r, dim + local] = weights[r]
         return out
 
 
@@ -189,21 +184,26 @@ def cosine_similarity(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
     return out
 
 
-def category_rows(codes: NDArray[np.int64], weights: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+def category_rows(codes: NDArray[np.int64]) -> NDArray[np.float32]:
     """Unit category-indicator rows of the candidates (``codes``: ``-1``-padded category ids): the inner product
-    of two rows is the cosine (Ochiai) similarity of their category sets, 0 for an item without categories.
-    ``weights``: each row's ``1 / sqrt(number of categories)`` when known (:class:`DiversityTables`)."""
+    of two rows is the cosine (Ochiai) similarity of their category sets, 0 for an item without categories."""
+    sizes = (codes >= 0).sum(axis=1)  # codes are distinct within a row
+    weights = (1.0 / np.sqrt(np.maximum(sizes, 1))).astype(np.float32)
+    block = _category_block(codes, weights, lead=0)
+    return np.zeros((len(codes), 1), dtype=np.float32) if block is None else block
+
+
+def _category_block(codes: NDArray[np.int64], weights: NDArray[np.float32], *, lead: int) -> NDArray[np.float32] | None:
+    """A zero matrix of ``lead`` columns and then one column per category present, holding each row's ``weights``
+    entry in its categories' columns (``None`` when no row has a category): the category half of the diversity
+    rows, with room in front for the vector half."""
     r, c = np.nonzero(codes >= 0)
     if len(r) == 0:
-        return np.zeros((len(codes), 1), dtype=np.float32)
-    pc = codes[r, c]
-    local = _local_ids(pc)
-    if weights is None:
-        sizes = np.bincount(r, minlength=len(codes)).astype(np.float32)  # codes are distinct within a row
-        weights = (1.0 / np.sqrt(np.maximum(sizes, 1.0))).astype(np.float32)
-    onehot = np.zeros((len(codes), int(local.max()) + 1), dtype=np.float32)
-    onehot[r, local] = weights[r]
-    return onehot
+        return None
+    local = _local_ids(codes[r, c])
+    out = np.zeros((len(codes), lead + int(local.max()) + 1), dtype=np.float32)
+    out[r, lead + local] = weights[r]
+    return out
 
 
 def diversity_vectors(vectors: NDArray[np.floating], codes: NDArray[np.int64] | None, *,
