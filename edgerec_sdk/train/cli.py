@@ -24,7 +24,8 @@ _ROWS = ("served_int8", "direct_int8", "float32", "itemknn", "popularity")
 #: build flags that override a TrainConfig field when given (flag attribute -> field)
 _CONFIG_FLAGS = {"epochs": "max_epochs", "patience": "patience", "samples": "samples", "dropout": "dropout",
                  "batch_size": "batch_size", "lr": "lr", "length_pool": "length_pool", "fit": "fit",
-                 "negative_boost": "negative_boost", "query_rows": "query_rows"}
+                 "negative_boost": "negative_boost", "query_rows": "query_rows",
+                 "average_epochs": "average_epochs"}
 _COLS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "coverage@10")
 
 
@@ -63,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "at build time); default on whenever --titles or --attributes is given")
     b.add_argument("--query-rows", type=int, default=None,
                    help="text tower: rows of each batch whose pseudo query is trained (default 64; 0 = all)")
+    b.add_argument("--average-epochs", type=float, default=None,
+                   help="validate and export a moving average of the weights over about this many epochs "
+                        "(0 = the last step's weights)")
     b.add_argument("--no-evaluate", action="store_true", help="skip the leave-one-out evaluation")
     b.add_argument("--no-baselines", action="store_true", help="skip popularity and ItemKNN")
     b.add_argument("--report", help="report directory (default <out>-report)")

@@ -333,3 +333,58 @@ def test_holdout_users_are_seeded_and_bounded() -> None:
     assert len(holdout_users(users, TrainConfig(holdout_share=0.5))) == 2500
     assert len(holdout_users(users[:700], TrainConfig())) == 350  # a small store: half, not all of them
     assert len(holdout_users(users[:3], TrainConfig())) == 1
+
+
+def test_weight_average_tracks_an_ema_of_the_steps_and_is_what_validation_and_export_see(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgerec_sdk.train.train as train_module
+    from edgerec_sdk.train.data import leave_one_out
+    from edgerec_sdk.train.train import _WeightAverage, evaluate_torch, fit
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    avg = _WeightAverage(layer, horizon=4.0)
+    expected = [p.detach().clone() for p in layer.parameters()]
+    for step in range(1, 8):
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(torch.randn_like(p))
+        avg.update()
+        decay = min(0.75, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, layer.parameters(), strict=True)]
+    for s, e in zip(avg.shadow, expected, strict=True):
+        assert torch.allclose(s, e, atol=1e-6)
+    raw = [p.detach().clone() for p in layer.parameters()]
+    avg.swap()
+    assert all(torch.allclose(p, e, atol=1e-6) for p, e in zip(layer.parameters(), expected, strict=True))
+    assert all(torch.equal(s, r) for s, r in zip(avg.shadow, raw, strict=True))
+    avg.swap()
+    assert all(torch.equal(p, r) for p, r in zip(layer.parameters(), raw, strict=True))
+
+    # in a fit: validation scores the averaged weights, and the returned model holds them
+    seqs = [np.array([(s + i) % 30 for i in range(8)]) for s in range(30) for _ in range(6)]
+    split = leave_one_out(seqs)
+    hist = [split.train[u] for u in split.valid_users]
+    seen: list[list[torch.Tensor]] = []
+    made: list[_WeightAverage] = []
+
+    def validate(model: SASRec) -> float:
+        # the optimiser's raw weights sit in the average's shadow while validation runs
+        assert not all(torch.equal(p, s) for p, s in zip(model.parameters(), made[0].shadow, strict=True))
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return evaluate_torch(model, hist, split.valid_targets)["NDCG@10"]
+
+    class Spy(_WeightAverage):
+        def __init__(self, model: torch.nn.Module, horizon: float) -> None:
+            super().__init__(model, horizon)
+            made.append(self)
+
+    cfg = TrainConfig(dim=16, max_len=8, batch_size=32, threads=1, dropout=0.1, lr=5e-3, average_epochs=1.0,
+                      patience=50)
+    monkeypatch.setattr(train_module, "_WeightAverage", Spy)
+    model, history, best_epoch, _ = fit(split.train, 30, cfg, epochs=3, validate=validate, progress=False)
+    steps = made[0].steps
+    assert len(made) == 1 and steps % 3 == 0 and made[0].limit == pytest.approx(1 - 3 / steps)  # an epoch of steps
+    assert max(history["valid_ndcg10"]) > 0.3
+    # the model returned is the averaged state validation chose
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), seen[best_epoch - 1], strict=True))
