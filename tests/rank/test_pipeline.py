@@ -74,7 +74,10 @@ def test_set_rules_applies_to_every_answer_and_a_bad_set_keeps_the_previous(rec:
 
 def test_diversity_lowers_the_similarity_it_penalises(rec: Recommender) -> None:
     # MMR penalises the blend of item-vector cosine and category cosine (diversity_vectors); the item-vector
-    # cosine alone may go either way for one list, so the blend is what must fall, for every shopper here
+    # cosine alone may go either way for one list, so the blend is what must fall. Greedy MMR does not promise
+    # a lower mean for every list: where every candidate shares the category (a one-item history here) the
+    # penalties tie and the list may stay as it is, so the mean over the shoppers must fall clearly and no list
+    # may get more alike by more than rounding
     state = rec._state
     assert state is not None
     codes = state.category_codes()
@@ -85,11 +88,15 @@ def test_diversity_lowers_the_similarity_it_penalises(rec: Recommender) -> None:
         return float((sims.sum() - np.trace(sims)) / (len(rows) * (len(rows) - 1)))
 
     shoppers = json.loads((resources.files("edgerec_sdk") / "_demo_histories.json").read_text())
+    before, after = [], []
     for history in [HISTORY] + [s["history"] for s in shoppers]:
         plain = rec.recommend("u", k=10, history=history, diversity=0.0).item_ids
         mixed = rec.recommend("u", k=10, history=history, diversity=0.5).item_ids
         assert mixed[0] == plain[0]
-        assert ils(list(mixed)) < ils(list(plain)), history
+        before.append(ils(list(plain)))
+        after.append(ils(list(mixed)))
+        assert after[-1] < before[-1] + 0.002, history
+    assert np.mean(after) < 0.8 * np.mean(before), (before, after)
 
 
 def test_config_default_diversity_and_category_cap() -> None:
