@@ -11,11 +11,18 @@ Validation targets, not test: the scheme is a build default, chosen without look
 fit has seen the validation targets scores them high, but every scheme scores the same model on the same users, so
 the differences still measure what quantization loses.
 
+``--vectors`` scores the float32 model with its item table three ways instead: float32 (the table inside the
+float32 ONNX model), per-row int8 (what bundles store) and float16, so the item vectors' share of the int8 loss
+is measured apart from the encoder's (results in ``quantization_vectors.jsonl``; ``--bundle`` and ``--data`` may
+repeat, pairwise). ``--part test`` scores the test items (history ``seq[:-1]``) instead of the validation ones,
+the split `docs/quality.md` reports.
+
 Without a build at hand, ``--train-epochs N`` trains a model here instead (the default recipe, N epochs on
 ``seq[:-2]``, no refit, so the validation targets are unseen) and quantizes that.
 
 Usage:
     python benchmarks/bench_quantization.py --bundle DIR --data FILE
+    python benchmarks/bench_quantization.py --vectors --part test --bundle DIR --data FILE [--bundle DIR2 --data FILE2 ...]
     python benchmarks/bench_quantization.py --train-epochs 10 --data FILE [--titles T --attributes A]
 """
 
@@ -25,7 +32,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _bench import add_out_argument, emit, start
+from _bench import RESULTS, emit, start
 
 from edgerec_sdk.bundle import load_bundle
 from edgerec_sdk.train.data import leave_one_out, read_interactions
@@ -66,31 +73,83 @@ def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout,
     return exported.float_bytes, q.astype(np.float32) * scales[:, None], ts, cfg.max_len, name
 
 
-def built_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout, int, str]:
+def built_model(args: argparse.Namespace, bundle_arg: str, data_arg: str) -> tuple[bytes, np.ndarray, Holdout, int, str]:
     """A build's float32 model (kept in its report dir), its bundle's int8 item vectors, validation users."""
-    bundle_dir = Path(args.bundle)
+    bundle_dir = Path(bundle_arg)
     float_path = Path(args.float_model or bundle_dir.parent / f"{bundle_dir.name}-report" / "interest.float32.onnx")
     bundle = load_bundle(bundle_dir)
-    data = read_interactions(args.data)
-    ts = holdout(data, _row_map(bundle_dir, data), n_items=bundle.manifest.n_items, part="valid")
+    data = read_interactions(data_arg)
+    ts = holdout(data, _row_map(bundle_dir, data), n_items=bundle.manifest.n_items, part=args.part)
     vectors = bundle.vectors.rows_f32(np.arange(bundle.manifest.n_items, dtype=np.int64))
     return float_path.read_bytes(), vectors, ts, bundle.manifest.max_seq_len, bundle.model_version
 
 
+def table_vectors(float_bytes: bytes) -> np.ndarray:
+    """The float32 item vectors inside an exported float32 model (its ``table`` initializer, padding row dropped)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(float_bytes).graph
+    table = next((t for t in graph.initializer if t.name == "table"), None)
+    if table is None:
+        raise SystemExit("the float32 model has no 'table' initializer (not an edgerec export?)")
+    return np.asarray(numpy_helper.to_array(table), dtype=np.float32)[1:]
+
+
+def vector_rows(float_bytes: bytes, ts: Holdout, max_len: int, model: str) -> None:
+    """The float32 model scored with float32, per-row int8 and float16 item vectors."""
+    from edgerec_sdk.bundle import quantize_rows_int8
+
+    exact = table_vectors(float_bytes)
+    q, scales = quantize_rows_int8(exact)
+    variants = {"float32": exact, "int8 per row": q.astype(np.float32) * scales[:, None],
+                "float16": exact.astype(np.float16).astype(np.float32)}
+    base = None
+    for name, vectors in variants.items():
+        m = evaluate_direct(float_bytes, vectors, ts, max_len=max_len)
+        base = base or m["NDCG@10"]
+        rel = np.linalg.norm(vectors - exact, axis=1) / np.maximum(np.linalg.norm(exact, axis=1), 1e-12)
+        emit(bench="quantization_vectors", model=model, vectors=name, users=int(m["users"]), ndcg10=m["NDCG@10"],
+             hr10=m["HR@10"], ndcg10_rel=m["NDCG@10"] / base - 1, vectors_mean_rel_l2=float(rel.mean()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="the data file (the one the bundle was built from)")
-    ap.add_argument("--bundle", help="a bundle built by `edgerec build` (its report dir beside it)")
+    ap.add_argument("--data", required=True, action="append",
+                    help="the data file (the one the bundle was built from); with --vectors, one per --bundle")
+    ap.add_argument("--bundle", action="append",
+                    help="a bundle built by `edgerec build` (its report dir beside it); repeatable with --vectors")
     ap.add_argument("--float-model", help="default: <bundle>-report/interest.float32.onnx")
     ap.add_argument("--train-epochs", type=int, help="train a model here for this many epochs instead of --bundle")
     ap.add_argument("--titles", help="with --train-epochs: titles table (a text tower)")
     ap.add_argument("--attributes", help="with --train-epochs: attributes JSON")
-    add_out_argument(ap, "quantization")
+    ap.add_argument("--vectors", action="store_true",
+                    help="score the float32 model with float32, int8 and float16 item vectors (not the schemes)")
+    ap.add_argument("--part", choices=("valid", "test"), default="valid",
+                    help="with --bundle: the leave-one-out items scored (default valid)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="results file, replaced when the run completes (default: benchmarks/results/"
+                         "quantization.jsonl, quantization_vectors.jsonl with --vectors; '-' for stdout only)")
     args = ap.parse_args(argv)
     if (args.bundle is None) == (args.train_epochs is None):
         ap.error("give exactly one of --bundle and --train-epochs")
-    start(args.out)
-    float_bytes, vectors, ts, max_len, model = trained_model(args) if args.train_epochs else built_model(args)
+    pairs = list(zip(args.bundle or [], args.data, strict=False))
+    if args.bundle is not None and (len(args.bundle) != len(args.data) or (len(pairs) > 1 and not args.vectors)):
+        ap.error("one --data per --bundle, and several bundles only with --vectors")
+    start(args.out or str(RESULTS / ("quantization_vectors.jsonl" if args.vectors else "quantization.jsonl")))
+    if args.vectors and pairs:
+        for bundle_arg, data_arg in pairs:
+            float_bytes, _, ts, max_len, model = built_model(args, bundle_arg, data_arg)
+            vector_rows(float_bytes, ts, max_len, model)
+        return 0
+    args.data = args.data[0]
+    if args.train_epochs:
+        float_bytes, vectors, ts, max_len, model = trained_model(args)
+    else:
+        float_bytes, vectors, ts, max_len, model = built_model(args, pairs[0][0], pairs[0][1])
+    if args.vectors:
+        vector_rows(float_bytes, ts, max_len, model)
+        return 0
     base = evaluate_direct(float_bytes, vectors, ts, max_len=max_len)
     emit(bench="quantization", model=model, scheme="float32", users=int(base["users"]),
          ndcg10=base["NDCG@10"], hr10=base["HR@10"], ndcg10_rel=0.0, model_bytes=len(float_bytes))

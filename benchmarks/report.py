@@ -472,6 +472,24 @@ def quantization_chart(rows: list[Row], fig: Any) -> None:
     ax.legend(fontsize=7)
 
 
+def quantization_vectors_tables(rows: list[Row]) -> list[str]:
+    return table(["model", "item vectors", "users", "NDCG@10", "HR@10", "NDCG@10 vs float32", "mean relative L2 error"],
+                 [[r["model"], r["vectors"], r["users"], f"{r['ndcg10']:.5f}", f"{r['hr10']:.4f}",
+                   f"{100 * r['ndcg10_rel']:+.2f} %", f"{r['vectors_mean_rel_l2']:.4f}"]
+                  for r in pick(rows, "quantization_vectors")])
+
+
+def quantization_vectors_chart(rows: list[Row], fig: Any) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    cases = [r for r in pick(rows, "quantization_vectors") if r["vectors"] != "float32"]
+    ax.barh([f"{r['model']}\n{r['vectors']}" for r in cases], [100 * r["ndcg10_rel"] for r in cases],
+            color=["tab:red" if r["vectors"].startswith("int8") else "tab:blue" for r in cases])
+    ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1, label="-0.5 %")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set(xlabel="NDCG@10 against float32 item vectors (%), float32 encoder", title="item-vector precision")
+    ax.legend(fontsize=7)
+
+
 def train_epoch_tables(rows: list[Row]) -> list[str]:
     return table(["variant", "rows", "targets", "steps", "padding share", "epoch s", "loss", "load after"],
                  [[r["variant"], r["rows"], r["targets"], r["steps"], f"{r['padding_share']:.4f}",
@@ -501,6 +519,7 @@ BENCHMARKS: dict[str, tuple[Callable[[list[Row]], list[str]], Callable[[list[Row
     "diversity": (diversity_tables, diversity_chart),
     "pipeline": (pipeline_tables, pipeline_chart),
     "quantization": (quantization_tables, quantization_chart),
+    "quantization_vectors": (quantization_vectors_tables, quantization_vectors_chart),
     "train_epoch": (train_epoch_tables, train_epoch_chart),
 }
 
