@@ -38,10 +38,12 @@ import torch
 from numpy.typing import NDArray
 
 from ..errors import ConfigError
+from .averaging import WeightAverage
 from .data import Split
 from .metrics import metrics_from_ranks
 from .model import SASRec, sample_queries
 from .samples import SAMPLE_MODES, length_batches, negative_index, pad_left, sample_weights, training_samples
+from .softmax import softmax_loss
 
 logger = logging.getLogger(__name__)
 
@@ -154,77 +156,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _FullSoftmaxCE(torch.autograd.Function):
-    """Summed softmax cross-entropy of ``h @ vectors.T`` against ``target``, with a lean backward.
-
-    Why not ``F.cross_entropy``: its log-softmax keeps one more ``[positions, n_items]`` tensor and makes two
-    more passes over it. Here the logits are computed item-major (``vectors @ h.T``, ``[n_items, rows]``:
-    the faster matmul layout on a CPU), exponentiated in place once in the forward, and that same matrix
-    becomes the gradient in place in the backward: 30 % less time than recomputing the exponentials from
-    saved logits (measured). The gradients are identical up to float rounding (checked in
-    tests/train/test_train.py).
-
-    ``neg_rows``/``neg_cols`` name hard negatives, whose logits get ``offset`` before the softmax (never
-    the target's: the caller leaves it out); the offset is a constant, so the backward is unchanged.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor | None = None, neg_rows: torch.Tensor | None = None,
-                neg_cols: torch.Tensor | None = None, offset: float = 0.0) -> torch.Tensor:
-        expo = vectors @ h.T  # [n_items, rows]
-        if neg_rows is not None and neg_cols is not None:
-            expo[neg_cols, neg_rows] += offset  # pairs are unique: one user's negatives form a set
-        top = expo.amax(dim=0, keepdim=True)
-        expo.sub_(top).exp_()
-        total = expo.sum(dim=0, keepdim=True)
-        lse = (top + total.log()).squeeze(0)
-        picked = (h * vectors[target]).sum(dim=1)
-        ctx.save_for_backward(h, vectors, target, expo, total)
-        ctx.weight = weight  # None on the unweighted path
-        loss = lse - picked
-        return (loss if weight is None else loss * weight).sum()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None, None, None]:
-        h, vectors, target, expo, total = ctx.saved_tensors
-        per_row = grad if ctx.weight is None else grad * ctx.weight  # d loss / d (row's cross-entropy)
-        per_row = per_row.expand(h.shape[0]) if per_row.dim() == 0 else per_row
-        prob = expo.mul_(per_row.unsqueeze(0) / total)  # softmax times the row's gradient, in place
-        prob[target, torch.arange(len(target), device=prob.device)] -= per_row
-        return prob.T @ vectors, prob @ h, None, None, None, None, None
-
-
-def _softmax_loss(h: torch.Tensor, vectors: torch.Tensor, target: torch.Tensor, chunk: int,
-                  weight: torch.Tensor | None = None,
-                  negatives: tuple[torch.Tensor, torch.Tensor] | None = None, offset: float = 0.0) -> torch.Tensor:
-    """Mean full-softmax cross-entropy over all items, computed in row chunks; with ``weight`` (one per row)
-    the weighted mean, so a purchase target counts more than a view. ``negatives`` are ``(rows, items)``
-    pairs, sorted by row, whose logits get ``offset`` (hard negatives, see :func:`_batch_negatives`).
-
-    Why chunks: one ``[positions, n_items]`` logit matrix is tens of MB; glibc serves such blocks with
-    ``mmap`` and hands them back on free, so every step pays page faults for fresh memory (measured 2x
-    slower on this machine). Chunks of at most 16 MB stay on the heap and are reused.
-    """
-    total = h.new_zeros(())
-    bounds: list[int] = []
-    if negatives is not None:
-        edges = torch.arange(0, h.shape[0] + chunk, chunk, device=negatives[0].device)
-        bounds = torch.searchsorted(negatives[0], edges).tolist()
-    for i, start in enumerate(range(0, h.shape[0], chunk)):
-        sl = slice(start, start + chunk)
-        rows = cols = None
-        if negatives is not None and bounds[i] < bounds[i + 1]:
-            rows = negatives[0][bounds[i] : bounds[i + 1]] - start
-            cols = negatives[1][bounds[i] : bounds[i + 1]]
-        # torch leaves autograd.Function.apply unannotated (it returns forward's tensor)
-        total = total + _FullSoftmaxCE.apply(  # type: ignore[no-untyped-call]
-            h[sl], vectors, target[sl], None if weight is None else weight[sl], rows, cols, offset)
-    if weight is None:
-        return total / max(h.shape[0], 1)
-    return total / weight.sum().clamp_min(1e-12)
-
-
 def tune_allocator() -> None:
     """Keep freed memory in the process (glibc only; best effort, build processes only).
 
@@ -307,7 +238,7 @@ def _query_loss(model: SASRec, table: torch.Tensor, targets: torch.Tensor, gen: 
     if not bool(has_text.any()):
         return table.new_zeros(())
     q = model.text_vector(sample_queries(tokens[has_text], keep=cfg.query_keep, generator=gen))
-    return _softmax_loss(q, table[1:], targets[has_text] - 1, chunk)
+    return softmax_loss(q, table[1:], targets[has_text] - 1, chunk)
 
 
 NegativeIndex = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
@@ -331,33 +262,6 @@ def _batch_negatives(index: NegativeIndex, idx: NDArray[np.int64], sel: NDArray[
     cols = items[at]
     keep = cols != target[pos]
     return (pos[keep], cols[keep]) if bool(keep.any()) else None
-
-
-class _WeightAverage:
-    """An exponential moving average of a model's parameters, updated after every optimiser step.
-
-    The decay ramps up as ``(1 + t) / (10 + t)`` towards ``1 - 1 / horizon`` so the first steps do not drag
-    the random initial weights along for a whole horizon."""
-
-    def __init__(self, model: torch.nn.Module, horizon: float) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.limit = 1.0 - 1.0 / max(horizon, 1.0)
-        self.steps = 0
-
-    def update(self) -> None:
-        self.steps += 1
-        decay = min(self.limit, (1 + self.steps) / (10 + self.steps))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
-
-    def swap(self) -> None:
-        """Exchange the model's weights and the average (call twice to restore)."""
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow, strict=True):
-                tmp = p.detach().clone()
-                p.copy_(s)
-                s.copy_(tmp)
 
 
 def fit(
@@ -402,7 +306,7 @@ def fit(
     chunk = max(64, (1 << 22) // max(n_items, 1))
     queries = torch.Generator().manual_seed(cfg.seed) if model.token_emb is not None and cfg.query_weight else None
     hist: dict[str, list[float]] = {"loss": [], "valid_ndcg10": [], "epoch_s": []}
-    avg: _WeightAverage | None = None
+    avg: WeightAverage | None = None
     best, best_epoch, best_state, bad = -1.0, epochs, None, 0
     bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
     try:
@@ -412,7 +316,7 @@ def fit(
             total = 0.0
             batches = length_batches(lengths, cfg.batch_size, rng, pool=cfg.length_pool or None)
             if avg is None and cfg.average_epochs > 0:
-                avg = _WeightAverage(model, cfg.average_epochs * len(batches))
+                avg = WeightAverage(model, cfg.average_epochs * len(batches))
             for idx in batches:
                 width = int(lengths[idx].max())
                 x = torch.from_numpy(inputs[idx, -width:]).to(device)
@@ -428,7 +332,7 @@ def fit(
                     if pairs is not None:
                         negs = (torch.from_numpy(pairs[0]).to(device), torch.from_numpy(pairs[1]).to(device))
                 h = model.encode(x, table, newest_only=y.shape[1] == 1)[:, -y.shape[1] :]
-                loss = _softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w, negs, offset)
+                loss = softmax_loss(h[sel], table[1:], y[sel] - 1, chunk, w, negs, offset)
                 if queries is not None:
                     loss = loss + cfg.query_weight * _query_loss(model, table, y[:, -1], queries, cfg, chunk)
                 opt.zero_grad(set_to_none=True)

@@ -16,7 +16,8 @@ pytest.importorskip("onnx")
 from edgerec_sdk.errors import ConfigError  # noqa: E402
 from edgerec_sdk.train.data import leave_one_out, read_events, read_sequences  # noqa: E402
 from edgerec_sdk.train.samples import negative_index, training_samples  # noqa: E402
-from edgerec_sdk.train.train import TrainConfig, _batch_negatives, _softmax_loss, fit  # noqa: E402
+from edgerec_sdk.train.softmax import softmax_loss  # noqa: E402
+from edgerec_sdk.train.train import TrainConfig, _batch_negatives, fit  # noqa: E402
 
 HEADER = "user,item,type,timestamp,value,model_version,rec_id,position\n"
 
@@ -118,11 +119,11 @@ def test_boosted_loss_is_cross_entropy_with_the_offset_on_the_negatives_logits()
     ref_loss.backward()
     ref = (h.grad.clone(), v.grad.clone())
     h.grad = v.grad = None
-    loss = _softmax_loss(h, v, t, 4, None, (rows, cols), offset)  # chunks of 4 rows: pairs cut across them
+    loss = softmax_loss(h, v, t, 4, None, (rows, cols), offset)  # chunks of 4 rows: pairs cut across them
     loss.backward()
     assert torch.allclose(loss, ref_loss, atol=1e-5)
     assert torch.allclose(h.grad, ref[0], atol=1e-5) and torch.allclose(v.grad, ref[1], atol=1e-5)
-    assert float(loss.detach()) > float(_softmax_loss(h.detach(), v.detach(), t, 4))  # harder than without
+    assert float(loss.detach()) > float(softmax_loss(h.detach(), v.detach(), t, 4))  # harder than without
     with pytest.raises(ConfigError):
         TrainConfig(negative_boost=-1.0)
 

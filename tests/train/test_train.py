@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from edgerec_sdk.train.model import SASRec  # noqa: E402
-from edgerec_sdk.train.train import TrainConfig, _FullSoftmaxCE  # noqa: E402
+from edgerec_sdk.train.softmax import FullSoftmaxCE, softmax_loss  # noqa: E402
+from edgerec_sdk.train.train import TrainConfig  # noqa: E402
 
 
 def _synthetic(path: Path, *, users: int = 300, items: int = 40, seed: int = 0) -> None:
@@ -37,7 +38,7 @@ def test_softmax_loss_gradients_match_cross_entropy() -> None:
     ref = (h.grad.clone(), w.grad.clone())
     h.grad = None
     w.grad = None
-    loss = _FullSoftmaxCE.apply(h, w, t)
+    loss = FullSoftmaxCE.apply(h, w, t)
     loss.backward()
     assert torch.allclose(loss, F.cross_entropy(h @ w.T, t, reduction="sum"), atol=1e-5)
     assert torch.allclose(h.grad, ref[0], atol=1e-5) and torch.allclose(w.grad, ref[1], atol=1e-5)
@@ -46,7 +47,6 @@ def test_softmax_loss_gradients_match_cross_entropy() -> None:
 def test_weighted_softmax_loss_is_the_weighted_mean_and_ones_change_nothing() -> None:
     from torch.nn import functional as F
 
-    from edgerec_sdk.train.train import _softmax_loss
 
     g = torch.Generator().manual_seed(1)
     h = torch.randn(9, 5, generator=g, requires_grad=True)
@@ -58,12 +58,12 @@ def test_weighted_softmax_loss_is_the_weighted_mean_and_ones_change_nothing() ->
     ref = (h.grad.clone(), v.grad.clone())
     h.grad = None
     v.grad = None
-    loss = _softmax_loss(h, v, t, 4, wt)  # chunks of 4 rows
+    loss = softmax_loss(h, v, t, 4, wt)  # chunks of 4 rows
     loss.backward()
     assert torch.allclose(loss, ref_loss, atol=1e-5)
     assert torch.allclose(h.grad, ref[0], atol=1e-5) and torch.allclose(v.grad, ref[1], atol=1e-5)
-    plain = _softmax_loss(h.detach(), v.detach(), t, 4)
-    assert torch.allclose(_softmax_loss(h.detach(), v.detach(), t, 4, torch.ones(9)), plain, atol=1e-6)
+    plain = softmax_loss(h.detach(), v.detach(), t, 4)
+    assert torch.allclose(softmax_loss(h.detach(), v.detach(), t, 4, torch.ones(9)), plain, atol=1e-6)
 
 
 def test_an_event_log_mixing_types_trains_weighted(tmp_path: Path) -> None:
@@ -338,12 +338,13 @@ def test_holdout_users_are_seeded_and_bounded() -> None:
 def test_weight_average_tracks_an_ema_of_the_steps_and_is_what_validation_and_export_see(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import edgerec_sdk.train.train as train_module
+    from edgerec_sdk.train.averaging import WeightAverage
     from edgerec_sdk.train.data import leave_one_out
-    from edgerec_sdk.train.train import _WeightAverage, evaluate_torch, fit
+    from edgerec_sdk.train.train import evaluate_torch, fit
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(3, 2)
-    avg = _WeightAverage(layer, horizon=4.0)
+    avg = WeightAverage(layer, horizon=4.0)
     expected = [p.detach().clone() for p in layer.parameters()]
     for step in range(1, 8):
         with torch.no_grad():
@@ -366,7 +367,7 @@ def test_weight_average_tracks_an_ema_of_the_steps_and_is_what_validation_and_ex
     split = leave_one_out(seqs)
     hist = [split.train[u] for u in split.valid_users]
     seen: list[list[torch.Tensor]] = []
-    made: list[_WeightAverage] = []
+    made: list[WeightAverage] = []
 
     def validate(model: SASRec) -> float:
         # the optimiser's raw weights sit in the average's shadow while validation runs
@@ -374,14 +375,14 @@ def test_weight_average_tracks_an_ema_of_the_steps_and_is_what_validation_and_ex
         seen.append([p.detach().clone() for p in model.parameters()])
         return evaluate_torch(model, hist, split.valid_targets)["NDCG@10"]
 
-    class Spy(_WeightAverage):
+    class Spy(WeightAverage):
         def __init__(self, model: torch.nn.Module, horizon: float) -> None:
             super().__init__(model, horizon)
             made.append(self)
 
     cfg = TrainConfig(dim=16, max_len=8, batch_size=32, threads=1, dropout=0.1, lr=5e-3, average_epochs=1.0,
                       patience=50)
-    monkeypatch.setattr(train_module, "_WeightAverage", Spy)
+    monkeypatch.setattr(train_module, "WeightAverage", Spy)
     model, history, best_epoch, _ = fit(split.train, 30, cfg, epochs=3, validate=validate, progress=False)
     steps = made[0].steps
     assert len(made) == 1 and steps % 3 == 0 and made[0].limit == pytest.approx(1 - 3 / steps)  # an epoch of steps
