@@ -71,3 +71,11 @@ def test_every_exception_class_lives_in_errors() -> None:
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.EdgerecError), name
         assert re.search(rf"(── |^    ){name}\b", tree, re.M), f"{name} is missing from the tree drawn in errors.py"
+
+
+def test_demo_bundle_stays_within_8_mib() -> None:
+    """The demo ships inside the wheel: its budget is 8 MiB for the whole bundle directory."""
+    demo = ROOT / "edgerec_sdk" / "_demo"
+    sizes = {p.name: p.stat().st_size for p in demo.iterdir() if p.is_file()}
+    assert "interest.onnx" in sizes and "manifest.json" in sizes
+    assert sum(sizes.values()) <= 8 * 1024 * 1024, sizes
