@@ -47,7 +47,7 @@ SCHEMES = {
 }
 
 
-def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout, int, str]:
+def trained_model(args: argparse.Namespace, data_arg: str) -> tuple[bytes, np.ndarray, Holdout, int, str]:
     """A model trained here: float32 ONNX bytes, int8-dequantized item vectors, validation users, max_len, name."""
     from edgerec_sdk.bundle import quantize_rows_int8
     from edgerec_sdk.train.export import export_model
@@ -56,7 +56,7 @@ def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout,
     from edgerec_sdk.train.text import encode_items, train_tokenizer
     from edgerec_sdk.train.train import TrainConfig, train
 
-    data = read_interactions(args.data)
+    data = read_interactions(data_arg)
     tokens, vocab = None, 0
     if args.titles or args.attributes:
         meta = item_metadata(data, titles_path=args.titles, attributes_path=args.attributes)
@@ -69,7 +69,7 @@ def trained_model(args: argparse.Namespace) -> tuple[bytes, np.ndarray, Holdout,
     pick = np.random.default_rng(0).choice(len(ts.histories), size=min(1024, len(ts.histories)), replace=False)
     exported = export_model(result.model, pad_left([ts.histories[i] for i in pick], cfg.max_len))
     q, scales = quantize_rows_int8(exported.vectors)
-    name = f"{Path(args.data).stem}, {args.train_epochs} epochs{', text' if tokens is not None else ''}"
+    name = f"{Path(data_arg).stem}, {args.train_epochs} epochs{', text' if tokens is not None else ''}"
     return exported.float_bytes, q.astype(np.float32) * scales[:, None], ts, cfg.max_len, name
 
 
@@ -136,23 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.bundle is None) == (args.train_epochs is None):
         ap.error("give exactly one of --bundle and --train-epochs")
-    pairs = list(zip(args.bundle or [], args.data, strict=False))
-    if args.bundle is not None and (len(args.bundle) != len(args.data) or (len(pairs) > 1 and not args.vectors)):
-        ap.error("one --data per --bundle, and several bundles only with --vectors")
+    sources = len(args.bundle) if args.bundle else 1
+    if len(args.data) != sources or (sources > 1 and not args.vectors):
+        ap.error("one --data per --bundle (one with --train-epochs), and several bundles only with --vectors")
     start(args.out or str(RESULTS / ("quantization_vectors.jsonl" if args.vectors else "quantization.jsonl")))
-    if args.vectors and pairs:
-        for bundle_arg, data_arg in pairs:
-            float_bytes, _, ts, max_len, model = built_model(args, bundle_arg, data_arg)
-            vector_rows(float_bytes, ts, max_len, model)
-        return 0
-    args.data = args.data[0]
     if args.train_epochs:
-        float_bytes, vectors, ts, max_len, model = trained_model(args)
-    else:
-        float_bytes, vectors, ts, max_len, model = built_model(args, pairs[0][0], pairs[0][1])
-    if args.vectors:
-        vector_rows(float_bytes, ts, max_len, model)
-        return 0
+        models = iter([trained_model(args, args.data[0])])
+    else:  # one bundle at a time: each holds its data set's holdout in memory
+        models = (built_model(args, b, d) for b, d in zip(args.bundle, args.data, strict=True))
+    for float_bytes, vectors, ts, max_len, model in models:
+        if args.vectors:
+            vector_rows(float_bytes, ts, max_len, model)
+        else:
+            scheme_rows(float_bytes, vectors, ts, max_len, model)
+    return 0
+
+
+def scheme_rows(float_bytes: bytes, vectors: np.ndarray, ts: Holdout, max_len: int, model: str) -> None:
+    """The float32 model and each quantization scheme of it, scored with the same item vectors."""
     base = evaluate_direct(float_bytes, vectors, ts, max_len=max_len)
     emit(bench="quantization", model=model, scheme="float32", users=int(base["users"]),
          ndcg10=base["NDCG@10"], hr10=base["HR@10"], ndcg10_rel=0.0, model_bytes=len(float_bytes))
@@ -162,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         emit(bench="quantization", model=model, scheme=name, users=int(m["users"]),
              ndcg10=m["NDCG@10"], hr10=m["HR@10"], ndcg10_rel=m["NDCG@10"] / base["NDCG@10"] - 1,
              model_bytes=len(q))
-    return 0
 
 
 if __name__ == "__main__":
